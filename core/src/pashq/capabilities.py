@@ -1,0 +1,47 @@
+"""What a driver can do, declared as data.
+
+Each driver class has a ``capabilities`` attribute. The core reads it to decide what to
+emulate and what to refuse with :class:`~pashq.errors.UnsupportedError`; the contract
+suite reads it to skip tests that do not apply.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+__all__ = ["Capabilities"]
+
+
+@attrs.frozen
+class Capabilities:
+    """A driver's declared features.
+
+    :ivar persistent: messages survive the process that pushed them.
+    :ivar consume: messages are pulled by workers (``False`` for sync/logger drivers).
+    :ivar delay: ``delay=`` on dispatch is honoured by the backend.
+    :ivar max_delay: the longest delay in seconds the backend accepts (``None`` = no limit).
+    :ivar batch_size: the most messages the driver moves per backend call; the worker pulls
+        at most this many at once.
+    :ivar nack_delay: a released message can be made invisible for a while (retry backoff).
+    :ivar lease: a pulled message that is never acked comes back by itself (crash recovery).
+    :ivar extend_lease: ``pashq_extend`` keeps a long-running delivery reserved.
+    :ivar dead_letters: the driver keeps dead letters and implements ``pashq_failed_*``.
+    :ivar stats: ``pashq_stats`` is implemented.
+    :ivar purge: ``pashq_purge`` is implemented.
+    :ivar fifo_groups: ordering groups and deduplication ids are honoured (FIFO queues).
+    :ivar priorities: per-message priorities are honoured.
+    """
+
+    persistent: bool = False
+    consume: bool = True
+    delay: bool = False
+    max_delay: float | None = None
+    batch_size: int = 100
+    nack_delay: bool = False
+    lease: bool = False
+    extend_lease: bool = False
+    dead_letters: bool = False
+    stats: bool = False
+    purge: bool = False
+    fifo_groups: bool = False
+    priorities: bool = False

@@ -1,0 +1,231 @@
+"""A connection: one configured backend, its plugin manager and the dispatch API.
+
+Get one with :func:`pashq.queue` (``pashq.queue("events")``); it is opened on first use
+and shared by the whole process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pluggy
+
+from pashq import hookspecs
+from pashq.capabilities import Capabilities
+from pashq.config import ConnectionConfig
+from pashq.delivery import DeadLetter, OutgoingMessage, QueueStats
+from pashq.discovery import DRIVER_GROUP, PLUGIN_GROUP, find
+from pashq.envelope import Envelope, new_message_id, utc_timestamp
+from pashq.errors import ConfigError, PashqError, UnsupportedError
+from pashq.message import Message, body_of
+from pashq.serializer import JsonSerializer
+
+__all__ = ["Connection", "build_plugin_manager"]
+
+log = logging.getLogger(__name__)
+
+
+def build_plugin_manager(driver: object, config: ConnectionConfig) -> pluggy.PluginManager:
+    """Build the plugin manager of one connection: the driver, the default serializer and
+    the plugins its configuration names, checked with ``check_pending()``."""
+    pm = pluggy.PluginManager("pashq")
+    pm.add_hookspecs(hookspecs)
+    pm.register(JsonSerializer(), name="pashq.serializer.json")
+    for plugin_name in config.plugins:
+        factory = find(PLUGIN_GROUP, plugin_name, f"{config.where} plugins").load()
+        plugin = factory() if isinstance(factory, type) else factory
+        pm.register(plugin, name=f"pashq.plugin.{plugin_name}")
+    pm.register(driver, name=f"pashq.driver.{config.type}")
+    pm.check_pending()
+    return pm
+
+
+class Connection:
+    """A named connection to one backend through one driver.
+
+    :ivar name: the connection name (``[queues.<name>]``).
+    :ivar config: its validated configuration.
+    :ivar driver: the driver instance.
+    :ivar capabilities: what the driver declares it can do.
+    :ivar hook: the plugin manager's hook relay (``connection.hook.pashq_pull(...)``).
+    """
+
+    def __init__(self, config: ConnectionConfig) -> None:
+        """Load the driver named by ``config.type``, build the plugin manager and connect."""
+        self.name = config.name
+        self.config = config
+        driver_cls = find(DRIVER_GROUP, config.type, config.where).load()
+        capabilities = getattr(driver_cls, "capabilities", None)
+        if not isinstance(capabilities, Capabilities):
+            raise ConfigError(
+                f"{config.where}: driver {config.type!r} ({driver_cls!r}) does not declare "
+                "`capabilities = pashq.Capabilities(...)`"
+            )
+        self.capabilities: Capabilities = capabilities
+        self.driver = driver_cls()
+        self.plugin_manager = build_plugin_manager(self.driver, config)
+        self.hook = self.plugin_manager.hook
+        self._closed = False
+        self._lock = threading.Lock()
+        self.hook.pashq_connect(connection=self)
+
+    # -- what drivers read at connect time ---------------------------------------------------
+
+    @property
+    def options(self) -> Mapping[str, Any]:
+        """The driver's own keys from ``[queues.<name>]``."""
+        return self.config.options
+
+    @property
+    def where(self) -> str:
+        """Where the configuration of this connection was read (for error messages)."""
+        return self.config.where
+
+    def __repr__(self) -> str:
+        return f"<pashq.Connection {self.name!r} type={self.config.type!r}>"
+
+    # -- dispatch ------------------------------------------------------------------------------
+
+    def _outgoing(self, message: Message, delay: float | None, created_at: str) -> OutgoingMessage:
+        if not isinstance(message, Message):
+            raise TypeError(
+                f"can only dispatch pashq.Message instances, got {type(message).__name__}"
+            )
+        cls = type(message)
+        envelope = Envelope(new_message_id(), cls.type_name, body_of(message), created_at, {})
+        data = self.hook.pashq_serialize(envelope=envelope)
+        return OutgoingMessage(
+            envelope.id,
+            cls.type_name,
+            data,
+            delay or 0.0,
+            message.get_group_id(),
+            message.get_deduplication_id(),
+        )
+
+    def _check_queue(self, queue: str) -> None:
+        if not isinstance(queue, str) or not queue:
+            raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+
+    def _check_delay(self, queue: str, delay: float | None) -> None:
+        if not delay:
+            return
+        if delay < 0:
+            raise ValueError(f"delay must be >= 0 seconds, got {delay!r}")
+        caps = self.capabilities
+        if not caps.delay:
+            raise UnsupportedError(
+                f"connection {self.name!r} (driver {self.config.type!r}) cannot delay messages; "
+                f"dispatch to queue {queue!r} without delay= or use a driver with delays"
+            )
+        if caps.max_delay is not None and delay > caps.max_delay:
+            raise UnsupportedError(
+                f"connection {self.name!r} (driver {self.config.type!r}) accepts delays up to "
+                f"{caps.max_delay:g} s, got {delay:g} s for queue {queue!r}"
+            )
+
+    def dispatch(
+        self, queue: str, message: Message, *, delay: float | None = None, **options: Any
+    ) -> str:
+        """Push one message to ``queue`` and return its id.
+
+        :param queue: the queue name.
+        :param message: the message instance.
+        :param delay: seconds before it may be delivered.
+        :param options: driver-specific options (see the driver's docs).
+        """
+        return self.dispatch_many(queue, (message,), delay=delay, **options)[0]
+
+    def dispatch_many(
+        self,
+        queue: str,
+        messages: Iterable[Message],
+        *,
+        delay: float | None = None,
+        **options: Any,
+    ) -> list[str]:
+        """Push many messages to ``queue`` in one batched push; return their ids in order."""
+        self._check_queue(queue)
+        self._check_delay(queue, delay)
+        created_at = utc_timestamp()
+        batch = [self._outgoing(m, delay, created_at) for m in messages]
+        if not batch:
+            return []
+        ids = self.hook.pashq_push(queue=queue, messages=batch, options=options)
+        if ids is None:
+            raise PashqError(
+                f"driver {self.config.type!r} returned nothing from pashq_push on queue {queue!r}"
+            )
+        return list(ids)
+
+    async def adispatch(
+        self, queue: str, message: Message, *, delay: float | None = None, **options: Any
+    ) -> str:
+        """Awaitable :meth:`dispatch`: the push runs in a thread, never blocking the loop."""
+        return await asyncio.to_thread(self.dispatch, queue, message, delay=delay, **options)
+
+    async def adispatch_many(
+        self,
+        queue: str,
+        messages: Iterable[Message],
+        *,
+        delay: float | None = None,
+        **options: Any,
+    ) -> list[str]:
+        """Awaitable :meth:`dispatch_many`."""
+        batch = list(messages)
+        return await asyncio.to_thread(self.dispatch_many, queue, batch, delay=delay, **options)
+
+    # -- administration ------------------------------------------------------------------------
+
+    def _require(self, capability: str, what: str, queue: str) -> None:
+        if not getattr(self.capabilities, capability):
+            raise UnsupportedError(
+                f"connection {self.name!r} (driver {self.config.type!r}) does not support "
+                f"{what} (queue {queue!r})"
+            )
+
+    def stats(self, queue: str) -> QueueStats:
+        """Return message counts for ``queue``."""
+        self._require("stats", "stats", queue)
+        result: QueueStats = self.hook.pashq_stats(queue=queue)
+        return result
+
+    def purge(self, queue: str) -> int:
+        """Delete every waiting message of ``queue``; return how many."""
+        self._require("purge", "purge", queue)
+        result: int = self.hook.pashq_purge(queue=queue)
+        return result
+
+    def failed(self, queue: str, limit: int = 100) -> list[DeadLetter]:
+        """List dead letters of ``queue``, oldest first."""
+        self._require("dead_letters", "listing dead letters", queue)
+        result: list[DeadLetter] = self.hook.pashq_failed_list(queue=queue, limit=limit)
+        return result
+
+    def retry_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Move dead letters (all, or those ``ids``) back to ``queue``; return how many."""
+        self._require("dead_letters", "retrying dead letters", queue)
+        result: int = self.hook.pashq_failed_retry(queue=queue, ids=ids)
+        return result
+
+    def purge_failed(self, queue: str, ids: Sequence[str] | None = None) -> int:
+        """Delete dead letters (all, or those ``ids``) of ``queue``; return how many."""
+        self._require("dead_letters", "purging dead letters", queue)
+        result: int = self.hook.pashq_failed_purge(queue=queue, ids=ids)
+        return result
+
+    def close(self) -> None:
+        """Close the driver; the connection cannot be used afterwards."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.hook.pashq_close()
+        except Exception:
+            log.exception("closing connection %r failed", self.name)

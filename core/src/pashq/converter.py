@@ -1,0 +1,93 @@
+"""The private cattrs converter that turns message fields into JSON values and back.
+
+Supports nested attrs classes, ``datetime`` (ISO 8601; keep them timezone-aware), ``date``,
+``UUID``, ``Decimal`` (as a string, exactly), ``Enum`` (by value), ``Optional``/``Union``,
+``list``, ``tuple``, ``set``/``frozenset`` (as JSON arrays) and ``dict``. A structuring
+error becomes :class:`~pashq.errors.SerializationError` naming the failing field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Set as AbstractSet
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, TypeVar
+from uuid import UUID
+
+import cattrs
+
+from pashq.errors import SerializationError
+
+__all__ = ["make_converter", "structure", "unstructure"]
+
+T = TypeVar("T")
+
+
+def _structure_datetime(value: Any, _: type) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 datetime string, got {value!r}")
+    return datetime.fromisoformat(value)
+
+
+def _structure_date(value: Any, _: type) -> date:
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 date string, got {value!r}")
+    return date.fromisoformat(value)
+
+
+def _structure_decimal(value: Any, _: type) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
+        raise ValueError(f"expected a decimal string, got {value!r}")
+    try:
+        return Decimal(str(value) if isinstance(value, float) else value)
+    except InvalidOperation:
+        raise ValueError(f"expected a decimal string, got {value!r}") from None
+
+
+def _structure_uuid(value: Any, _: type) -> UUID:
+    if isinstance(value, UUID):
+        return value
+    if not isinstance(value, str):
+        raise ValueError(f"expected a UUID string, got {value!r}")
+    return UUID(value)
+
+
+def make_converter() -> cattrs.Converter:
+    """Build a converter preconfigured for the JSON wire format."""
+    converter = cattrs.Converter(
+        detailed_validation=True,
+        unstruct_collection_overrides={AbstractSet: list},
+    )
+    converter.register_unstructure_hook(datetime, datetime.isoformat)
+    converter.register_structure_hook(datetime, _structure_datetime)
+    converter.register_unstructure_hook(date, date.isoformat)
+    converter.register_structure_hook(date, _structure_date)
+    converter.register_unstructure_hook(Decimal, str)
+    converter.register_structure_hook(Decimal, _structure_decimal)
+    converter.register_unstructure_hook(UUID, str)
+    converter.register_structure_hook(UUID, _structure_uuid)
+    return converter
+
+
+_converter = make_converter()
+
+
+def unstructure(obj: Any) -> Any:
+    """Turn an attrs instance (and what it holds) into JSON-compatible values."""
+    return _converter.unstructure(obj)
+
+
+def structure(value: Any, cls: type[T]) -> T:
+    """Build ``cls`` from JSON values.
+
+    :raises SerializationError: naming each failing field (``$.amount: expected int``).
+    """
+    try:
+        return _converter.structure(value, cls)
+    except Exception as exc:
+        details = "; ".join(cattrs.transform_error(exc, path=cls.__name__))
+        raise SerializationError(f"cannot build {cls.__qualname__}: {details}") from exc

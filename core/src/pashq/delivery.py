@@ -1,0 +1,96 @@
+"""The data that crosses the hooks between the core and a driver.
+
+A driver receives :class:`OutgoingMessage` batches to push, returns :class:`Delivery`
+batches from a pull, and is handed the same deliveries back to ack, nack, extend or
+dead-letter. The body is always the serialized envelope (bytes); drivers never decode it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+__all__ = ["DeadLetter", "Delivery", "OutgoingMessage", "QueueStats"]
+
+
+@attrs.frozen(slots=True)
+class OutgoingMessage:
+    """One message to push.
+
+    :ivar id: the message id (uuid4 hex), also inside the envelope.
+    :ivar type_name: the registered type name, also inside the envelope.
+    :ivar body: the serialized envelope.
+    :ivar delay: seconds before the message may be delivered (0 = at once).
+    :ivar group_id: ordering group for FIFO-capable backends (``None`` = none).
+    :ivar deduplication_id: deduplication key for backends that support one.
+    """
+
+    id: str
+    type_name: str
+    body: bytes
+    delay: float = 0.0
+    group_id: str | None = None
+    deduplication_id: str | None = None
+
+
+@attrs.define(slots=True, eq=False)
+class Delivery:
+    """One message handed to a worker by ``pashq_pull``.
+
+    :ivar queue: the queue it came from.
+    :ivar id: the message id (``""`` if the driver cannot know it without decoding).
+    :ivar body: the serialized envelope, exactly as pushed.
+    :ivar attempts: how many times it has been delivered, this delivery included (>= 1).
+    :ivar receipt: the driver's own handle (row id, delivery tag, receipt handle ...).
+    :ivar lease: seconds the delivery stays reserved from the pull, or ``None`` when the
+        backend has no lease (the worker heartbeats through ``pashq_extend`` before it ends).
+    """
+
+    queue: str
+    id: str
+    body: bytes
+    attempts: int = 1
+    receipt: Any = None
+    lease: float | None = None
+
+
+@attrs.frozen(slots=True)
+class DeadLetter:
+    """A message that failed for good, as kept by the driver.
+
+    :ivar id: the message id.
+    :ivar queue: the queue it failed on.
+    :ivar body: the serialized envelope.
+    :ivar reason: a one-line reason (the exception, ``validate_message() returned False`` ...).
+    :ivar traceback: the formatted traceback, if there was one.
+    :ivar attempts: deliveries made before it was dead-lettered.
+    :ivar failed_at: when it was dead-lettered (UTC), if the backend knows.
+    """
+
+    id: str
+    queue: str
+    body: bytes
+    reason: str
+    traceback: str | None = None
+    attempts: int = 0
+    failed_at: datetime | None = None
+
+
+@attrs.frozen(slots=True)
+class QueueStats:
+    """Counts for one queue; ``None`` where the backend cannot tell.
+
+    :ivar queue: the queue name.
+    :ivar ready: messages waiting to be delivered now.
+    :ivar delayed: messages waiting for their delay (or retry backoff) to pass.
+    :ivar in_flight: messages delivered and not yet acked.
+    :ivar failed: dead letters kept for this queue.
+    """
+
+    queue: str
+    ready: int | None = None
+    delayed: int | None = None
+    in_flight: int | None = None
+    failed: int | None = None

@@ -1,0 +1,254 @@
+"""``memory``: the reference driver, in one process.
+
+Features: delays, leases (an unacked delivery comes back after ``lease`` seconds), lease
+extension, nack with delay, dead letters (list / retry / purge), stats and purge. Messages
+live in the process's memory: at-least-once within the process, lost with it.
+
+Options (``[queues.<name>]``):
+
+- ``lease`` (float, default 30): seconds a pulled message stays reserved.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from pashq.capabilities import Capabilities
+from pashq.config import parse_options
+from pashq.connection import Connection
+from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.errors import ConfigError
+from pashq.hookspecs import hookimpl
+
+__all__ = ["MemoryDriver", "MemoryOptions"]
+
+
+@attrs.frozen
+class MemoryOptions:
+    """Options of the memory driver."""
+
+    lease: float = 30.0
+
+
+class _Entry:
+    __slots__ = ("attempts", "body", "id")
+
+    def __init__(self, id: str, body: bytes) -> None:
+        self.id = id
+        self.body = body
+        self.attempts = 0
+
+
+class _Queue:
+    __slots__ = ("dead", "delayed", "leased", "ready")
+
+    def __init__(self) -> None:
+        self.ready: deque[_Entry] = deque()
+        self.delayed: list[tuple[float, int, _Entry]] = []
+        self.leased: dict[int, tuple[_Entry, float]] = {}
+        self.dead: list[DeadLetter] = []
+
+
+class MemoryDriver:
+    """In-process queues with the full delivery contract (see the module docstring)."""
+
+    name = "memory"
+    capabilities = Capabilities(
+        persistent=False,
+        delay=True,
+        batch_size=1000,
+        nack_delay=True,
+        lease=True,
+        extend_lease=True,
+        dead_letters=True,
+        stats=True,
+        purge=True,
+    )
+
+    def __init__(self) -> None:
+        self._queues: dict[str, _Queue] = {}
+        self._cond = threading.Condition()
+        self._seq = itertools.count(1)
+        self.lease = 30.0
+
+    @hookimpl
+    def pashq_connect(self, connection: Connection) -> None:
+        """Validate the options."""
+        options = parse_options(MemoryOptions, connection.options, connection.where)
+        if options.lease <= 0:
+            raise ConfigError(f"{connection.where}: 'lease' must be > 0, got {options.lease}")
+        self.lease = options.lease
+
+    def _queue(self, name: str) -> _Queue:
+        found = self._queues.get(name)
+        if found is None:
+            found = self._queues[name] = _Queue()
+        return found
+
+    def _mature(self, q: _Queue, now: float) -> None:
+        delayed = q.delayed
+        while delayed and delayed[0][0] <= now:
+            q.ready.append(heapq.heappop(delayed)[2])
+        if q.leased:
+            expired = [r for r, (_, deadline) in q.leased.items() if deadline <= now]
+            for receipt in expired:
+                q.ready.append(q.leased.pop(receipt)[0])
+
+    @hookimpl
+    def pashq_push(
+        self, queue: str, messages: Sequence[OutgoingMessage], options: Mapping[str, Any]
+    ) -> list[str]:
+        """Store the messages; delayed ones wait in a heap."""
+        if options:
+            raise TypeError(f"memory driver takes no dispatch options, got {sorted(options)}")
+        now = time.monotonic()
+        with self._cond:
+            q = self._queue(queue)
+            for m in messages:
+                entry = _Entry(m.id, m.body)
+                if m.delay > 0:
+                    heapq.heappush(q.delayed, (now + m.delay, next(self._seq), entry))
+                else:
+                    q.ready.append(entry)
+            self._cond.notify_all()
+        return [m.id for m in messages]
+
+    @hookimpl
+    def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
+        """Lease up to ``max_messages``, waiting up to ``timeout`` for the first."""
+        deadline = time.monotonic() + timeout
+        lease = self.lease
+        with self._cond:
+            q = self._queue(queue)
+            while True:
+                now = time.monotonic()
+                self._mature(q, now)
+                if q.ready or now >= deadline:
+                    break
+                wait = deadline - now
+                if q.delayed:
+                    wait = min(wait, q.delayed[0][0] - now)
+                if q.leased:
+                    wait = min(wait, min(d for _, d in q.leased.values()) - now)
+                self._cond.wait(max(wait, 0.001))
+            out: list[Delivery] = []
+            ready, leased, until = q.ready, q.leased, now + lease
+            for _ in range(min(max_messages, len(ready))):
+                entry = ready.popleft()
+                entry.attempts += 1
+                receipt = next(self._seq)
+                leased[receipt] = (entry, until)
+                out.append(Delivery(queue, entry.id, entry.body, entry.attempts, receipt, lease))
+            return out
+
+    @hookimpl
+    def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Forget acked deliveries (a lease that expired meanwhile is ignored)."""
+        with self._cond:
+            leased = self._queue(queue).leased
+            for d in deliveries:
+                leased.pop(d.receipt, None)
+
+    @hookimpl
+    def pashq_nack(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
+        """Put deliveries back, visible after ``delay`` seconds."""
+        with self._cond:
+            q = self._queue(queue)
+            at = time.monotonic() + delay
+            for d in deliveries:
+                found = q.leased.pop(d.receipt, None)
+                if found is None:
+                    continue
+                if delay > 0:
+                    heapq.heappush(q.delayed, (at, next(self._seq), found[0]))
+                else:
+                    q.ready.appendleft(found[0])
+            self._cond.notify_all()
+
+    @hookimpl
+    def pashq_extend(self, queue: str, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Push the lease deadline of deliveries still being worked on."""
+        with self._cond:
+            leased = self._queue(queue).leased
+            until = time.monotonic() + seconds
+            for d in deliveries:
+                found = leased.get(d.receipt)
+                if found is not None:
+                    leased[d.receipt] = (found[0], until)
+
+    @hookimpl
+    def pashq_dead_letter(
+        self, queue: str, delivery: Delivery, reason: str, traceback: str | None
+    ) -> None:
+        """Move the delivery to the queue's dead letters."""
+        with self._cond:
+            q = self._queue(queue)
+            found = q.leased.pop(delivery.receipt, None)
+            if found is None:
+                return
+            entry = found[0]
+            q.dead.append(
+                DeadLetter(entry.id, queue, entry.body, reason, traceback, entry.attempts,
+                           datetime.now(UTC))
+            )
+
+    @hookimpl
+    def pashq_stats(self, queue: str) -> QueueStats:
+        """Count ready, delayed, leased and dead messages."""
+        with self._cond:
+            q = self._queue(queue)
+            self._mature(q, time.monotonic())
+            return QueueStats(queue, len(q.ready), len(q.delayed), len(q.leased), len(q.dead))
+
+    @hookimpl
+    def pashq_purge(self, queue: str) -> int:
+        """Drop ready and delayed messages."""
+        with self._cond:
+            q = self._queue(queue)
+            count = len(q.ready) + len(q.delayed)
+            q.ready.clear()
+            q.delayed.clear()
+            return count
+
+    @hookimpl
+    def pashq_failed_list(self, queue: str, limit: int) -> list[DeadLetter]:
+        """Return the oldest ``limit`` dead letters."""
+        with self._cond:
+            return list(self._queue(queue).dead[:limit])
+
+    def _take_dead(self, queue: str, ids: Sequence[str] | None) -> list[DeadLetter]:
+        q = self._queue(queue)
+        wanted = None if ids is None else set(ids)
+        taken = [d for d in q.dead if wanted is None or d.id in wanted]
+        q.dead = [d for d in q.dead if not (wanted is None or d.id in wanted)]
+        return taken
+
+    @hookimpl
+    def pashq_failed_retry(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Move dead letters back to the queue with a fresh attempt count."""
+        with self._cond:
+            taken = self._take_dead(queue, ids)
+            self._queue(queue).ready.extend(_Entry(d.id, d.body) for d in taken)
+            self._cond.notify_all()
+            return len(taken)
+
+    @hookimpl
+    def pashq_failed_purge(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Delete dead letters for good."""
+        with self._cond:
+            return len(self._take_dead(queue, ids))
+
+    @hookimpl
+    def pashq_close(self) -> None:
+        """Wake any waiting puller; the data goes with the driver."""
+        with self._cond:
+            self._cond.notify_all()

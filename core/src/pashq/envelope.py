@@ -1,0 +1,134 @@
+"""The wire format: envelope version 1.
+
+One JSON object, UTF-8::
+
+    {"v": 1, "id": "<uuid4 hex>", "type": "billing.ping", "body": {...},
+     "created_at": "2026-11-27T18:00:00.000000Z", "headers": {}}
+
+``body`` is the message's content (a JSON object for the default ``get_message``, a JSON
+string for a custom text body). Attempt counts and leases belong to the driver, never to
+the envelope. :func:`decode_envelope` raises :class:`~pashq.errors.EnvelopeError` for
+anything else and never another exception. The schema is in ``docs/envelope.schema.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+
+from pashq.errors import EnvelopeError
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "Envelope",
+    "decode_envelope",
+    "encode_envelope",
+    "new_message_id",
+    "utc_timestamp",
+]
+
+ENVELOPE_VERSION = 1
+_KEYS = frozenset({"v", "id", "type", "body", "created_at", "headers"})
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_decoder = json.JSONDecoder()
+
+
+def new_message_id() -> str:
+    """Return a fresh message id (uuid4, 32 hex digits)."""
+    return uuid.uuid4().hex
+
+
+def utc_timestamp() -> str:
+    """Return the current UTC time as the envelope writes it (``...T...Z``, microseconds)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@attrs.frozen(slots=True)
+class Envelope:
+    """A decoded envelope.
+
+    :ivar id: the message id.
+    :ivar type: the registered type name of the message class.
+    :ivar body: the message content (JSON value).
+    :ivar created_at: when it was dispatched, ISO 8601 UTC text.
+    :ivar headers: string headers (trace ids, middleware data); never attempt counts.
+    """
+
+    id: str
+    type: str
+    body: Any
+    created_at: str
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the envelope as the JSON object of wire format version 1."""
+        return {
+            "v": ENVELOPE_VERSION,
+            "id": self.id,
+            "type": self.type,
+            "body": self.body,
+            "created_at": self.created_at,
+            "headers": dict(self.headers),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Envelope:
+        """Validate a decoded JSON value and build the envelope.
+
+        :raises EnvelopeError: the value is not a version-1 envelope; the message says why.
+        """
+        if not isinstance(data, dict):
+            raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+        version = data.get("v")
+        if version != ENVELOPE_VERSION:
+            raise EnvelopeError(
+                f"unsupported envelope version {version!r} (this pashq reads version 1)"
+            )
+        extra = data.keys() - _KEYS
+        if extra:
+            raise EnvelopeError(f"unknown envelope keys: {', '.join(sorted(extra))}")
+        missing = _KEYS - data.keys()
+        if missing:
+            raise EnvelopeError(f"envelope lacks keys: {', '.join(sorted(missing))}")
+        for key in ("id", "type", "created_at"):
+            value = data[key]
+            if not isinstance(value, str) or not value:
+                raise EnvelopeError(f"envelope key {key!r} must be a non-empty string")
+        headers = data["headers"]
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise EnvelopeError("envelope key 'headers' must be an object of strings")
+        return cls(data["id"], data["type"], data["body"], data["created_at"], headers)
+
+
+def encode_envelope(envelope: Envelope) -> bytes:
+    """Serialize an envelope to UTF-8 JSON bytes."""
+    try:
+        return _encoder.encode(envelope.to_dict()).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise EnvelopeError(
+            f"message {envelope.id} ({envelope.type}) has a body that is not JSON: {exc}"
+        ) from exc
+
+
+def decode_envelope(data: bytes | str) -> Envelope:
+    """Parse UTF-8 JSON bytes into an :class:`Envelope`.
+
+    :raises EnvelopeError: for anything that is not a valid version-1 envelope.
+    """
+    try:
+        text = bytes(data).decode("utf-8") if isinstance(data, bytes | bytearray | memoryview) else data
+        if not isinstance(text, str):
+            raise EnvelopeError(f"envelope must be bytes or str, got {type(data).__name__}")
+        value = _decoder.decode(text)
+    except EnvelopeError:
+        raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise EnvelopeError(f"envelope is not valid UTF-8 JSON: {exc}") from exc
+    return Envelope.from_dict(value)

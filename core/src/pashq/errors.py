@@ -1,0 +1,75 @@
+"""Exception classes raised by pashq.
+
+Every error pashq raises on purpose derives from :class:`PashqError`, and its message names
+what went wrong (the queue, the key, the id, the file) and what to do about it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "DriverError",
+    "DriverNotFoundError",
+    "DuplicateDriverError",
+    "EnvelopeError",
+    "MessageRejectedError",
+    "MessageTooLargeError",
+    "PashqError",
+    "QueueNotFoundError",
+    "RegistryError",
+    "SerializationError",
+    "UnknownMessageTypeError",
+    "UnsupportedError",
+]
+
+
+class PashqError(Exception):
+    """Base class of every error pashq raises on purpose."""
+
+
+class ConfigError(PashqError):
+    """The configuration is wrong: a missing or unknown key, a bad value, an unreadable file."""
+
+
+class DriverNotFoundError(ConfigError):
+    """A configuration names a driver (or plugin) that no installed distribution provides."""
+
+
+class DuplicateDriverError(ConfigError):
+    """Two installed distributions register the same driver (or plugin) name."""
+
+
+class RegistryError(PashqError):
+    """A message class cannot be registered (for example, its type name is already taken)."""
+
+
+class EnvelopeError(PashqError):
+    """Bytes read from a queue are not a valid pashq envelope (version 1)."""
+
+
+class UnknownMessageTypeError(PashqError):
+    """An envelope names a message type that is not registered in this process."""
+
+
+class SerializationError(PashqError):
+    """A message's body cannot be turned into its class, or the class into a body."""
+
+
+class UnsupportedError(PashqError):
+    """The connection's driver lacks a capability the call needs (delays, stats, ...)."""
+
+
+class DriverError(PashqError):
+    """A driver failed to talk to its backend (unreachable server, rejected request, ...)."""
+
+
+class QueueNotFoundError(DriverError):
+    """The backend has no such queue (or table) and the driver will not create it."""
+
+
+class MessageTooLargeError(DriverError):
+    """A message is larger than the backend accepts."""
+
+
+class MessageRejectedError(PashqError):
+    """A message run inline (``sync`` driver) returned ``False`` from ``validate_message()``."""

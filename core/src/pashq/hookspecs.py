@@ -1,0 +1,386 @@
+"""Hook specifications: the contract between the pashq core and its drivers and plugins.
+
+Each connection has its own :class:`pluggy.PluginManager` holding exactly one driver, the
+default JSON serializer (``trylast``) and the middleware its configuration names, so no hook
+ever has to ask "is this my driver?". The core calls every hook with keyword arguments;
+an implementation may accept fewer arguments than the spec (pluggy passes only those it
+names), and arguments are only ever added, never renamed or removed.
+
+Hooks may be called from several threads at once (the worker's puller, its handler threads
+and its lease heartbeat); a driver must be thread-safe.
+
+A driver is a class with ``name`` and ``capabilities`` attributes and hook implementations::
+
+    from pashq import Capabilities, hookimpl
+
+    class MyDriver:
+        name = "mine"
+        capabilities = Capabilities(persistent=True, lease=True)
+
+        @hookimpl
+        def pashq_connect(self, connection):
+            self.client = connect(connection.options["url"])
+
+        @hookimpl
+        def pashq_push(self, queue, messages):
+            return [self.client.put(queue, m.body) for m in messages]
+
+It is found through the ``pashq.drivers`` entry-point group (see ``docs/writing-a-driver.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.envelope import Envelope
+
+if TYPE_CHECKING:
+    from pashq.connection import Connection
+
+__all__ = ["hookimpl", "hookspec"]
+
+hookspec = pluggy.HookspecMarker("pashq")
+#: Marker for hook implementations in drivers and plugins.
+hookimpl = pluggy.HookimplMarker("pashq")
+
+
+# -------------------------------------------------------------------------------------------
+# Lifecycle
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec
+def pashq_connect(connection: Connection) -> None:
+    """Open the backend for a connection.
+
+    Called once, before any other hook, when the connection is first used. Validate the
+    driver options here (``pashq.config.parse_options`` gives errors naming the file and
+    key) and raise :class:`~pashq.errors.ConfigError` or :class:`~pashq.errors.DriverError`
+    with a message a user can act on. Connecting lazily (on first push or pull) is fine.
+
+    :param connection: the connection being opened: ``connection.name``,
+        ``connection.options`` (the driver's keys from ``[queues.<name>]``),
+        ``connection.where`` (where that table was read, for error messages).
+
+    Example::
+
+        @hookimpl
+        def pashq_connect(self, connection):
+            self.options = parse_options(MyOptions, connection.options, connection.where)
+    """
+
+
+@hookspec
+def pashq_close() -> None:
+    """Release everything the driver holds (connections, threads, sockets).
+
+    Called once when the connection is closed; no hook is called after it.
+
+    Example::
+
+        @hookimpl
+        def pashq_close(self):
+            self.engine.dispose()
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_declare(queue: str) -> None:
+    """Make sure a queue exists on the backend (optional).
+
+    Called before a worker starts pulling ``queue``. Drivers whose queues need no
+    declaration do not implement it.
+
+    :param queue: the queue name.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_declare(self, queue):
+            self.channel.queue_declare(queue, durable=True)
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# The data path (batched)
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pashq_push(
+    queue: str, messages: Sequence[OutgoingMessage], options: Mapping[str, Any]
+) -> list[str]:
+    """Store a batch of messages on ``queue``; return once the backend holds all of them.
+
+    The driver splits the batch into backend calls of at most its ``batch_size``. Return
+    only after every message is durably accepted (a commit, a publisher confirm, a
+    successful SendMessageBatch entry); if any message could not be stored, raise
+    :class:`~pashq.errors.DriverError` naming the ids that failed: never report success
+    for a message the backend does not hold.
+
+    :param queue: the queue name.
+    :param messages: the messages, in dispatch order, each with its serialized envelope
+        and optional ``delay`` in seconds.
+    :param options: driver-specific dispatch options given by the caller
+        (``message.dispatch(..., **options)``); reject keys you do not know.
+    :returns: the ids of the stored messages, in order.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_push(self, queue, messages, options):
+            self.table.insert_many(queue, [(m.id, m.body, m.delay) for m in messages])
+            return [m.id for m in messages]
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_pull(queue: str, max_messages: int, timeout: float) -> list[Delivery]:
+    """Reserve up to ``max_messages`` messages from ``queue``.
+
+    Wait up to ``timeout`` seconds for the first message when the queue is empty (long
+    polling, LISTEN/NOTIFY, a consumer callback), then return what is available, possibly
+    an empty list. Each delivery carries the number of times it has been delivered
+    (``attempts``, 1 for the first time) and, where the backend leases messages, the lease
+    length in seconds.
+
+    :param queue: the queue name.
+    :param max_messages: the most deliveries to return.
+    :param timeout: seconds to wait when nothing is available (0 = do not wait).
+    :returns: the reserved deliveries (empty when there is nothing).
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_pull(self, queue, max_messages, timeout):
+            rows = self.claim(queue, max_messages, lease=self.lease)
+            return [Delivery(queue, r.id, r.body, r.attempts, r.rowid, self.lease) for r in rows]
+    """
+
+
+@hookspec
+def pashq_ack(queue: str, deliveries: Sequence[Delivery]) -> None:
+    """Mark a batch of deliveries as done: they are never delivered again.
+
+    :param queue: the queue the deliveries came from.
+    :param deliveries: deliveries returned by ``pashq_pull`` and not yet settled.
+
+    Example::
+
+        @hookimpl
+        def pashq_ack(self, queue, deliveries):
+            self.table.delete_many([d.receipt for d in deliveries])
+    """
+
+
+@hookspec
+def pashq_nack(queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
+    """Release deliveries so they are delivered again after ``delay`` seconds.
+
+    Used for retries (``delay`` = backoff) and to hand back messages pulled but not started
+    at shutdown (``delay`` = 0). The next delivery counts one more attempt. A driver without
+    the ``nack_delay`` capability may release at once.
+
+    :param queue: the queue the deliveries came from.
+    :param deliveries: deliveries to release.
+    :param delay: seconds before they become deliverable again.
+
+    Example::
+
+        @hookimpl
+        def pashq_nack(self, queue, deliveries, delay):
+            self.table.release([d.receipt for d in deliveries], available_in=delay)
+    """
+
+
+@hookspec
+def pashq_dead_letter(
+    queue: str, delivery: Delivery, reason: str, traceback: str | None
+) -> None:
+    """Move one delivery to the dead letters of ``queue`` for good, keeping the reason.
+
+    Must be atomic: the message ends up either still in the queue or among the dead
+    letters, never lost and never in both.
+
+    :param queue: the queue the delivery came from.
+    :param delivery: the delivery to dead-letter.
+    :param reason: a one-line reason (exception text, "validate_message() returned False").
+    :param traceback: the formatted traceback, if any.
+
+    Example::
+
+        @hookimpl
+        def pashq_dead_letter(self, queue, delivery, reason, traceback):
+            with self.transaction() as tx:
+                tx.move_to_failed(delivery.receipt, reason, traceback)
+    """
+
+
+@hookspec
+def pashq_extend(queue: str, deliveries: Sequence[Delivery], seconds: float) -> None:
+    """Extend the lease of deliveries still being processed (heartbeat; optional).
+
+    Called by the worker before a lease runs out, for drivers with ``extend_lease``.
+
+    :param queue: the queue the deliveries came from.
+    :param deliveries: deliveries still in progress.
+    :param seconds: the new lease, counted from now.
+
+    Example::
+
+        @hookimpl
+        def pashq_extend(self, queue, deliveries, seconds):
+            self.table.set_lease([d.receipt for d in deliveries], seconds)
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# Serialization
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pashq_serialize(envelope: Envelope) -> bytes:
+    """Turn an envelope into the bytes a driver stores.
+
+    The built-in JSON serializer is registered ``trylast``; a plugin registered before it
+    (compression, signing, msgpack) returns its own bytes, or wraps the default with a
+    ``wrapper=True`` implementation.
+
+    :param envelope: the envelope to serialize.
+    :returns: the bytes to push.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl(wrapper=True)
+        def pashq_serialize(self, envelope):
+            data = yield
+            return zlib.compress(data)
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_deserialize(data: bytes) -> Envelope:
+    """Turn stored bytes back into an envelope.
+
+    Raise :class:`~pashq.errors.EnvelopeError` (and nothing else) for bytes that are not a
+    valid envelope: the worker dead-letters them with the reason.
+
+    :param data: the bytes as pulled.
+    :returns: the envelope.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl(wrapper=True)
+        def pashq_deserialize(self, data):
+            return (yield)  # or decompress before the default decoder sees it
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# Inspection and administration (optional, declared in capabilities)
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pashq_stats(queue: str) -> QueueStats:
+    """Return counts for ``queue`` (capability ``stats``).
+
+    :param queue: the queue name.
+    :returns: the counts; ``None`` fields where the backend cannot tell.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_stats(self, queue):
+            return QueueStats(queue, ready=self.count(queue))
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_purge(queue: str) -> int:
+    """Delete every waiting message of ``queue`` (capability ``purge``).
+
+    Dead letters are kept (see ``pashq_failed_purge``).
+
+    :param queue: the queue name.
+    :returns: how many messages were deleted (an estimate where the backend cannot count).
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_purge(self, queue):
+            return self.table.delete_where(queue=queue)
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_failed_list(queue: str, limit: int) -> list[DeadLetter]:
+    """List dead letters of ``queue``, oldest first (capability ``dead_letters``).
+
+    :param queue: the queue name.
+    :param limit: the most dead letters to return.
+    :returns: the dead letters.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_failed_list(self, queue, limit):
+            return [DeadLetter(r.id, queue, r.body, r.reason) for r in self.failed(queue, limit)]
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_failed_retry(queue: str, ids: Sequence[str] | None) -> int:
+    """Move dead letters back to ``queue`` as fresh messages (capability ``dead_letters``).
+
+    :param queue: the queue name.
+    :param ids: the message ids to retry, or ``None`` for all of them.
+    :returns: how many messages were moved back.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_failed_retry(self, queue, ids):
+            return self.failed_table.move_back(queue, ids)
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_failed_purge(queue: str, ids: Sequence[str] | None) -> int:
+    """Delete dead letters of ``queue`` for good (capability ``dead_letters``).
+
+    :param queue: the queue name.
+    :param ids: the message ids to delete, or ``None`` for all of them.
+    :returns: how many dead letters were deleted.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_failed_purge(self, queue, ids):
+            return self.failed_table.delete(queue, ids)
+    """

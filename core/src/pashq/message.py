@@ -1,0 +1,211 @@
+"""``pashq.Message``: the base class of typed messages.
+
+A message is an attrs class deriving from :class:`Message`::
+
+    @attrs.define
+    class InvoicePaid(Message, type_name="billing.invoice_paid", queue="billing"):
+        invoice_id: int
+        amount: Decimal
+
+        def process_message(self) -> None:
+            mark_paid(self.invoice_id, self.amount)
+
+    InvoicePaid(42, Decimal("9.99")).dispatch()
+
+The seed framework's five methods keep their names: :meth:`Message.get_message`,
+:meth:`Message.set_message`, :meth:`Message.validate_message`,
+:meth:`Message.process_message` and :meth:`Message.dispatch`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from pashq import registry
+from pashq.converter import structure, unstructure
+from pashq.errors import RegistryError, SerializationError
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["Message", "body_of", "build_message"]
+
+
+class Message:
+    """Base class of every message: subclass it and decorate with ``@attrs.define``.
+
+    Class keywords: ``type_name`` (the stable wire name, default ``module.QualName``),
+    ``queue`` and ``connection`` (where :meth:`dispatch` sends by default).
+
+    Class attributes (plain assignments, not attrs fields) tune retries for this class:
+    ``max_attempts``, ``retry_delay``, ``retry_delay_max`` (seconds); ``None`` falls back to
+    the connection's configuration, then to 5 / 1 s / 300 s. ``group_by`` and
+    ``deduplicate_by`` name the fields used as ordering group and deduplication id on FIFO
+    backends (or override :meth:`get_group_id` / :meth:`get_deduplication_id`).
+    """
+
+    __slots__ = ()
+
+    type_name: ClassVar[str] = ""
+    default_queue: ClassVar[str] = "default"
+    default_connection: ClassVar[str] = "default"
+    max_attempts: ClassVar[int | None] = None
+    retry_delay: ClassVar[float | None] = None
+    retry_delay_max: ClassVar[float | None] = None
+    group_by: ClassVar[str | None] = None
+    deduplicate_by: ClassVar[str | None] = None
+
+    def __init_subclass__(
+        cls,
+        *,
+        type_name: str | None = None,
+        queue: str | None = None,
+        connection: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        # attrs rebuilds slotted classes from the class dict without the class keywords, so
+        # the chosen name is stored in the dict where the rebuilt class finds it again.
+        name = type_name or cls.__dict__.get("type_name") or f"{cls.__module__}.{cls.__qualname__}"
+        cls.type_name = name
+        if queue is not None:
+            cls.default_queue = queue
+        if connection is not None:
+            cls.default_connection = connection
+        registry.register(name, cls)
+
+    # -- the seed's five methods ---------------------------------------------------------
+
+    def get_message(self) -> str:
+        """Return the message body as text: by default the JSON of its fields.
+
+        Override together with :meth:`set_message` for a custom body; a JSON object is
+        stored as such in the envelope, any other text as a JSON string.
+        """
+        return json.dumps(unstructure(self), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def set_message(cls, value: str | Mapping[str, Any]) -> Self:
+        """Build a message from its body (text or the decoded JSON object).
+
+        :raises SerializationError: the body does not fit the class; names the field.
+        """
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise SerializationError(f"{cls.__qualname__}: body is not JSON: {exc}") from exc
+        return structure(value, cls)
+
+    def validate_message(self) -> bool | Awaitable[bool]:
+        """Return ``False`` to reject the message: it is dead-lettered at once, never retried.
+
+        May be ``async def``. The default accepts every message.
+        """
+        return True
+
+    def process_message(self) -> None | Awaitable[None]:
+        """Do the work. Raising means failure: retried with backoff, then dead-lettered.
+
+        May be ``async def``.
+        """
+        raise NotImplementedError(f"{type(self).__qualname__} does not define process_message()")
+
+    def dispatch(
+        self,
+        queue: str | None = None,
+        *,
+        connection: str | None = None,
+        delay: float | None = None,
+        **options: Any,
+    ) -> str:
+        """Push this message and return its id.
+
+        :param queue: the queue (default: the class's ``queue=``, else ``"default"``).
+        :param connection: the configured connection name (default: ``"default"``).
+        :param delay: seconds before it may be delivered.
+        :param options: driver-specific options (e.g. a database transaction).
+        """
+        from pashq.facade import queue as get_connection
+
+        return get_connection(connection or self.default_connection).dispatch(
+            queue or self.default_queue, self, delay=delay, **options
+        )
+
+    async def adispatch(
+        self,
+        queue: str | None = None,
+        *,
+        connection: str | None = None,
+        delay: float | None = None,
+        **options: Any,
+    ) -> str:
+        """Like :meth:`dispatch`, for async code: the push runs off the event loop."""
+        from pashq.facade import queue as get_connection
+
+        return await get_connection(connection or self.default_connection).adispatch(
+            queue or self.default_queue, self, delay=delay, **options
+        )
+
+    # -- FIFO support ----------------------------------------------------------------------
+
+    def get_group_id(self) -> str | None:
+        """Return the ordering group on FIFO backends (default: the ``group_by`` field)."""
+        return None if self.group_by is None else str(getattr(self, self.group_by))
+
+    def get_deduplication_id(self) -> str | None:
+        """Return the deduplication id on FIFO backends (default: the ``deduplicate_by`` field)."""
+        return None if self.deduplicate_by is None else str(getattr(self, self.deduplicate_by))
+
+
+_default_get_message = Message.get_message
+_default_set_message = Message.set_message.__func__  # type: ignore[attr-defined]
+
+
+def _check_attrs(cls: type[Message]) -> None:
+    if "__attrs_attrs__" not in cls.__dict__:
+        raise RegistryError(
+            f"{cls.__module__}.{cls.__qualname__} must be decorated with @attrs.define "
+            "(or @attrs.frozen) to be a pashq message"
+        )
+
+
+def body_of(message: Message) -> Any:
+    """Return the envelope body for ``message`` (JSON object, or text for custom bodies)."""
+    cls = type(message)
+    if cls.get_message is _default_get_message:
+        _check_attrs(cls)
+        return unstructure(message)
+    text = message.get_message()
+    if not isinstance(text, str):
+        raise SerializationError(
+            f"{cls.__qualname__}.get_message() must return str, got {type(text).__name__}"
+        )
+    if text.startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(value, dict):
+            return value
+    return text
+
+
+def build_message(cls: type[Message], body: Any) -> Message:
+    """Build an instance of ``cls`` from an envelope body (the worker's way back).
+
+    :raises SerializationError: the body does not fit; the message names the field.
+    """
+    if cls.set_message.__func__ is _default_set_message:  # type: ignore[attr-defined]
+        if not isinstance(body, dict):
+            raise SerializationError(
+                f"{cls.__qualname__}: body must be a JSON object, got {type(body).__name__}"
+            )
+        return structure(body, cls)
+    if not isinstance(body, str | dict):
+        raise SerializationError(
+            f"{cls.__qualname__}: body must be text or a JSON object, got {type(body).__name__}"
+        )
+    return cls.set_message(body)

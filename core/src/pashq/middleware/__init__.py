@@ -1,0 +1,1 @@
+"""Built-in middleware plugins (entry-point group ``pashq.plugins``)."""

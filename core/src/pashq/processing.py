@@ -1,0 +1,128 @@
+"""Turning one delivery into an outcome: decode, build, validate, process, decide.
+
+Shared by the worker and the inline (``sync``) driver, so both follow one contract:
+success -> ack; exception -> retry with backoff until ``max_attempts``, then dead letter;
+``validate_message()`` False, an undecodable envelope, an unknown type or a body that does
+not fit the class -> dead letter at once, with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import inspect
+import threading
+import traceback
+from collections.abc import Awaitable
+from typing import Any
+
+import attrs
+
+from pashq import registry
+from pashq.config import RetryPolicy
+from pashq.delivery import Delivery
+from pashq.envelope import Envelope
+from pashq.errors import EnvelopeError, SerializationError, UnknownMessageTypeError
+from pashq.message import Message, build_message
+from pashq.retry import backoff_delay, policy_for
+
+__all__ = ["Outcome", "Processor", "Result", "run_awaitable"]
+
+_loops = threading.local()
+
+
+def run_awaitable(value: Awaitable[Any]) -> Any:
+    """Run a coroutine returned by an ``async def`` handler on this thread's event loop."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = asyncio.new_event_loop()
+        _loops.loop = loop
+    return loop.run_until_complete(value)
+
+
+class Outcome(enum.Enum):
+    """What the worker does with a delivery after processing it."""
+
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@attrs.frozen(slots=True)
+class Result:
+    """The outcome of one delivery, with the retry delay or dead-letter reason."""
+
+    delivery: Delivery
+    outcome: Outcome
+    delay: float = 0.0
+    reason: str = ""
+    traceback: str | None = None
+
+
+def _call(value: Any) -> Any:
+    return run_awaitable(value) if inspect.isawaitable(value) else value
+
+
+class Processor:
+    """Applies the delivery contract to deliveries of one connection."""
+
+    def __init__(self, hook: Any, policy: RetryPolicy) -> None:
+        """:param hook: the connection's hook relay. :param policy: its retry policy."""
+        self.hook = hook
+        self.policy = policy
+        self._policies: dict[type[Message], RetryPolicy] = {}
+
+    def policy_of(self, cls: type[Message]) -> RetryPolicy:
+        """Return the retry policy for a message class (cached)."""
+        found = self._policies.get(cls)
+        if found is None:
+            found = self._policies[cls] = policy_for(cls, self.policy)
+        return found
+
+    def decode(self, body: bytes) -> tuple[Envelope, Message]:
+        """Decode bytes into the envelope and the message instance.
+
+        :raises EnvelopeError, UnknownMessageTypeError, SerializationError: poison input.
+        """
+        envelope: Envelope = self.hook.pashq_deserialize(data=body)
+        cls = registry.lookup(envelope.type)
+        return envelope, build_message(cls, envelope.body)
+
+    def run(self, delivery: Delivery) -> Result:
+        """Process one delivery and return what to do with it. Never raises ``Exception``."""
+        try:
+            envelope, message = self.decode(delivery.body)
+        except EnvelopeError as exc:
+            return Result(delivery, Outcome.DEAD, reason=f"undecodable envelope: {exc}")
+        except UnknownMessageTypeError as exc:
+            return Result(delivery, Outcome.DEAD, reason=str(exc))
+        except SerializationError as exc:
+            return Result(delivery, Outcome.DEAD, reason=f"body does not fit its class: {exc}")
+        except Exception as exc:  # a serializer plugin failing: treat as poison, keep the bytes
+            return Result(
+                delivery,
+                Outcome.DEAD,
+                reason=f"cannot decode message: {type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(),
+            )
+        try:
+            if _call(message.validate_message()) is False:
+                return Result(delivery, Outcome.DEAD, reason="validate_message() returned False")
+            _call(message.process_message())
+        except Exception as exc:
+            policy = self.policy_of(type(message))
+            text = f"{type(exc).__name__}: {exc}"
+            if delivery.attempts >= policy.max_attempts:
+                return Result(
+                    delivery,
+                    Outcome.DEAD,
+                    reason=f"failed {delivery.attempts} time(s), last: {text}",
+                    traceback=traceback.format_exc(),
+                )
+            return Result(
+                delivery,
+                Outcome.RETRY,
+                delay=backoff_delay(delivery.attempts, policy),
+                reason=text,
+            )
+        return Result(delivery, Outcome.ACK)
