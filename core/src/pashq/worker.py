@@ -252,6 +252,7 @@ class Worker:
     def _loop(self, until_empty: bool) -> None:
         queues = self.queues
         wait = self.poll_timeout / len(queues)
+        confirming = False  # until_empty: one more round with a real wait before stopping
         while not self._stop.is_set() and not self._done():
             pulled = False
             for name in queues:
@@ -261,9 +262,11 @@ class Worker:
                 if want <= 0:
                     self._collect(block=True)
                     continue
-                timeout = 0.0 if until_empty else wait
-                if until_empty and self._retry_until:
-                    timeout = min(wait, max(0.0, self._retry_until - time.monotonic()))
+                timeout = wait
+                if until_empty and not confirming:
+                    timeout = 0.0
+                    if self._retry_until:
+                        timeout = min(wait, max(0.0, self._retry_until - time.monotonic()))
                 deliveries = self._pull(name, want, timeout)
                 if deliveries:
                     pulled = True
@@ -271,10 +274,14 @@ class Worker:
             self._collect(block=False)
             self._flush_acks()
             self._report()
-            if until_empty and not pulled and not self._held:
+            if until_empty and not pulled and not self._held and not self._busy:
                 if self._retry_until <= time.monotonic():
                     self._retry_until = 0.0
-                    break
+                    if confirming:
+                        break
+                    confirming = True
+                    continue
+            confirming = False
 
     def _pull(self, name: str, want: int, timeout: float) -> list[Delivery]:
         try:

@@ -1,0 +1,496 @@
+"""The driver contract: composable test classes, one per capability.
+
+Each test takes the ``queue_under_test`` fixture (a fresh, empty queue) and skips when the
+driver does not declare the capability it needs. :class:`DriverContract` combines them all.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+
+from pashq.delivery import Delivery, OutgoingMessage
+from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
+from pashq.testing.messages import AlwaysFails, Recorded, Rejected, processed
+from pashq.testing.support import QueueUnderTest, drain, wait_for
+from pashq.worker import Worker
+
+__all__ = [
+    "BasicContract",
+    "BatchContract",
+    "BodyContract",
+    "CrashRecoveryContract",
+    "DeadLetterContract",
+    "DelayContract",
+    "DriverContract",
+    "IsolationContract",
+    "LeaseContract",
+    "NackContract",
+    "PurgeContract",
+    "StatsContract",
+    "WorkerContract",
+    "contract_override",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_OVERRIDE = "__pashq_contract_override__"
+
+
+def contract_override(reason: str) -> Callable[[F], F]:
+    """Mark a subclass's replacement of a contract test as deliberate (with the reason)."""
+
+    def mark(func: F) -> F:
+        setattr(func, _OVERRIDE, reason)
+        return func
+
+    return mark
+
+
+def _require(qut: QueueUnderTest, *capabilities: str) -> None:
+    caps = qut.connection.capabilities
+    missing = [c for c in capabilities if not getattr(caps, c)]
+    if missing:
+        pytest.skip(f"driver lacks capability: {', '.join(missing)}")
+
+
+def _outgoing(body: Any = None, delay: float = 0.0, type_name: str = "pashq.testing.raw") -> (
+    OutgoingMessage
+):
+    envelope = Envelope(new_message_id(), type_name, body if body is not None else {"n": 0},
+                        utc_timestamp(), {})
+    return OutgoingMessage(envelope.id, type_name, encode_envelope(envelope), delay)
+
+
+def _push(qut: QueueUnderTest, *messages: OutgoingMessage) -> list[str]:
+    ids: list[str] = qut.connection.hook.pashq_push(queue=qut.name, messages=list(messages),
+                                                   options={})
+    return ids
+
+
+def _pull(qut: QueueUnderTest, n: int = 10, timeout: float = 5.0) -> list[Delivery]:
+    """Pull until something arrives or ``timeout`` passes (drivers may return early)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        got: list[Delivery] = qut.connection.hook.pashq_pull(
+            queue=qut.name, max_messages=n, timeout=min(remaining, 2.0)
+        )
+        if got or remaining <= 0:
+            return got
+
+
+def _ack(qut: QueueUnderTest, deliveries: list[Delivery]) -> None:
+    qut.connection.hook.pashq_ack(queue=qut.name, deliveries=deliveries)
+
+
+def _worker(qut: QueueUnderTest, **kwargs: Any) -> Worker:
+    kwargs.setdefault("poll_timeout", 1.0)
+    return Worker(qut.name, connection=qut.connection, install_signal_handlers=False, **kwargs)
+
+
+class _Contract:
+    """Base of every contract class: the guard against deleted or overridden tests."""
+
+    def test_contract_is_complete(self) -> None:
+        """Every contract test is present and not silently replaced in the subclass."""
+        problems = []
+        for base in type(self).__mro__:
+            if base.__module__ != __name__:
+                continue
+            for name, func in vars(base).items():
+                if not name.startswith("test_"):
+                    continue
+                current = getattr(type(self), name, None)
+                if current is None:
+                    problems.append(f"{name} was deleted")
+                elif current is not func and not hasattr(current, _OVERRIDE):
+                    problems.append(f"{name} is overridden without @contract_override(reason)")
+        assert not problems, f"{type(self).__name__}: " + "; ".join(problems)
+
+
+class BasicContract(_Contract):
+    """Push, pull, ack: the data path every consuming driver has."""
+
+    def test_push_returns_ids_in_order(self, queue_under_test: QueueUnderTest) -> None:
+        """pashq_push returns the ids of the pushed messages, in order."""
+        _require(queue_under_test, "consume")
+        messages = [_outgoing({"n": i}) for i in range(3)]
+        assert _push(queue_under_test, *messages) == [m.id for m in messages]
+        drain(queue_under_test.connection, queue_under_test.name, 3)
+
+    def test_pulled_delivery_carries_body_id_and_first_attempt(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A pulled delivery has the pushed bytes, the message id and attempts == 1."""
+        _require(queue_under_test, "consume")
+        message = _outgoing({"hello": "world"})
+        _push(queue_under_test, message)
+        (delivery,) = _pull(queue_under_test, 10)
+        assert delivery.body == message.body
+        assert delivery.id == message.id
+        assert delivery.attempts == 1
+        assert delivery.queue == queue_under_test.name
+        _ack(queue_under_test, [delivery])
+
+    def test_acked_message_is_not_delivered_again(self, queue_under_test: QueueUnderTest) -> None:
+        """After an ack the queue is empty (lease or not)."""
+        _require(queue_under_test, "consume")
+        _push(queue_under_test, _outgoing())
+        deliveries = _pull(queue_under_test)
+        _ack(queue_under_test, deliveries)
+        wait = (queue_under_test.lease or 0.5) + 0.5
+        assert _pull(queue_under_test, timeout=wait) == []
+
+    def test_pull_on_empty_queue_returns_empty_within_timeout(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """An empty queue yields [] and the pull honours its timeout (with slack)."""
+        _require(queue_under_test, "consume")
+        start = time.monotonic()
+        got = queue_under_test.connection.hook.pashq_pull(
+            queue=queue_under_test.name, max_messages=10, timeout=1.0
+        )
+        assert got == []
+        assert time.monotonic() - start < 10.0
+
+    def test_pull_respects_max_messages(self, queue_under_test: QueueUnderTest) -> None:
+        """A pull never returns more than max_messages."""
+        _require(queue_under_test, "consume")
+        _push(queue_under_test, *[_outgoing({"n": i}) for i in range(5)])
+        first = _pull(queue_under_test, 2)
+        assert 1 <= len(first) <= 2
+        _ack(queue_under_test, first)
+        rest = drain(queue_under_test.connection, queue_under_test.name, 5 - len(first))
+        assert len(rest) == 5 - len(first)
+
+
+class BatchContract(_Contract):
+    """Batches larger than the driver's batch size go through whole, each message once."""
+
+    def test_large_batch_is_pushed_and_drained_exactly(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """2.5x the batch size (at most 250) all arrive, none twice."""
+        _require(queue_under_test, "consume")
+        count = min(250, int(queue_under_test.connection.capabilities.batch_size * 2.5))
+        messages = [_outgoing({"n": i}) for i in range(count)]
+        ids = _push(queue_under_test, *messages)
+        assert len(ids) == count
+        got = drain(queue_under_test.connection, queue_under_test.name, count, timeout=60)
+        assert sorted(d.id for d in got) == sorted(m.id for m in messages)
+
+
+class IsolationContract(_Contract):
+    """Queues on one connection do not see each other's messages."""
+
+    def test_queues_are_isolated(self, queue_under_test: QueueUnderTest) -> None:
+        """A message pushed to one queue is not pulled from another."""
+        _require(queue_under_test, "consume")
+        other = f"{queue_under_test.name}-other"
+        hook = queue_under_test.connection.hook
+        hook.pashq_declare(queue=other)
+        message = _outgoing()
+        hook.pashq_push(queue=other, messages=[message], options={})
+        assert _pull(queue_under_test, timeout=1.0) == []
+        got = drain(queue_under_test.connection, other, 1)
+        assert [d.id for d in got] == [message.id]
+
+
+class BodyContract(_Contract):
+    """Bodies are opaque bytes: unicode and large bodies round-trip unchanged."""
+
+    def test_unicode_body_round_trips(self, queue_under_test: QueueUnderTest) -> None:
+        """Non-ASCII text survives byte for byte."""
+        _require(queue_under_test, "consume")
+        message = _outgoing({"text": "héllo wörld ✓ 日本語 🚀 \u0000 \"quoted\" \\ back"})
+        _push(queue_under_test, message)
+        (delivery,) = drain(queue_under_test.connection, queue_under_test.name, 1)
+        assert delivery.body == message.body
+
+    def test_large_body_round_trips(self, queue_under_test: QueueUnderTest) -> None:
+        """A ~130 KB envelope survives byte for byte."""
+        _require(queue_under_test, "consume")
+        message = _outgoing({"text": "ü€𝄞" * 15_000})
+        _push(queue_under_test, message)
+        (delivery,) = drain(queue_under_test.connection, queue_under_test.name, 1)
+        assert delivery.body == message.body
+
+
+class NackContract(_Contract):
+    """Released messages come back, counting the attempt; with a delay, not before it."""
+
+    def test_nacked_message_is_redelivered_with_next_attempt(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """nack(delay=0) makes the message deliverable again with attempts == 2."""
+        _require(queue_under_test, "consume")
+        message = _outgoing()
+        _push(queue_under_test, message)
+        (first,) = _pull(queue_under_test)
+        queue_under_test.connection.hook.pashq_nack(
+            queue=queue_under_test.name, deliveries=[first], delay=0.0
+        )
+        (second,) = _pull(queue_under_test, timeout=10)
+        assert second.id == message.id
+        assert second.body == message.body
+        assert second.attempts == 2
+        _ack(queue_under_test, [second])
+
+    def test_nack_with_delay_hides_message_until_due(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """nack(delay=2) keeps it away for about two seconds, then it returns."""
+        _require(queue_under_test, "consume", "nack_delay")
+        _push(queue_under_test, _outgoing())
+        (first,) = _pull(queue_under_test)
+        released = time.monotonic()
+        queue_under_test.connection.hook.pashq_nack(
+            queue=queue_under_test.name, deliveries=[first], delay=2.0
+        )
+        assert _pull(queue_under_test, timeout=0.5) == []
+        (second,) = _pull(queue_under_test, timeout=15)
+        assert time.monotonic() - released >= 1.5
+        assert second.attempts == 2
+        _ack(queue_under_test, [second])
+
+
+class DelayContract(_Contract):
+    """Delayed dispatch is held by the backend until due."""
+
+    def test_delayed_message_is_not_delivered_early(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A 2-second delay is honoured, then the message arrives."""
+        _require(queue_under_test, "consume", "delay")
+        pushed = time.monotonic()
+        _push(queue_under_test, _outgoing(delay=2.0))
+        assert _pull(queue_under_test, timeout=0.5) == []
+        (delivery,) = _pull(queue_under_test, timeout=15)
+        assert time.monotonic() - pushed >= 1.5
+        _ack(queue_under_test, [delivery])
+
+
+class LeaseContract(_Contract):
+    """An unacked delivery comes back after its lease; an extended one does not."""
+
+    def test_unacked_message_returns_after_lease(self, queue_under_test: QueueUnderTest) -> None:
+        """Never settled, the message is delivered again, counting the attempt."""
+        _require(queue_under_test, "consume", "lease")
+        assert queue_under_test.lease, "fixture must report the lease it configured"
+        message = _outgoing()
+        _push(queue_under_test, message)
+        (first,) = _pull(queue_under_test)
+        assert first.lease
+        (again,) = _pull(queue_under_test, timeout=queue_under_test.lease + 15)
+        assert again.id == message.id
+        assert again.attempts == 2
+        _ack(queue_under_test, [again])
+
+    def test_extended_lease_keeps_message_reserved(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """Extending the lease before it ends keeps the message from other pullers."""
+        _require(queue_under_test, "consume", "lease", "extend_lease")
+        lease = queue_under_test.lease
+        assert lease
+        _push(queue_under_test, _outgoing())
+        (first,) = _pull(queue_under_test)
+        hook = queue_under_test.connection.hook
+        end = time.monotonic() + lease * 2
+        while time.monotonic() < end:
+            hook.pashq_extend(queue=queue_under_test.name, deliveries=[first], seconds=lease * 3)
+            assert hook.pashq_pull(queue=queue_under_test.name, max_messages=1,
+                                   timeout=lease / 3) == []
+        _ack(queue_under_test, [first])
+        assert _pull(queue_under_test, timeout=lease + 1) == []
+
+
+class CrashRecoveryContract(_Contract):
+    """A consumer that dies without acking does not lose the message."""
+
+    def test_message_survives_consumer_crash(self, queue_under_test: QueueUnderTest) -> None:
+        """Pulled on a second connection that is then closed unacked: it comes back."""
+        _require(queue_under_test, "consume", "persistent")
+        if queue_under_test.open_connection is None:
+            pytest.fail("fixture must provide open_connection for persistent drivers")
+        message = _outgoing()
+        _push(queue_under_test, message)
+        crashed = queue_under_test.open_connection()
+        try:
+            got = crashed.hook.pashq_pull(queue=queue_under_test.name, max_messages=1,
+                                          timeout=5.0)
+            assert [d.id for d in got] == [message.id]
+        finally:
+            crashed.close()
+        (again,) = _pull(queue_under_test, timeout=(queue_under_test.lease or 0) + 15)
+        assert again.id == message.id
+        _ack(queue_under_test, [again])
+
+
+class DeadLetterContract(_Contract):
+    """Dead letters are kept with their reason, listed, retried and purged."""
+
+    def _dead_letter(self, qut: QueueUnderTest, reason: str = "broken") -> OutgoingMessage:
+        message = _outgoing()
+        _push(qut, message)
+        (delivery,) = _pull(qut)
+        qut.connection.hook.pashq_dead_letter(
+            queue=qut.name, delivery=delivery, reason=reason, traceback="Traceback: here"
+        )
+        return message
+
+    def test_dead_letter_is_listed_with_reason(self, queue_under_test: QueueUnderTest) -> None:
+        """A dead-lettered message leaves the queue and is listed with its reason."""
+        _require(queue_under_test, "consume", "dead_letters")
+        message = self._dead_letter(queue_under_test, "bad input: 42")
+        dead = wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name),
+                        timeout=10, what="the dead letter to be listed")
+        assert [d.id for d in dead] == [message.id]
+        assert dead[0].reason == "bad input: 42"
+        assert dead[0].body == message.body
+        assert _pull(queue_under_test, timeout=(queue_under_test.lease or 0.5) + 0.5) == []
+
+    def test_failed_retry_moves_message_back(self, queue_under_test: QueueUnderTest) -> None:
+        """Retrying a dead letter makes it deliverable again, body intact."""
+        _require(queue_under_test, "consume", "dead_letters")
+        message = self._dead_letter(queue_under_test)
+        wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name), timeout=10)
+        assert queue_under_test.connection.retry_failed(queue_under_test.name) == 1
+        (again,) = drain(queue_under_test.connection, queue_under_test.name, 1)
+        assert again.body == message.body
+        assert queue_under_test.connection.failed(queue_under_test.name) == []
+
+    def test_failed_purge_deletes_dead_letters(self, queue_under_test: QueueUnderTest) -> None:
+        """Purging dead letters removes them for good."""
+        _require(queue_under_test, "consume", "dead_letters")
+        self._dead_letter(queue_under_test)
+        wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name), timeout=10)
+        assert queue_under_test.connection.purge_failed(queue_under_test.name) == 1
+        assert queue_under_test.connection.failed(queue_under_test.name) == []
+
+
+class StatsContract(_Contract):
+    """Stats count what is waiting."""
+
+    def test_stats_count_ready_messages(self, queue_under_test: QueueUnderTest) -> None:
+        """Three pushed messages show as three ready (eventually, for approximate backends)."""
+        _require(queue_under_test, "consume", "stats")
+        _push(queue_under_test, *[_outgoing({"n": i}) for i in range(3)])
+        wait_for(lambda: queue_under_test.connection.stats(queue_under_test.name).ready == 3,
+                 timeout=10, what="stats.ready == 3")
+        stats = queue_under_test.connection.stats(queue_under_test.name)
+        assert stats.queue == queue_under_test.name
+        drain(queue_under_test.connection, queue_under_test.name, 3)
+        wait_for(lambda: queue_under_test.connection.stats(queue_under_test.name).ready == 0,
+                 timeout=10, what="stats.ready == 0")
+
+
+class PurgeContract(_Contract):
+    """Purge empties a queue."""
+
+    def test_purge_deletes_waiting_messages(self, queue_under_test: QueueUnderTest) -> None:
+        """After purge nothing is delivered."""
+        _require(queue_under_test, "consume", "purge")
+        _push(queue_under_test, *[_outgoing({"n": i}) for i in range(3)])
+        if queue_under_test.connection.capabilities.stats:
+            wait_for(lambda: queue_under_test.connection.stats(queue_under_test.name).ready == 3,
+                     timeout=10)
+        assert queue_under_test.connection.purge(queue_under_test.name) in (0, 3)
+        assert _pull(queue_under_test, timeout=1.0) == []
+
+
+class WorkerContract(_Contract):
+    """The worker's contract holds on this driver: typed messages, retries, dead letters."""
+
+    def test_worker_processes_each_message_once(self, queue_under_test: QueueUnderTest) -> None:
+        """dispatch_many + Worker.run(until_empty=True): every message processed once."""
+        _require(queue_under_test, "consume")
+        key = uuid.uuid4().hex
+        conn = queue_under_test.connection
+        conn.dispatch_many(queue_under_test.name, [Recorded(key, i) for i in range(50)])
+        stats = _worker(queue_under_test).run(until_empty=True)
+        assert sorted(processed(key)) == list(range(50))
+        assert stats.acked == 50
+
+    def test_worker_runs_handlers_in_threads(self, queue_under_test: QueueUnderTest) -> None:
+        """concurrency > 1 processes every message once too."""
+        _require(queue_under_test, "consume")
+        key = uuid.uuid4().hex
+        conn = queue_under_test.connection
+        conn.dispatch_many(queue_under_test.name, [Recorded(key, i) for i in range(40)])
+        _worker(queue_under_test, concurrency=4).run(until_empty=True)
+        assert sorted(processed(key)) == list(range(40))
+
+    def test_failing_message_is_retried_then_dead_lettered(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A handler that always raises runs max_attempts (3) times, then is dead-lettered."""
+        _require(queue_under_test, "consume", "dead_letters")
+        key = uuid.uuid4().hex
+        message_id = queue_under_test.connection.dispatch(queue_under_test.name,
+                                                          AlwaysFails(key))
+        stats = _worker(queue_under_test).run(until_empty=True)
+        assert len(processed(key)) == 3
+        assert stats.retried == 2 and stats.dead_lettered == 1
+        dead = wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name),
+                        timeout=10)
+        assert [d.id for d in dead] == [message_id]
+        assert "RuntimeError: always fails" in dead[0].reason
+
+    def test_invalid_message_is_dead_lettered_without_processing(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """validate_message() False: never processed, dead-lettered on the first attempt."""
+        _require(queue_under_test, "consume", "dead_letters")
+        key = uuid.uuid4().hex
+        queue_under_test.connection.dispatch(queue_under_test.name, Rejected(key))
+        stats = _worker(queue_under_test).run(until_empty=True)
+        assert processed(key) == []
+        assert stats.retried == 0 and stats.dead_lettered == 1
+        dead = wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name),
+                        timeout=10)
+        assert dead[0].reason == "validate_message() returned False"
+
+    def test_poison_bytes_are_dead_lettered_and_work_goes_on(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """Undecodable bytes and unknown types are dead-lettered; good messages still run."""
+        _require(queue_under_test, "consume", "dead_letters")
+        key = uuid.uuid4().hex
+        garbage = OutgoingMessage(new_message_id(), "garbage", b"\xff not json {")
+        unknown = _outgoing({"x": 1}, type_name="nobody.registered.this")
+        _push(queue_under_test, garbage, unknown)
+        queue_under_test.connection.dispatch(queue_under_test.name, Recorded(key, 7))
+        stats = _worker(queue_under_test).run(until_empty=True)
+        assert processed(key) == [7]
+        assert stats.dead_lettered == 2
+        dead = wait_for(lambda: len(queue_under_test.connection.failed(queue_under_test.name))
+                        == 2, timeout=10)
+        assert dead
+        reasons = " | ".join(d.reason for d in queue_under_test.connection.failed(
+            queue_under_test.name))
+        assert "undecodable envelope" in reasons
+        assert "unknown message type 'nobody.registered.this'" in reasons
+
+
+class DriverContract(
+    BasicContract,
+    BatchContract,
+    IsolationContract,
+    BodyContract,
+    NackContract,
+    DelayContract,
+    LeaseContract,
+    CrashRecoveryContract,
+    DeadLetterContract,
+    StatsContract,
+    PurgeContract,
+    WorkerContract,
+):
+    """The whole contract: subclass it and override the ``queue_under_test`` fixture."""
+
+
