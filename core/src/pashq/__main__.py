@@ -1,0 +1,5 @@
+"""``python -m pashq``: the same as the ``pashq`` command."""
+
+from pashq.cli import main
+
+main()

@@ -1,0 +1,374 @@
+"""The ``pashq`` command line.
+
+``pashq work``, ``drivers``, ``stats``, ``failed list|retry|purge`` and ``purge``; drivers add
+their own groups through the ``pashq.commands`` entry-point group (``pashq database ...``).
+Every read command takes ``--json``. ``work`` shows a live status line on a terminal and
+writes plain (or, with ``--json``, JSON-lines) logs when piped.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import click
+
+from pashq import __version__
+from pashq.capabilities import Capabilities
+from pashq.connection import Connection
+from pashq.discovery import COMMAND_GROUP, DRIVER_GROUP, installed
+from pashq.errors import PashqError
+from pashq.facade import configure, import_messages, queue, settings
+from pashq.worker import Worker, WorkerStats
+
+__all__ = ["connection_options", "load_connection", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, default=str, ensure_ascii=False))
+
+
+def load_connection(
+    connection: str, config: str | None, imports: tuple[str, ...] = ()
+) -> Connection:
+    """Configure pashq from ``config`` (or the usual search), import message modules and
+    return the named connection. For drivers' own CLI groups."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as celery and rq do: the app lives in the cwd
+    configure(config)
+    import_messages(list(settings().imports) + list(imports))
+    return queue(connection)
+
+
+def connection_options(func: F) -> F:
+    """Add ``--connection``, ``--config`` and ``--import`` to a command."""
+    func = click.option(
+        "--import", "-i", "imports", multiple=True, metavar="MODULE",
+        help="Import MODULE (defines message classes); repeatable.",
+    )(func)
+    func = click.option(
+        "--config", "config", envvar="PASHQ_CONFIG", metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="Config file (default: $PASHQ_CONFIG, ./pashq.toml, [tool.pashq] in pyproject.toml).",
+    )(func)
+    func = click.option(
+        "--connection", "-c", "connection", default="default", show_default=True,
+        metavar="NAME", help="Connection name ([queues.NAME] in the config).",
+    )(func)
+    return func
+
+
+def _errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PashqError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _Group(click.Group):
+    """The root group: built-in commands plus those of installed drivers."""
+
+    def _plugin_commands(self) -> dict[str, Any]:
+        try:
+            return installed(COMMAND_GROUP)
+        except PashqError:
+            return {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._plugin_commands()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        found = self._plugin_commands().get(name)
+        if found is None:
+            return None
+        loaded = found.load()
+        return loaded if isinstance(loaded, click.Command) else None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pashq")
+def main() -> None:
+    """pashq: typed message queues. Run `pashq work QUEUE` to process messages."""
+
+
+# -- work ------------------------------------------------------------------------------------
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        data = {"time": round(record.created, 3), "level": record.levelname,
+                "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return json.dumps(data, ensure_ascii=False)
+
+
+def _setup_logging(as_json: bool, interactive: bool, verbose: int) -> None:
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose or not interactive else (
+        logging.WARNING
+    )
+    handler: logging.Handler
+    if interactive and not as_json:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, rich_tracebacks=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            _JsonFormatter() if as_json
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def _status_line(stats: WorkerStats, queues: list[str]) -> str:
+    elapsed = max(time.monotonic() - stats.started_at, 1e-9)
+    state = "consuming" if stats.consuming else "NOT consuming (see last error)"
+    line = (
+        f"[bold]pashq work[/] {', '.join(queues)}  {state}  acked {stats.acked}  "
+        f"retried {stats.retried}  dead {stats.dead_lettered}  "
+        f"{stats.handled / elapsed:,.0f} msg/s"
+    )
+    if stats.last_error and not stats.consuming:
+        line += f"\n[red]last error:[/] {stats.last_error}"
+    return line
+
+
+@main.command()
+@click.argument("queues", nargs=-1, required=True)
+@connection_options
+@click.option("--concurrency", "-n", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Handler threads.")
+@click.option("--until-empty", is_flag=True, help="Stop when the queues are drained.")
+@click.option("--max-messages", type=click.IntRange(min=1), help="Stop after N messages.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Most messages per pull.")
+@click.option("--poll-timeout", default=1.0, show_default=True, type=click.FloatRange(min=0),
+              help="Seconds a pull waits for messages.")
+@click.option("--shutdown-timeout", default=30.0, show_default=True,
+              type=click.FloatRange(min=0), help="Seconds in-flight work may take on SIGTERM.")
+@click.option("--json", "as_json", is_flag=True, help="JSON-lines logs and a JSON summary.")
+@click.option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
+@_errors
+def work(
+    queues: tuple[str, ...],
+    connection: str,
+    config: str | None,
+    imports: tuple[str, ...],
+    concurrency: int,
+    until_empty: bool,
+    max_messages: int | None,
+    batch_size: int | None,
+    poll_timeout: float,
+    shutdown_timeout: float,
+    as_json: bool,
+    verbose: int,
+) -> None:
+    """Process messages from QUEUES until stopped (SIGTERM/SIGINT: graceful)."""
+    interactive = sys.stderr.isatty()
+    _setup_logging(as_json, interactive, verbose)
+    conn = load_connection(connection, config, imports)
+    names = list(queues)
+    live = None
+    on_progress: Callable[[WorkerStats], None] | None = None
+    if interactive and not as_json:
+        from rich.console import Console
+        from rich.live import Live
+
+        live = Live("", console=Console(stderr=True), refresh_per_second=4, transient=False)
+        live.start()
+
+        def on_progress(stats: WorkerStats) -> None:
+            live.update(_status_line(stats, names))
+
+    worker = Worker(names, connection=conn, concurrency=concurrency, batch_size=batch_size,
+                    poll_timeout=poll_timeout, shutdown_timeout=shutdown_timeout,
+                    max_messages=max_messages, on_progress=on_progress)
+    logging.getLogger("pashq.cli").info(
+        "worker started: connection=%s driver=%s queues=%s concurrency=%d",
+        conn.name, conn.config.type, ",".join(names), concurrency,
+    )
+    try:
+        stats = worker.run(until_empty=until_empty)
+    finally:
+        if live is not None:
+            live.stop()
+    summary = {"queues": names, "connection": conn.name, **stats.as_dict()}
+    if as_json:
+        _echo_json(summary)
+    else:
+        logging.getLogger("pashq.cli").info(
+            "worker stopped: acked=%d retried=%d dead_lettered=%d released=%d errors=%d",
+            stats.acked, stats.retried, stats.dead_lettered, stats.released, stats.errors,
+        )
+    if stats.interrupted:
+        sys.exit(1)
+
+
+# -- drivers, stats, purge, failed --------------------------------------------------------------
+
+
+def _capability_names(caps: Capabilities) -> list[str]:
+    names = []
+    for field in attrs.fields(Capabilities):
+        value = getattr(caps, field.name)
+        if value is True:
+            names.append(field.name)
+        elif field.name in ("max_delay", "batch_size") and value is not None:
+            names.append(f"{field.name}={value:g}")
+    return names
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def drivers(as_json: bool) -> None:
+    """List installed drivers: name, distribution, version, capabilities."""
+    rows = []
+    for name, found in sorted(installed(DRIVER_GROUP).items()):
+        try:
+            caps = found.load().capabilities
+            capabilities = _capability_names(caps)
+        except Exception as exc:  # a broken driver must not hide the others
+            capabilities = [f"<cannot load: {type(exc).__name__}: {exc}>"]
+        rows.append({"name": name, "distribution": found.distribution,
+                     "version": found.version, "capabilities": capabilities})
+    if as_json:
+        _echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("driver", "distribution", "version", "capabilities")
+    for row in rows:
+        table.add_row(row["name"], row["distribution"], row["version"],
+                      ", ".join(row["capabilities"]))
+    Console(width=max(120, Console().width)).print(table)
+
+
+@main.command()
+@click.argument("queues", nargs=-1, required=True)
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def stats(queues: tuple[str, ...], connection: str, config: str | None,
+          imports: tuple[str, ...], as_json: bool) -> None:
+    """Show ready / delayed / in-flight / failed counts of QUEUES."""
+    conn = load_connection(connection, config, imports)
+    rows = [attrs.asdict(conn.stats(name)) for name in queues]
+    if as_json:
+        _echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("queue", "ready", "delayed", "in flight", "failed")
+    for row in rows:
+        table.add_row(*(str("-" if row[k] is None else row[k])
+                        for k in ("queue", "ready", "delayed", "in_flight", "failed")))
+    Console().print(table)
+
+
+@main.command()
+@click.argument("queue_name", metavar="QUEUE")
+@connection_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def purge(queue_name: str, connection: str, config: str | None, imports: tuple[str, ...],
+          yes: bool, as_json: bool) -> None:
+    """Delete every waiting message of QUEUE (dead letters are kept)."""
+    conn = load_connection(connection, config, imports)
+    if not yes:
+        click.confirm(f"Delete every waiting message of {queue_name!r} on {conn.name!r}?",
+                      abort=True)
+    count = conn.purge(queue_name)
+    _echo_json({"queue": queue_name, "purged": count}) if as_json else click.echo(
+        f"purged {count} message(s) from {queue_name}"
+    )
+
+
+@main.group()
+def failed() -> None:
+    """Dead letters: list, retry, purge."""
+
+
+@failed.command("list")
+@click.argument("queue_name", metavar="QUEUE")
+@connection_options
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (with bodies).")
+@_errors
+def failed_list(queue_name: str, connection: str, config: str | None,
+                imports: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """List dead letters of QUEUE, oldest first."""
+    conn = load_connection(connection, config, imports)
+    dead = conn.failed(queue_name, limit)
+    if as_json:
+        _echo_json([
+            {"id": d.id, "queue": d.queue, "reason": d.reason, "attempts": d.attempts,
+             "failed_at": d.failed_at, "traceback": d.traceback,
+             "body": d.body.decode("utf-8", "replace")}
+            for d in dead
+        ])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "attempts", "failed at", "reason")
+    for d in dead:
+        table.add_row(d.id, str(d.attempts), str(d.failed_at or "-"), d.reason)
+    Console().print(table)
+
+
+@failed.command("retry")
+@click.argument("queue_name", metavar="QUEUE")
+@connection_options
+@click.option("--id", "ids", multiple=True, help="Retry only this message id; repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def failed_retry(queue_name: str, connection: str, config: str | None,
+                 imports: tuple[str, ...], ids: tuple[str, ...], as_json: bool) -> None:
+    """Move dead letters of QUEUE back onto it (all, or --id ...)."""
+    conn = load_connection(connection, config, imports)
+    count = conn.retry_failed(queue_name, list(ids) or None)
+    _echo_json({"queue": queue_name, "retried": count}) if as_json else click.echo(
+        f"moved {count} dead letter(s) back to {queue_name}"
+    )
+
+
+@failed.command("purge")
+@click.argument("queue_name", metavar="QUEUE")
+@connection_options
+@click.option("--id", "ids", multiple=True, help="Delete only this message id; repeatable.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def failed_purge(queue_name: str, connection: str, config: str | None,
+                 imports: tuple[str, ...], ids: tuple[str, ...], yes: bool,
+                 as_json: bool) -> None:
+    """Delete dead letters of QUEUE for good (all, or --id ...)."""
+    conn = load_connection(connection, config, imports)
+    if not yes:
+        click.confirm(f"Delete dead letters of {queue_name!r} for good?", abort=True)
+    count = conn.purge_failed(queue_name, list(ids) or None)
+    _echo_json({"queue": queue_name, "purged": count}) if as_json else click.echo(
+        f"deleted {count} dead letter(s) of {queue_name}"
+    )
