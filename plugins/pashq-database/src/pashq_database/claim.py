@@ -1,0 +1,91 @@
+"""The claim: take up to ``n`` ready rows of a queue and lease them, in one transaction.
+
+- PostgreSQL and SQLite: one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n [FOR UPDATE SKIP
+  LOCKED]) RETURNING ...``. On SQLite the transaction is ``BEGIN IMMEDIATE`` (one writer at a
+  time, so no row is claimed twice); on PostgreSQL ``SKIP LOCKED`` lets concurrent claims
+  pass each other instead of queueing on the same rows.
+- MySQL / MariaDB (no ``UPDATE ... RETURNING``): ``SELECT ... FOR UPDATE SKIP LOCKED`` then
+  ``UPDATE ... WHERE id IN (...)`` in the same transaction, under READ COMMITTED so InnoDB
+  takes no gap locks that would block concurrent inserts.
+
+The claim increments ``attempts`` and sets ``available_at`` (and ``lease_expires_at``) to
+the end of the lease.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from pashq_database.schema import Schema
+
+__all__ = ["Claim", "ClaimedRow"]
+
+#: (row id, message id, body, attempts)
+ClaimedRow = tuple[int, str, bytes, int]
+
+
+class Claim:
+    """Prebuilt claim statements for one schema and dialect."""
+
+    def __init__(self, schema: Schema, dialect: sa.Dialect) -> None:
+        """Build the statements once; SQLAlchemy caches their compiled form."""
+        m = schema.messages
+        self.returning = dialect.name in ("postgresql", "sqlite")
+        ready = (
+            sa.select(m.c.id)
+            .where(m.c.queue == sa.bindparam("b_queue"), m.c.available_at <= sa.bindparam("b_now"))
+            .order_by(m.c.available_at, m.c.id)
+            .limit(sa.bindparam("b_limit", type_=sa.Integer))
+        )
+        if dialect.name != "sqlite":
+            ready = ready.with_for_update(skip_locked=True)
+        lease = {
+            "attempts": m.c.attempts + 1,
+            "available_at": sa.bindparam("b_until", type_=sa.Double),
+            "lease_expires_at": sa.bindparam("b_until", type_=sa.Double),
+        }
+        if self.returning:
+            self._update_returning = (
+                sa.update(m)
+                .where(m.c.id.in_(ready.scalar_subquery()))
+                .values(lease)
+                .returning(m.c.id, m.c.message_id, m.c.body, m.c.attempts)
+            )
+        else:
+            # MySQL cannot LIMIT inside IN (subquery): select the locked rows directly.
+            self._select = (
+                sa.select(m.c.id, m.c.message_id, m.c.body, m.c.attempts)
+                .where(
+                    m.c.queue == sa.bindparam("b_queue"), m.c.available_at <= sa.bindparam("b_now")
+                )
+                .order_by(m.c.available_at, m.c.id)
+                .limit(sa.bindparam("b_limit", type_=sa.Integer))
+                .with_for_update(skip_locked=True)
+            )
+            self._update = (
+                sa.update(m)
+                .where(m.c.id.in_(sa.bindparam("ids", expanding=True)))
+                .values(lease)
+            )
+
+    def run(
+        self, connection: sa.Connection, queue: str, limit: int, now: float, until: float
+    ) -> list[ClaimedRow]:
+        """Claim up to ``limit`` rows of ``queue`` inside the caller's open transaction.
+
+        :returns: the claimed rows in claim order, ``attempts`` already counting this one.
+        """
+        params: dict[str, Any] = {"b_queue": queue, "b_now": now, "b_limit": limit, "b_until": until}
+        if self.returning:
+            rows: Sequence[Any] = connection.execute(self._update_returning, params).all()
+            claimed = [(r[0], r[1], bytes(r[2]), r[3]) for r in rows]
+            claimed.sort()
+            return claimed
+        rows = connection.execute(self._select, params).all()
+        if not rows:
+            return []
+        connection.execute(self._update, {"ids": [r[0] for r in rows], "b_until": until})
+        return [(r[0], r[1], bytes(r[2]), r[3] + 1) for r in rows]

@@ -1,0 +1,601 @@
+"""``database``: messages in a SQL table, through SQLAlchemy 2 Core.
+
+Backends: SQLite (the default, ``sqlite:///pashq.sqlite3``; WAL, several worker processes
+may share the file), PostgreSQL (psycopg 3) and MySQL 8 / MariaDB >= 10.6 (PyMySQL).
+
+Features: persistent at-least-once delivery with a lease (a message whose worker dies comes
+back after ``lease`` seconds, no sweeper needed), lease extension, delays and retry
+back-off through ``available_at`` (nothing is held in worker memory), dead letters with the
+reason and traceback (list / retry / purge), stats, purge, transactional dispatch
+(outbox), LISTEN/NOTIFY wake-ups on PostgreSQL and polling with back-off elsewhere.
+
+Claims take up to ``batch_size`` rows in one transaction (``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL and MySQL/MariaDB, ``BEGIN IMMEDIATE`` on SQLite); acks are one batched
+``DELETE``; a nack sets ``available_at`` and keeps the attempt count; a dead letter moves
+the row in one transaction. See :mod:`pashq_database.schema` for the tables and the index
+that serves the claim.
+
+Options (``[queues.<name>]`` with ``type = "database"``):
+
+- ``url`` (str, default ``sqlite:///pashq.sqlite3``): the SQLAlchemy URL.
+- ``table_prefix`` (str, default ``pashq_``): tables ``<prefix>messages`` and
+  ``<prefix>dead_letters``.
+- ``lease`` (float, default 30): seconds a pulled message stays reserved.
+- ``poll_interval`` (float, default 1): longest pause between claims of an idle worker.
+- ``batch_size`` (int, default 500): most rows per claim transaction and per insert.
+- ``create_tables`` (bool, default: true on SQLite, false elsewhere): create missing tables
+  on first use; otherwise a missing table is a :class:`~pashq.errors.QueueNotFoundError`
+  that says to run ``pashq database create``.
+- ``listen`` (bool, default true): LISTEN/NOTIFY on PostgreSQL with psycopg 3.
+- ``engine_options`` (table): passed to :func:`sqlalchemy.create_engine`.
+
+Dispatch option: ``transaction=<sqlalchemy Connection or Session>`` writes the messages in
+the caller's transaction, without committing: they exist only if the caller commits.
+
+Guarantees: at-least-once; an ack after the lease ran out still deletes the message; a
+nack, extension or dead letter only applies while nobody else claimed the row again
+(``attempts`` is the fencing token). Leases and delays use the clocks of the client hosts
+(epoch seconds): keep them in sync (NTP).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from pashq.capabilities import Capabilities
+from pashq.config import parse_options
+from pashq.connection import Connection
+from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.errors import ConfigError, DriverError, QueueNotFoundError
+from pashq.hookspecs import hookimpl
+from pashq_database.claim import Claim
+from pashq_database.listener import Listener
+from pashq_database.options import DatabaseOptions
+from pashq_database.schema import Schema
+
+__all__ = ["DatabaseDriver"]
+
+log = logging.getLogger(__name__)
+
+#: First pause of an idle puller; doubles up to ``poll_interval``.
+_FIRST_PAUSE = 0.02
+#: Most bound parameters per ``IN (...)`` list.
+_IN_CHUNK = 1000
+_MISSING_TABLE_CODES = {1146}  # MySQL/MariaDB ER_NO_SUCH_TABLE
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _describe(exc: BaseException) -> str:
+    """One line about a database error, without the SQL or its parameters."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _is_missing_table(exc: sa.exc.DBAPIError) -> bool:
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == "42P01":  # PostgreSQL undefined_table
+        return True
+    args = getattr(orig, "args", ())
+    if args and args[0] in _MISSING_TABLE_CODES:
+        return True
+    return "no such table" in str(orig)
+
+
+class DatabaseDriver:
+    """Queues in SQL tables (see the module docstring for options and guarantees)."""
+
+    name = "database"
+    capabilities = Capabilities(
+        persistent=True,
+        delay=True,
+        batch_size=500,
+        nack_delay=True,
+        lease=True,
+        extend_lease=True,
+        dead_letters=True,
+        stats=True,
+        purge=True,
+    )
+
+    def __init__(self) -> None:
+        self.options = DatabaseOptions()
+        self.connection_name = "default"
+        self._engine: sa.Engine | None = None
+        self._tables_ok = False
+        self._tables_lock = threading.Lock()
+        self._idle: dict[str, float] = {}
+        self._wake = threading.Condition()
+        self._generation = 0
+        self._closed = False
+        self._listener: Listener | None = None
+        self._notify = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_connect(self, connection: Connection) -> None:
+        """Validate the options and build the engine (it connects lazily)."""
+        self.connection_name = connection.name
+        self.open(parse_options(DatabaseOptions, connection.options, connection.where),
+                  connection.where)
+
+    def open(self, options: DatabaseOptions, where: str = "<options>") -> None:
+        """Build the engine, the tables and the statements for ``options``.
+
+        :raises ConfigError: a bad URL, an in-memory SQLite URL or a missing DB-API driver.
+        """
+        self.options = options
+        try:
+            url = sa.make_url(options.url)
+        except sa.exc.ArgumentError as exc:
+            raise ConfigError(f"{where}: 'url' is not a SQLAlchemy URL: {exc}") from None
+        self.url = url
+        backend = url.get_backend_name()
+        kwargs: dict[str, Any] = {}
+        if backend == "sqlite":
+            if url.database in (None, "", ":memory:") or "mode=memory" in str(url):
+                raise ConfigError(
+                    f"{where}: 'url' {options.url!r} is an in-memory SQLite database, which "
+                    "each connection sees empty; use a file such as sqlite:///pashq.sqlite3"
+                )
+            kwargs["connect_args"] = {"timeout": 30.0}
+        else:
+            kwargs["pool_pre_ping"] = True
+            if backend in ("mysql", "mariadb"):
+                kwargs["isolation_level"] = "READ COMMITTED"
+        kwargs.update(options.engine_options)
+        try:
+            engine = sa.create_engine(url, **kwargs)
+        except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as exc:
+            extra = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+            hint = extra.get(backend)
+            install = f"pip install 'pashq-database[{hint}]'" if hint else "install its driver"
+            raise ConfigError(
+                f"{where}: no database driver for {url.drivername!r} ({exc}); {install}"
+            ) from None
+        except (TypeError, sa.exc.ArgumentError) as exc:
+            raise ConfigError(f"{where}: bad 'engine_options': {exc}") from None
+        if backend == "sqlite":
+            self._tune_sqlite(engine)
+        self._engine = engine
+        self.schema = Schema.build(options.table_prefix)
+        self._build_statements(engine.dialect)
+        self._create_tables = (
+            options.create_tables if options.create_tables is not None else backend == "sqlite"
+        )
+        self._notify = backend == "postgresql" and options.listen
+        if self._notify and engine.dialect.driver == "psycopg":
+            self._listener = Listener(self._listen_connection, self.channel)
+
+    @staticmethod
+    def _tune_sqlite(engine: sa.Engine) -> None:
+        # pysqlite's own transaction handling defers BEGIN and cannot take the write lock
+        # up front; BEGIN IMMEDIATE makes each transaction one atomic claim.
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, record: Any) -> None:
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(connection: sa.Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    def _build_statements(self, dialect: sa.Dialect) -> None:
+        m, dl = self.schema.messages, self.schema.dead_letters
+        self._claim = Claim(self.schema, dialect)
+        self._insert = sa.insert(m)
+        self._insert_dead = sa.insert(dl)
+        self._delete = sa.delete(m).where(m.c.id.in_(sa.bindparam("ids", expanding=True)))
+        fenced = (m.c.id == sa.bindparam("rid"), m.c.attempts == sa.bindparam("att"))
+        self._release = (
+            sa.update(m)
+            .where(*fenced)
+            .values(available_at=sa.bindparam("until"), lease_expires_at=None)
+        )
+        self._extend = (
+            sa.update(m)
+            .where(*fenced)
+            .values(available_at=sa.bindparam("until"), lease_expires_at=sa.bindparam("until"))
+        )
+        self._delete_fenced = sa.delete(m).where(*fenced)
+        self._pg_notify = sa.select(
+            sa.func.pg_notify(sa.bindparam("channel", type_=sa.String),
+                              sa.bindparam("queue", type_=sa.String))
+        )
+
+    @property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (after :meth:`open`)."""
+        if self._engine is None:
+            raise DriverError("the database driver is not connected (pashq_connect not called)")
+        return self._engine
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with its password hidden, for messages."""
+        return self.url.render_as_string(hide_password=True)
+
+    @property
+    def channel(self) -> str:
+        """The NOTIFY channel of this table prefix (PostgreSQL)."""
+        return self.schema.messages.name
+
+    def _listen_connection(self) -> Any:
+        engine = self.engine
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        cparams = {**cparams, "autocommit": True}
+        return engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
+
+    @hookimpl
+    def pashq_close(self) -> None:
+        """Stop waiting pullers, close the LISTEN connection and the pool."""
+        self._closed = True
+        with self._wake:
+            self._generation += 1
+            self._wake.notify_all()
+        if self._listener is not None:
+            self._listener.close()
+        if self._engine is not None:
+            self._engine.dispose()
+
+    # -- tables ------------------------------------------------------------------------------
+
+    def create_tables(self) -> None:
+        """Create the tables and indexes that do not exist yet."""
+        with self._errors("creating tables", None):
+            self.schema.metadata.create_all(self.engine)
+        self._tables_ok = True
+
+    def drop_tables(self) -> None:
+        """Drop both tables (and every message and dead letter in them)."""
+        with self._errors("dropping tables", None):
+            self.schema.metadata.drop_all(self.engine)
+        self._tables_ok = False
+
+    def ddl(self) -> list[str]:
+        """The ``CREATE`` statements for the configured dialect."""
+        return self.schema.ddl(self.engine.dialect)
+
+    def _missing_error(self, missing: Sequence[str], queue: str | None) -> QueueNotFoundError:
+        on = f" for queue {queue!r}" if queue else ""
+        return QueueNotFoundError(
+            f"table(s) {', '.join(missing)} do not exist in {self.safe_url}{on} (connection "
+            f"{self.connection_name!r}): run `pashq database create` (or add them with "
+            "`pashq database migration` if Alembic manages your schema)"
+        )
+
+    def check_tables(self, queue: str | None = None) -> None:
+        """Make sure the tables exist: create them if allowed, else raise.
+
+        :raises QueueNotFoundError: a table is missing and ``create_tables`` is off.
+        """
+        if self._tables_ok:
+            return
+        with self._tables_lock:
+            if self._tables_ok:
+                return
+            with self._errors("checking tables", queue), self.engine.connect() as conn:
+                missing = self.schema.missing(conn)
+            if missing:
+                if not self._create_tables:
+                    raise self._missing_error(missing, queue)
+                log.info("creating tables %s in %s", ", ".join(missing), self.safe_url)
+                self.create_tables()
+            self._tables_ok = True
+
+    @contextmanager
+    def _errors(self, what: str, queue: str | None) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            on = f" on queue {queue!r}" if queue else ""
+            if _is_missing_table(exc):
+                self._tables_ok = False
+                raise self._missing_error(
+                    [t.name for t in self.schema.tables], queue
+                ) from exc
+            raise DriverError(
+                f"{what}{on} failed ({self.safe_url}): {_describe(exc)}"
+            ) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            on = f" on queue {queue!r}" if queue else ""
+            raise DriverError(f"{what}{on} failed ({self.safe_url}): {_describe(exc)}") from exc
+
+    # -- wake-ups ----------------------------------------------------------------------------
+
+    def _poke(self) -> None:
+        with self._wake:
+            self._generation += 1
+            self._wake.notify_all()
+
+    def _wait(self, generation: int, seconds: float) -> None:
+        if self._listener is not None:
+            got = self._listener.wait(seconds)
+            if got is not None:
+                return
+        with self._wake:
+            self._wake.wait_for(
+                lambda: self._generation != generation or self._closed, timeout=seconds
+            )
+
+    def _send_notify(self, conn: sa.Connection, queue: str) -> None:
+        conn.execute(self._pg_notify, {"channel": self.channel, "queue": queue})
+
+    # -- the data path -----------------------------------------------------------------------
+
+    @staticmethod
+    def _caller_connection(transaction: Any) -> sa.Connection:
+        if isinstance(transaction, sa.Connection):
+            return transaction
+        get = getattr(transaction, "connection", None)
+        if callable(get):
+            found = get()
+            if isinstance(found, sa.Connection):
+                return found
+        raise TypeError(
+            "dispatch option transaction= must be a SQLAlchemy Connection or Session, "
+            f"got {type(transaction).__name__}"
+        )
+
+    @hookimpl
+    def pashq_push(
+        self, queue: str, messages: Sequence[OutgoingMessage], options: Mapping[str, Any]
+    ) -> list[str]:
+        """Insert the messages in one transaction (the caller's with ``transaction=``)."""
+        unknown = set(options) - {"transaction"}
+        if unknown:
+            raise TypeError(
+                f"database driver: unknown dispatch option(s) {', '.join(sorted(unknown))}; "
+                "it accepts transaction=<SQLAlchemy Connection or Session>"
+            )
+        now = time.time()
+        rows = [
+            {
+                "queue": queue,
+                "message_id": m.id,
+                "body": m.body,
+                "attempts": 0,
+                "available_at": now + m.delay if m.delay > 0 else now,
+                "lease_expires_at": None,
+                "created_at": now,
+            }
+            for m in messages
+        ]
+        notify = self._notify and any(m.delay <= 0 for m in messages)
+        transaction = options.get("transaction")
+        with self._errors("push", queue):
+            self.check_tables(queue)
+            if transaction is not None:
+                self._write(self._caller_connection(transaction), queue, rows, notify)
+            else:
+                with self.engine.begin() as conn:
+                    self._write(conn, queue, rows, notify)
+        self._poke()
+        return [m.id for m in messages]
+
+    def _write(
+        self, conn: sa.Connection, queue: str, rows: list[dict[str, Any]], notify: bool
+    ) -> None:
+        size = self.options.batch_size
+        if len(rows) == 1:
+            conn.execute(self._insert, rows[0])
+        else:
+            for chunk in _chunks(rows, size):
+                conn.execute(self._insert, chunk)
+        if notify:
+            self._send_notify(conn, queue)
+
+    @hookimpl
+    def pashq_declare(self, queue: str) -> None:
+        """Check (or, on SQLite, create) the tables before a worker starts."""
+        self.check_tables(queue)
+
+    @hookimpl
+    def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
+        """Claim up to ``max_messages`` (at most ``batch_size``) rows with a lease.
+
+        An empty queue is polled with a pause that doubles from 20 ms up to
+        ``poll_interval`` (kept across calls, reset by the next message); on PostgreSQL a
+        NOTIFY ends the pause at once.
+        """
+        limit = max(1, min(max_messages, self.options.batch_size))
+        lease = self.options.lease
+        deadline = time.monotonic() + max(timeout, 0.0)
+        claim = self._claim.run
+        engine = self.engine
+        while True:
+            generation = self._generation
+            now = time.time()
+            with self._errors("pull", queue):
+                if not self._tables_ok:
+                    self.check_tables(queue)
+                with engine.begin() as conn:
+                    rows = claim(conn, queue, limit, now, now + lease)
+            if rows:
+                self._idle.pop(queue, None)
+                return [
+                    Delivery(queue, mid, body, attempts, (rid, attempts), lease)
+                    for rid, mid, body, attempts in rows
+                ]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._closed:
+                return []
+            pause = self._idle.get(queue, _FIRST_PAUSE)
+            self._idle[queue] = min(pause * 2, self.options.poll_interval)
+            self._wait(generation, min(pause, remaining))
+
+    @hookimpl
+    def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Delete the rows in one transaction (even if their lease ran out meanwhile)."""
+        ids = [d.receipt[0] for d in deliveries]
+        if not ids:
+            return
+        with self._errors("ack", queue), self.engine.begin() as conn:
+            for chunk in _chunks(ids, _IN_CHUNK):
+                conn.execute(self._delete, {"ids": chunk})
+
+    def _fenced(self, deliveries: Sequence[Delivery], until: float) -> list[dict[str, Any]]:
+        return [{"rid": d.receipt[0], "att": d.receipt[1], "until": until} for d in deliveries]
+
+    @hookimpl
+    def pashq_nack(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
+        """Make the rows claimable after ``delay`` seconds; the attempt count stays."""
+        if not deliveries:
+            return
+        params = self._fenced(deliveries, time.time() + max(delay, 0.0))
+        with self._errors("nack", queue), self.engine.begin() as conn:
+            conn.execute(self._release, params)
+            if self._notify and delay <= 0:
+                self._send_notify(conn, queue)
+        self._poke()
+
+    @hookimpl
+    def pashq_extend(self, queue: str, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Move the lease end of rows still held by this delivery to ``now + seconds``."""
+        if not deliveries:
+            return
+        params = self._fenced(deliveries, time.time() + seconds)
+        with self._errors("lease extension", queue), self.engine.begin() as conn:
+            conn.execute(self._extend, params)
+
+    @hookimpl
+    def pashq_dead_letter(
+        self, queue: str, delivery: Delivery, reason: str, traceback: str | None
+    ) -> None:
+        """Move the row to the dead letters in one transaction."""
+        rid, attempts = delivery.receipt
+        with self._errors("dead-letter", queue), self.engine.begin() as conn:
+            deleted = conn.execute(self._delete_fenced, {"rid": rid, "att": attempts})
+            if deleted.rowcount != 1:
+                log.info("message %s on %r was claimed again before it could be "
+                         "dead-lettered; left in the queue", delivery.id, queue)
+                return
+            conn.execute(
+                self._insert_dead,
+                {
+                    "queue": queue,
+                    "message_id": delivery.id,
+                    "body": delivery.body,
+                    "reason": reason,
+                    "traceback": traceback,
+                    "attempts": attempts,
+                    "failed_at": time.time(),
+                },
+            )
+
+    # -- inspection and administration -------------------------------------------------------
+
+    @hookimpl
+    def pashq_stats(self, queue: str) -> QueueStats:
+        """Count ready, delayed, in-flight and dead rows of ``queue``."""
+        m, dl = self.schema.messages, self.schema.dead_letters
+        now = time.time()
+        one = sa.literal(1)
+        leased = sa.and_(m.c.lease_expires_at.is_not(None), m.c.lease_expires_at > now)
+        counts = sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((m.c.available_at <= now, one), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((leased, one), else_=0)), 0),
+        ).where(m.c.queue == queue)
+        failed = sa.select(sa.func.count()).select_from(dl).where(dl.c.queue == queue)
+        self.check_tables(queue)
+        with self._errors("stats", queue), self.engine.begin() as conn:
+            total, ready, in_flight = conn.execute(counts).one()
+            dead = conn.execute(failed).scalar_one()
+        total, ready, in_flight = int(total), int(ready), int(in_flight)
+        return QueueStats(queue, ready, total - ready - in_flight, in_flight, int(dead))
+
+    @hookimpl
+    def pashq_purge(self, queue: str) -> int:
+        """Delete the waiting rows of ``queue`` (leased rows and dead letters stay)."""
+        m = self.schema.messages
+        now = time.time()
+        stmt = sa.delete(m).where(
+            m.c.queue == queue,
+            sa.or_(m.c.lease_expires_at.is_(None), m.c.lease_expires_at <= now),
+        )
+        self.check_tables(queue)
+        with self._errors("purge", queue), self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount)
+
+    def _dead_filter(self, queue: str, ids: Sequence[str] | None) -> list[Any]:
+        dl = self.schema.dead_letters
+        clauses: list[Any] = [dl.c.queue == queue]
+        if ids is not None:
+            clauses.append(dl.c.message_id.in_(list(ids)))
+        return clauses
+
+    @hookimpl
+    def pashq_failed_list(self, queue: str, limit: int) -> list[DeadLetter]:
+        """Return the oldest ``limit`` dead letters of ``queue``."""
+        dl = self.schema.dead_letters
+        stmt = sa.select(dl).where(dl.c.queue == queue).order_by(dl.c.id).limit(limit)
+        self.check_tables(queue)
+        with self._errors("listing dead letters", queue), self.engine.begin() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            DeadLetter(
+                r.message_id, r.queue, bytes(r.body), r.reason, r.traceback, r.attempts,
+                datetime.fromtimestamp(r.failed_at, UTC),
+            )
+            for r in rows
+        ]
+
+    @hookimpl
+    def pashq_failed_retry(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Move dead letters back to ``queue`` with a fresh attempt count, in one transaction."""
+        if ids is not None and not ids:
+            return 0
+        dl = self.schema.dead_letters
+        select = sa.select(dl.c.id, dl.c.message_id, dl.c.body).where(
+            *self._dead_filter(queue, ids)
+        ).order_by(dl.c.id)
+        if self.engine.dialect.name != "sqlite":
+            select = select.with_for_update()
+        now = time.time()
+        self.check_tables(queue)
+        with self._errors("retrying dead letters", queue), self.engine.begin() as conn:
+            rows = conn.execute(select).all()
+            if not rows:
+                return 0
+            conn.execute(
+                self._insert,
+                [
+                    {"queue": queue, "message_id": r.message_id, "body": bytes(r.body),
+                     "attempts": 0, "available_at": now, "lease_expires_at": None,
+                     "created_at": now}
+                    for r in rows
+                ],
+            )
+            for chunk in _chunks([r.id for r in rows], _IN_CHUNK):
+                conn.execute(sa.delete(dl).where(dl.c.id.in_(chunk)))
+            if self._notify:
+                self._send_notify(conn, queue)
+        self._poke()
+        return len(rows)
+
+    @hookimpl
+    def pashq_failed_purge(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Delete dead letters of ``queue`` for good."""
+        if ids is not None and not ids:
+            return 0
+        stmt = sa.delete(self.schema.dead_letters).where(*self._dead_filter(queue, ids))
+        self.check_tables(queue)
+        with self._errors("purging dead letters", queue), self.engine.begin() as conn:
+            return int(conn.execute(stmt).rowcount)

@@ -1,0 +1,110 @@
+"""The two tables of the driver, built for the claim path.
+
+``<prefix>messages`` holds waiting and leased messages, one row each:
+
+- ``id``: an auto-increment key (SQLite's rowid); the receipt of a delivery and the
+  tie-breaker of the claim order.
+- ``queue``, ``message_id``, ``body`` (the serialized envelope, bytes).
+- ``attempts``: deliveries so far; incremented by the claim, so it is also the fencing
+  token of a lease (a nack, extension or dead-letter only touches the row if nobody claimed
+  it again meanwhile).
+- ``available_at``: when the row may be claimed next (epoch seconds). A delay, a retry
+  back-off *and* a lease are all this one column: a claim sets it to ``now + lease``, so an
+  expired lease makes the row claimable again by the very same query, with no sweeper.
+- ``lease_expires_at``: set by the claim, cleared by a nack; only for ``stats`` (tells
+  in-flight rows from delayed ones).
+- ``created_at``.
+
+The claim is ``WHERE queue = :q AND available_at <= :now ORDER BY available_at, id LIMIT
+:n`` and one index, ``(queue, available_at, id)``, serves it exactly: a range scan that
+starts at the oldest ready row of the queue and stops after ``n`` rows, never touching
+leased or delayed rows (their ``available_at`` lies in the future) nor other queues. There
+is no status column: a status would need either a second index or a filter that scans
+past leased rows.
+
+``<prefix>dead_letters`` keeps failed messages with the reason, traceback, attempts and
+``failed_at``, indexed by ``(queue, id)`` for listing and by ``message_id`` for retry.
+"""
+
+from __future__ import annotations
+
+import attrs
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+
+__all__ = ["Schema"]
+
+_KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+# BLOB is 64 KiB on MySQL/MariaDB; LONGBLOB matches bytea and SQLite's BLOB.
+_BODY = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
+_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+
+@attrs.frozen
+class Schema:
+    """The tables for one ``table_prefix``.
+
+    :ivar prefix: the table prefix.
+    :ivar metadata: the metadata holding both tables.
+    :ivar messages: the messages table.
+    :ivar dead_letters: the dead letters table.
+    """
+
+    prefix: str
+    metadata: sa.MetaData
+    messages: sa.Table
+    dead_letters: sa.Table
+
+    @classmethod
+    def build(cls, prefix: str) -> Schema:
+        """Return the tables named ``<prefix>messages`` and ``<prefix>dead_letters``."""
+        metadata = sa.MetaData()
+        messages = sa.Table(
+            f"{prefix}messages",
+            metadata,
+            sa.Column("id", _KEY, primary_key=True, autoincrement=True),
+            sa.Column("queue", sa.String(255), nullable=False),
+            sa.Column("message_id", sa.String(64), nullable=False),
+            sa.Column("body", _BODY, nullable=False),
+            sa.Column("attempts", sa.Integer, nullable=False, default=0),
+            sa.Column("available_at", sa.Double, nullable=False),
+            sa.Column("lease_expires_at", sa.Double, nullable=True),
+            sa.Column("created_at", sa.Double, nullable=False),
+            sa.Index(f"{prefix}messages_claim", "queue", "available_at", "id"),
+        )
+        dead_letters = sa.Table(
+            f"{prefix}dead_letters",
+            metadata,
+            sa.Column("id", _KEY, primary_key=True, autoincrement=True),
+            sa.Column("queue", sa.String(255), nullable=False),
+            sa.Column("message_id", sa.String(64), nullable=False),
+            sa.Column("body", _BODY, nullable=False),
+            sa.Column("reason", _TEXT, nullable=False),
+            sa.Column("traceback", _TEXT, nullable=True),
+            sa.Column("attempts", sa.Integer, nullable=False),
+            sa.Column("failed_at", sa.Double, nullable=False),
+            sa.Index(f"{prefix}dead_letters_queue", "queue", "id"),
+            sa.Index(f"{prefix}dead_letters_message", "message_id"),
+        )
+        return cls(prefix, metadata, messages, dead_letters)
+
+    @property
+    def tables(self) -> tuple[sa.Table, sa.Table]:
+        """Both tables, in creation order."""
+        return (self.messages, self.dead_letters)
+
+    def ddl(self, dialect: sa.Dialect) -> list[str]:
+        """Return the ``CREATE TABLE`` / ``CREATE INDEX`` statements for ``dialect``."""
+        statements: list[str] = []
+        for table in self.tables:
+            statements.append(str(sa.schema.CreateTable(table).compile(dialect=dialect)).strip())
+            for index in sorted(table.indexes, key=lambda i: str(i.name)):
+                statements.append(
+                    str(sa.schema.CreateIndex(index).compile(dialect=dialect)).strip()
+                )
+        return statements
+
+    def missing(self, connection: sa.Connection) -> list[str]:
+        """Return the names of the tables that do not exist on ``connection``."""
+        inspector = sa.inspect(connection)
+        return [t.name for t in self.tables if not inspector.has_table(t.name)]
