@@ -1,0 +1,474 @@
+"""``rabbitmq``: the RabbitMQ driver, on pika.
+
+Features
+    Durable queues (classic or quorum) and persistent messages; publisher confirms on by
+    default and pipelined (a ``dispatch_many`` publishes its whole batch, up to
+    ``max_in_flight`` unconfirmed at once, and waits once); consumers with ``prefetch`` and
+    acks batched with ``multiple=True``; heartbeats that keep flowing while handlers run
+    (one I/O thread per connection owns the pika connection); delayed dispatch and retry
+    backoff held by the broker in per-delay TTL queues; dead letters in ``<queue>.failed``
+    (listed, retried, purged); automatic reconnection with backoff after a broker restart;
+    ``stats`` (ready and failed counts) and ``purge``.
+
+Options (``[queues.<name>]``)
+    - ``url`` (default ``amqp://guest:guest@127.0.0.1:5672/%2F``): ``amqp://`` or
+      ``amqps://``, with the vhost URL-encoded in the path; pika's query options
+      (``?ssl_options=...&connection_attempts=...``) are accepted.
+    - ``prefetch`` (100): unacked deliveries the broker sends ahead to each consumer.
+    - ``confirm`` (true): wait for publisher confirms; ``false`` trades safety for speed.
+    - ``queue_type`` (``"classic"``): or ``"quorum"`` (replicated; its ``x-delivery-count``
+      also counts redeliveries after crashes exactly).
+    - ``declare`` (``"auto"``): declare queues as needed; ``"passive"`` only checks that the
+      work and failed queues exist (for brokers where the application may not configure),
+      still declaring the delay queues that delays need.
+    - ``heartbeat`` (server's, 60 s): AMQP heartbeat in seconds, 0 = off.
+    - ``publish_timeout`` (30 s): how long a push may wait for confirms, including waiting
+      for a reconnection; past it the push raises :class:`~pashq.errors.DriverError`
+      naming the unconfirmed ids.
+    - ``reconnect_delay_max`` (5 s): the longest pause between reconnection attempts.
+    - ``max_in_flight`` (1000): unconfirmed publishes per connection.
+
+Guarantees
+    At-least-once. A push returns only when the broker confirmed every message (a nack, an
+    unroutable return or a timeout raises ``DriverError`` naming the ids). A delivery is
+    acked after ``process_message`` returns; a worker that dies leaves its deliveries
+    unacked and the broker redelivers them when the connection closes (no lease: crash
+    recovery is immediate). A retry or dead letter is a confirmed publish of a copy
+    followed by the ack of the original, so a crash between the two can duplicate but
+    never lose. Delivery attempts travel in the ``x-pashq-attempts`` header (plus one for
+    a broker redelivery).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from pashq.capabilities import Capabilities
+from pashq.config import parse_options
+from pashq.connection import Connection
+from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.envelope import new_message_id
+from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
+from pashq.hookspecs import hookimpl
+from pashq_rabbitmq.link import BrokerLink, Publish, Receipt
+from pashq_rabbitmq.options import RabbitMQOptions, display_url
+from pashq_rabbitmq.topology import (
+    ATTEMPTS_HEADER,
+    FAILED_AT_HEADER,
+    MAX_DELAY,
+    REASON_HEADER,
+    TRACEBACK_HEADER,
+    delay_arguments,
+    delay_milliseconds,
+    delay_queue,
+    expiry_refresh_seconds,
+    failed_queue,
+    queue_arguments,
+)
+
+__all__ = ["RabbitMQDriver"]
+
+log = logging.getLogger(__name__)
+
+#: RabbitMQ's default ``max_message_size`` (128 MiB).
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
+_PERSISTENT = 2
+_JSON = "application/json"
+#: Headers the broker adds on dead-lettering; not copied into retries.
+_BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
+                   "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
+                   "x-last-death-reason", "x-delivery-count")
+_FAILURE_HEADERS = (ATTEMPTS_HEADER, REASON_HEADER, TRACEBACK_HEADER, FAILED_AT_HEADER)
+_REASON_LIMIT = 4_000
+_TRACEBACK_LIMIT = 32_000
+#: How long an empty pull waits for messages the broker reports ready but has not sent yet.
+_READY_WAIT = 5.0
+#: How long an empty pull waits for deliveries already on their way when none are ready.
+_IN_TRANSIT_WAIT = 0.1
+_ATTACH_WAIT = 10.0
+
+
+class RabbitMQDriver:
+    """RabbitMQ through pika (see the module docstring for options and guarantees)."""
+
+    name = "rabbitmq"
+    capabilities = Capabilities(
+        persistent=True,
+        delay=True,
+        max_delay=MAX_DELAY,
+        batch_size=100,
+        nack_delay=True,
+        lease=False,
+        extend_lease=False,
+        dead_letters=True,
+        stats=True,
+        purge=True,
+    )
+
+    def __init__(self) -> None:
+        self.options = RabbitMQOptions()
+        self._link: BrokerLink | None = None
+        self._lock = threading.Lock()
+        self._declared: dict[str, tuple[int, float]] = {}
+        self._attached: set[str] = set()
+        #: Every queue this driver declared (tests delete them; delay queues also expire).
+        self.declared_queues: set[str] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_connect(self, connection: Connection) -> None:
+        """Validate the options and start the I/O thread (it connects in the background)."""
+        options = parse_options(RabbitMQOptions, connection.options, connection.where)
+        try:
+            parameters = pika.URLParameters(options.url)
+        except Exception as exc:
+            raise ConfigError(
+                f"{connection.where}: 'url' {display_url(options.url)!r} is not a valid AMQP "
+                f"URL: {type(exc).__name__}"
+            ) from None
+        if options.heartbeat is not None:
+            parameters.heartbeat = options.heartbeat
+        self.options = options
+        self.where = display_url(options.url)
+        self._link = BrokerLink(
+            parameters,
+            where=self.where,
+            prefetch=options.prefetch,
+            confirm=options.confirm,
+            max_in_flight=options.max_in_flight,
+            reconnect_delay_max=options.reconnect_delay_max,
+            consume_declare=self._consume_declare,
+        )
+        self._link.start()
+
+    @hookimpl
+    def pashq_close(self) -> None:
+        """Close the connection; unacked deliveries go back to their queues."""
+        if self._link is not None:
+            self._link.close()
+
+    @property
+    def link(self) -> BrokerLink:
+        """The I/O thread of this connection."""
+        if self._link is None:
+            raise DriverError("the rabbitmq driver is not connected (pashq_connect not called)")
+        return self._link
+
+    def __repr__(self) -> str:
+        return f"<RabbitMQDriver {getattr(self, 'where', 'unconnected')}>"
+
+    # -- declaring -----------------------------------------------------------------------
+
+    def _consume_declare(self, queue: str) -> tuple[str, Any]:
+        return self.options.declare, queue_arguments(self.options.queue_type)
+
+    def _fresh(self, name: str, max_age: float | None = None) -> bool:
+        with self._lock:
+            found = self._declared.get(name)
+        if found is None or found[0] != self.link.connections:
+            return False
+        return max_age is None or time.monotonic() - found[1] < max_age
+
+    def _remember(self, name: str) -> None:
+        with self._lock:
+            self._declared[name] = (self.link.connections, time.monotonic())
+            self.declared_queues.add(name)
+
+    def _ensure(self, queue: str) -> None:
+        """Declare (or, passive, check) the work queue and its failed queue, once."""
+        if self._fresh(queue):
+            return
+        timeout = self.options.publish_timeout
+        arguments = queue_arguments(self.options.queue_type)
+        passive = self.options.declare == "passive"
+        self.link.declare(queue, arguments, passive=passive, timeout=timeout)
+        if not passive:
+            self.link.declare(failed_queue(queue), arguments, passive=False, timeout=timeout)
+        self._remember(queue)
+
+    def _ensure_failed(self, queue: str) -> None:
+        name = failed_queue(queue)
+        if self._fresh(name):
+            return
+        self._ensure(queue)
+        if self.options.declare == "passive":
+            self.link.declare(name, None, passive=True, timeout=self.options.publish_timeout)
+        self._remember(name)
+
+    def _ensure_delay(self, queue: str, ms: int) -> str:
+        name = delay_queue(queue, ms)
+        if not self._fresh(name, expiry_refresh_seconds()):
+            self.link.declare(name, delay_arguments(queue, ms), passive=False,
+                              timeout=self.options.publish_timeout)
+            self._remember(name)
+        return name
+
+    @hookimpl
+    def pashq_declare(self, queue: str) -> None:
+        """Declare ``queue`` and ``queue.failed`` (or check them, in passive mode)."""
+        self._ensure(queue)
+
+    # -- publishing ----------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_push(
+        self, queue: str, messages: Sequence[OutgoingMessage], options: Mapping[str, Any]
+    ) -> list[str]:
+        """Publish the batch (persistent, confirmed) and return once all are confirmed."""
+        if options:
+            raise TypeError(f"rabbitmq driver takes no dispatch options, got {sorted(options)}")
+        self._ensure(queue)
+        items: list[Publish] = []
+        for m in messages:
+            body = m.body
+            if len(body) > MAX_MESSAGE_BYTES:
+                raise MessageTooLargeError(
+                    f"message {m.id} for queue {queue!r} is {len(body)} bytes; RabbitMQ "
+                    f"accepts at most {MAX_MESSAGE_BYTES} by default (max_message_size)"
+                )
+            target = queue
+            if m.delay > 0:
+                ms = delay_milliseconds(m.delay)
+                if ms:
+                    target = self._ensure_delay(queue, ms)
+            properties = pika.BasicProperties(
+                delivery_mode=_PERSISTENT,
+                message_id=m.id,
+                type=m.type_name,
+                content_type=_JSON if body[:1] == b"{" else None,
+            )
+            items.append(Publish(target, body, properties, m.id))
+        self.link.publish(items, timeout=self.options.publish_timeout,
+                          what=f"publishing {len(items)} message(s) to queue {queue!r}")
+        return [m.id for m in messages]
+
+    # -- consuming -----------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
+        """Take buffered deliveries of the queue's consumer (started on the first pull)."""
+        link = self.link
+        if not link.consuming(queue):
+            first = queue not in self._attached
+            link.consume(queue, timeout=max(timeout, _ATTACH_WAIT if first else 1.0))
+            self._attached.add(queue)
+        got = link.take(queue, max_messages, timeout)
+        if got:
+            return got
+        if not link.consuming(queue):
+            raise DriverError(f"no consumer attached to queue {queue!r}: {link.status()}")
+        # Empty: make sure the queue is empty on the broker too, not just slow to send.
+        try:
+            ready = link.declare(queue, None, passive=True, timeout=self.options.publish_timeout)
+        except QueueNotFoundError:
+            raise
+        except DriverError:
+            return []
+        wait = _IN_TRANSIT_WAIT
+        if ready and link.unacked() < self.options.prefetch:
+            wait = _READY_WAIT
+        return link.take(queue, max_messages, wait)
+
+    def _current(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        epoch = self.link.epoch
+        current = [d for d in deliveries if d.receipt.epoch == epoch]
+        if len(current) < len(deliveries):
+            log.info("%d delivery(ies) came from a lost channel: the broker redelivers them",
+                     len(deliveries) - len(current))
+        return current
+
+    @hookimpl
+    def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Ack (batched with multiple=True where possible); stale deliveries are dropped."""
+        self.link.ack([d.receipt for d in deliveries])
+
+    def _copy(self, delivery: Delivery, routing_key: str, headers: dict[str, Any]) -> Publish:
+        old = delivery.receipt.properties
+        kept = {k: v for k, v in (old.headers or {}).items()
+                if k not in _BROKER_HEADERS and k not in _FAILURE_HEADERS}
+        kept.update(headers)
+        message_id = old.message_id or delivery.id or new_message_id()
+        properties = pika.BasicProperties(
+            content_type=old.content_type,
+            content_encoding=old.content_encoding,
+            headers=kept or None,
+            delivery_mode=_PERSISTENT,
+            priority=old.priority,
+            correlation_id=old.correlation_id,
+            reply_to=old.reply_to,
+            timestamp=old.timestamp,
+            message_id=message_id,
+            type=old.type,
+            app_id=old.app_id,
+        )
+        return Publish(routing_key, delivery.body, properties, message_id)
+
+    def _move(self, queue: str, deliveries: Sequence[Delivery], copies: list[Publish],
+              what: str) -> None:
+        receipts: list[Receipt] = [d.receipt for d in deliveries]
+        try:
+            self.link.publish(copies, timeout=self.options.publish_timeout, what=what)
+        except DriverError:
+            self.link.requeue(receipts)
+            raise
+        self.link.ack(receipts)
+
+    @hookimpl
+    def pashq_nack(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
+        """Publish copies with one more attempt (to a delay queue if ``delay``), then ack."""
+        current = self._current(deliveries)
+        if not current:
+            return
+        self._ensure(queue)
+        ms = delay_milliseconds(delay) if delay > 0 else 0
+        target = self._ensure_delay(queue, ms) if ms else queue
+        copies = [self._copy(d, target, {ATTEMPTS_HEADER: d.attempts}) for d in current]
+        self._move(queue, current, copies,
+                   f"releasing {len(copies)} message(s) of queue {queue!r} (delay {delay:g}s)")
+
+    @hookimpl
+    def pashq_dead_letter(
+        self, queue: str, delivery: Delivery, reason: str, traceback: str | None
+    ) -> None:
+        """Publish a copy to ``<queue>.failed`` with the reason, then ack the original."""
+        current = self._current([delivery])
+        if not current:
+            return
+        self._ensure_failed(queue)
+        headers: dict[str, Any] = {
+            ATTEMPTS_HEADER: delivery.attempts,
+            REASON_HEADER: reason[:_REASON_LIMIT],
+            FAILED_AT_HEADER: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        if traceback:
+            headers[TRACEBACK_HEADER] = traceback[-_TRACEBACK_LIMIT:]
+        copy = self._copy(delivery, failed_queue(queue), headers)
+        self._move(queue, current, [copy],
+                   f"dead-lettering message {delivery.id} of queue {queue!r}")
+
+    # -- inspection ----------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_stats(self, queue: str) -> QueueStats:
+        """Ready messages of the queue and its failed queue (passive declares)."""
+        timeout = self.options.publish_timeout
+        ready = self.link.declare(queue, None, passive=True, timeout=timeout)
+        try:
+            failed: int | None = self.link.declare(failed_queue(queue), None, passive=True,
+                                                   timeout=timeout)
+        except QueueNotFoundError:
+            failed = None
+        return QueueStats(queue, ready=ready, delayed=None, in_flight=None, failed=failed)
+
+    @hookimpl
+    def pashq_purge(self, queue: str) -> int:
+        """Purge the ready messages of the queue (delayed and unacked ones are kept)."""
+        return self.link.purge(queue, timeout=self.options.publish_timeout)
+
+    # -- dead letters --------------------------------------------------------------------
+
+    def _dead_letter(self, queue: str, properties: Any, body: bytes) -> DeadLetter:
+        headers = properties.headers or {}
+        failed_at = None
+        text = headers.get(FAILED_AT_HEADER)
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        if isinstance(text, str):
+            try:
+                failed_at = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+            except ValueError:
+                failed_at = None
+        attempts = headers.get(ATTEMPTS_HEADER)
+        return DeadLetter(
+            id=_message_id(properties, body),
+            queue=queue,
+            body=body,
+            reason=_text(headers.get(REASON_HEADER)) or "dead-lettered by the broker",
+            traceback=_text(headers.get(TRACEBACK_HEADER)),
+            attempts=attempts if isinstance(attempts, int) else 0,
+            failed_at=failed_at,
+        )
+
+    @hookimpl
+    def pashq_failed_list(self, queue: str, limit: int) -> list[DeadLetter]:
+        """Read up to ``limit`` dead letters without removing them."""
+        timeout = self.options.publish_timeout
+        try:
+            browsed = self.link.browse(failed_queue(queue), limit, timeout=timeout)
+        except QueueNotFoundError:
+            return []
+        try:
+            return [self._dead_letter(queue, p, b) for _, p, b in browsed.messages]
+        finally:
+            self.link.release_browsed(browsed, (), timeout)
+
+    @hookimpl
+    def pashq_failed_retry(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Publish the chosen dead letters back to ``queue`` (fresh attempts), then ack them."""
+        timeout = self.options.publish_timeout
+        try:
+            browsed = self.link.browse(failed_queue(queue), None, timeout=timeout)
+        except QueueNotFoundError:
+            return 0
+        wanted = None if ids is None else set(ids)
+        chosen: list[int] = []
+        copies: list[Publish] = []
+        try:
+            for tag, properties, body in browsed.messages:
+                message_id = _message_id(properties, body)
+                if wanted is not None and message_id not in wanted:
+                    continue
+                fake = Delivery(queue, message_id, body, 0, Receipt(0, tag, properties))
+                copies.append(self._copy(fake, queue, {}))
+                chosen.append(tag)
+            if copies:
+                self._ensure(queue)
+                self.link.publish(copies, timeout=timeout,
+                                  what=f"retrying {len(copies)} dead letter(s) of {queue!r}")
+        except BaseException:
+            self.link.release_browsed(browsed, (), timeout)
+            raise
+        self.link.release_browsed(browsed, chosen, timeout)
+        return len(chosen)
+
+    @hookimpl
+    def pashq_failed_purge(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Delete dead letters (all with ``queue.purge``, or those ``ids``)."""
+        timeout = self.options.publish_timeout
+        try:
+            if ids is None:
+                return self.link.purge(failed_queue(queue), timeout=timeout)
+            browsed = self.link.browse(failed_queue(queue), None, timeout=timeout)
+        except QueueNotFoundError:
+            return 0
+        wanted = set(ids)
+        chosen = [tag for tag, p, b in browsed.messages if _message_id(p, b) in wanted]
+        self.link.release_browsed(browsed, chosen, timeout)
+        return len(chosen)
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else None
+
+
+def _message_id(properties: Any, body: bytes) -> str:
+    """The AMQP ``message_id``, else the envelope's ``id`` (for plain publishers)."""
+    if properties.message_id:
+        return str(properties.message_id)
+    try:
+        found = json.loads(body).get("id")
+    except Exception:
+        return ""
+    return found if isinstance(found, str) else ""

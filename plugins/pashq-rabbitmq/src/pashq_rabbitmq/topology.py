@@ -1,0 +1,89 @@
+"""What the driver declares on the broker, and the headers it writes.
+
+For a queue ``jobs`` (durable, ``x-queue-type`` from ``queue_type``):
+
+- ``jobs``: the work queue; messages are published to it through the default exchange.
+- ``jobs.failed``: dead letters (same queue type), each with ``x-pashq-reason``,
+  ``x-pashq-traceback``, ``x-pashq-failed-at`` and ``x-pashq-attempts`` headers.
+- ``jobs.delay.<ms>``: one classic queue per delay (rounded up to two significant digits of
+  milliseconds), with ``x-message-ttl = ms``, ``x-dead-letter-exchange = ""`` and
+  ``x-dead-letter-routing-key = jobs``: the broker holds a delayed message and moves it to
+  ``jobs`` when due. Unused delay queues expire (``x-expires``) a minute after their TTL.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = [
+    "ATTEMPTS_HEADER",
+    "FAILED_AT_HEADER",
+    "MAX_DELAY",
+    "REASON_HEADER",
+    "TRACEBACK_HEADER",
+    "delay_arguments",
+    "delay_milliseconds",
+    "delay_queue",
+    "failed_queue",
+    "queue_arguments",
+]
+
+#: Deliveries made before this copy was published (absent = 0).
+ATTEMPTS_HEADER = "x-pashq-attempts"
+REASON_HEADER = "x-pashq-reason"
+TRACEBACK_HEADER = "x-pashq-traceback"
+FAILED_AT_HEADER = "x-pashq-failed-at"
+#: Delay queues expire this long after their TTL when unused.
+_EXPIRY_MARGIN_MS = 60_000
+#: The longest delay: TTL plus the expiry margin must stay below 2**31 ms.
+MAX_DELAY = 24 * 86_400.0
+
+
+def failed_queue(queue: str) -> str:
+    """Return the name of the dead-letter queue of ``queue``."""
+    return f"{queue}.failed"
+
+
+def delay_milliseconds(seconds: float) -> int:
+    """Round a delay up to whole milliseconds with at most two significant digits.
+
+    Rounding keeps the number of delay queues small (retry backoff with jitter produces
+    arbitrary delays) at a cost of at most ~10% more delay; 0 means "no delay".
+    """
+    ms = math.ceil(seconds * 1000 - 1e-6)
+    if ms <= 0:
+        return 0
+    if ms >= 100:
+        step = 10 ** (len(str(ms)) - 2)
+        ms = -(-ms // step) * step
+    return ms
+
+
+def delay_queue(queue: str, ms: int) -> str:
+    """Return the name of the delay queue of ``queue`` for ``ms`` milliseconds."""
+    return f"{queue}.delay.{ms}"
+
+
+def queue_arguments(queue_type: str) -> dict[str, Any] | None:
+    """Return the declare arguments of a work or failed queue."""
+    return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+
+
+def delay_arguments(queue: str, ms: int) -> dict[str, Any]:
+    """Return the declare arguments of the delay queue of ``queue`` for ``ms`` ms."""
+    return {
+        "x-message-ttl": ms,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+        "x-expires": ms + _EXPIRY_MARGIN_MS,
+    }
+
+
+def expiry_refresh_seconds() -> float:
+    """Seconds after which a delay queue is declared again before publishing to it.
+
+    Publishing does not count as use for ``x-expires``; declaring does. Declaring at least
+    this often keeps a delay queue alive until its last message is due.
+    """
+    return _EXPIRY_MARGIN_MS / 2000
