@@ -67,10 +67,12 @@ def build(session: nox.Session) -> None:
     venv = pathlib.Path(smoke) / "smoke-venv"
     session.run("python", "-m", "venv", "--clear", str(venv))
     wheel = next(dist_dir.glob("pashq-*.whl"))
-    session.run(str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel),
-                external=True)
-    session.run(str(venv / "bin" / "python"), str(ROOT / "examples" / "smoke_check.py"),
-                external=True)
+    session.run(
+        str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel), external=True
+    )
+    session.run(
+        str(venv / "bin" / "python"), str(ROOT / "examples" / "smoke_check.py"), external=True
+    )
 
 
 @nox.session(python="3.11")

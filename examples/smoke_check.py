@@ -58,5 +58,7 @@ assert invalid_runs == [], "invalid message must never be processed"
 dead = {d.reason for d in connection.failed("default")}
 assert "validate_message() returned False" in dead, dead
 assert any("RuntimeError: nope" in reason for reason in dead), dead
-print(f"smoke check OK: {stats.acked} acked, {stats.dead_lettered} dead-lettered, pashq "
-      f"{pashq.__version__}")
+print(
+    f"smoke check OK: {stats.acked} acked, {stats.dead_lettered} dead-lettered, pashq "
+    f"{pashq.__version__}"
+)

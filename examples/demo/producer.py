@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pashq
 from messages import SendWelcomeEmail
+
+import pashq
 
 Path("sent.log").unlink(missing_ok=True)
 first = SendWelcomeEmail(0, "user0@example.com").dispatch()

@@ -52,17 +52,29 @@ def load_connection(
 def connection_options(func: F) -> F:
     """Add ``--connection``, ``--config`` and ``--import`` to a command."""
     func = click.option(
-        "--import", "-i", "imports", multiple=True, metavar="MODULE",
+        "--import",
+        "-i",
+        "imports",
+        multiple=True,
+        metavar="MODULE",
         help="Import MODULE (defines message classes); repeatable.",
     )(func)
     func = click.option(
-        "--config", "config", envvar="PASHQ_CONFIG", metavar="FILE",
+        "--config",
+        "config",
+        envvar="PASHQ_CONFIG",
+        metavar="FILE",
         type=click.Path(dir_okay=False),
         help="Config file (default: $PASHQ_CONFIG, ./pashq.toml, [tool.pashq] in pyproject.toml).",
     )(func)
     func = click.option(
-        "--connection", "-c", "connection", default="default", show_default=True,
-        metavar="NAME", help="Connection name ([queues.NAME] in the config).",
+        "--connection",
+        "-c",
+        "connection",
+        default="default",
+        show_default=True,
+        metavar="NAME",
+        help="Connection name ([queues.NAME] in the config).",
     )(func)
     return func
 
@@ -112,16 +124,24 @@ def main() -> None:
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        data = {"time": round(record.created, 3), "level": record.levelname,
-                "logger": record.name, "message": record.getMessage()}
+        data = {
+            "time": round(record.created, 3),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)
 
 
 def _setup_logging(as_json: bool, interactive: bool, verbose: int) -> None:
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose or not interactive else (
-        logging.WARNING
+    level = (
+        logging.DEBUG
+        if verbose > 1
+        else logging.INFO
+        if verbose or not interactive
+        else (logging.WARNING)
     )
     handler: logging.Handler
     if interactive and not as_json:
@@ -131,7 +151,8 @@ def _setup_logging(as_json: bool, interactive: bool, verbose: int) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
-            _JsonFormatter() if as_json
+            _JsonFormatter()
+            if as_json
             else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
     root = logging.getLogger()
@@ -155,15 +176,31 @@ def _status_line(stats: WorkerStats, queues: list[str]) -> str:
 @main.command()
 @click.argument("queues", nargs=-1, required=True)
 @connection_options
-@click.option("--concurrency", "-n", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Handler threads.")
+@click.option(
+    "--concurrency",
+    "-n",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Handler threads.",
+)
 @click.option("--until-empty", is_flag=True, help="Stop when the queues are drained.")
 @click.option("--max-messages", type=click.IntRange(min=1), help="Stop after N messages.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Most messages per pull.")
-@click.option("--poll-timeout", default=1.0, show_default=True, type=click.FloatRange(min=0),
-              help="Seconds a pull waits for messages.")
-@click.option("--shutdown-timeout", default=30.0, show_default=True,
-              type=click.FloatRange(min=0), help="Seconds in-flight work may take on SIGTERM.")
+@click.option(
+    "--poll-timeout",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds a pull waits for messages.",
+)
+@click.option(
+    "--shutdown-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds in-flight work may take on SIGTERM.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON-lines logs and a JSON summary.")
 @click.option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
 @_errors
@@ -198,12 +235,22 @@ def work(
         def on_progress(stats: WorkerStats) -> None:
             live.update(_status_line(stats, names))
 
-    worker = Worker(names, connection=conn, concurrency=concurrency, batch_size=batch_size,
-                    poll_timeout=poll_timeout, shutdown_timeout=shutdown_timeout,
-                    max_messages=max_messages, on_progress=on_progress)
+    worker = Worker(
+        names,
+        connection=conn,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        poll_timeout=poll_timeout,
+        shutdown_timeout=shutdown_timeout,
+        max_messages=max_messages,
+        on_progress=on_progress,
+    )
     logging.getLogger("pashq.cli").info(
         "worker started: connection=%s driver=%s queues=%s concurrency=%d",
-        conn.name, conn.config.type, ",".join(names), concurrency,
+        conn.name,
+        conn.config.type,
+        ",".join(names),
+        concurrency,
     )
     try:
         stats = worker.run(until_empty=until_empty)
@@ -216,7 +263,11 @@ def work(
     else:
         logging.getLogger("pashq.cli").info(
             "worker stopped: acked=%d retried=%d dead_lettered=%d released=%d errors=%d",
-            stats.acked, stats.retried, stats.dead_lettered, stats.released, stats.errors,
+            stats.acked,
+            stats.retried,
+            stats.dead_lettered,
+            stats.released,
+            stats.errors,
         )
     if stats.interrupted:
         sys.exit(1)
@@ -241,15 +292,21 @@ def _capability_names(caps: Capabilities) -> list[str]:
 @_errors
 def drivers(as_json: bool) -> None:
     """List installed drivers: name, distribution, version, capabilities."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, found in sorted(installed(DRIVER_GROUP).items()):
         try:
             caps = found.load().capabilities
             capabilities = _capability_names(caps)
         except Exception as exc:  # a broken driver must not hide the others
             capabilities = [f"<cannot load: {type(exc).__name__}: {exc}>"]
-        rows.append({"name": name, "distribution": found.distribution,
-                     "version": found.version, "capabilities": capabilities})
+        rows.append(
+            {
+                "name": name,
+                "distribution": found.distribution,
+                "version": found.version,
+                "capabilities": capabilities,
+            }
+        )
     if as_json:
         _echo_json(rows)
         return
@@ -258,8 +315,9 @@ def drivers(as_json: bool) -> None:
 
     table = Table("driver", "distribution", "version", "capabilities")
     for row in rows:
-        table.add_row(row["name"], row["distribution"], row["version"],
-                      ", ".join(row["capabilities"]))
+        table.add_row(
+            row["name"], row["distribution"], row["version"], ", ".join(row["capabilities"])
+        )
     Console(width=max(120, Console().width)).print(table)
 
 
@@ -268,8 +326,13 @@ def drivers(as_json: bool) -> None:
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
-def stats(queues: tuple[str, ...], connection: str, config: str | None,
-          imports: tuple[str, ...], as_json: bool) -> None:
+def stats(
+    queues: tuple[str, ...],
+    connection: str,
+    config: str | None,
+    imports: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Show ready / delayed / in-flight / failed counts of QUEUES."""
     conn = load_connection(connection, config, imports)
     rows = [attrs.asdict(conn.stats(name)) for name in queues]
@@ -281,8 +344,12 @@ def stats(queues: tuple[str, ...], connection: str, config: str | None,
 
     table = Table("queue", "ready", "delayed", "in flight", "failed")
     for row in rows:
-        table.add_row(*(str("-" if row[k] is None else row[k])
-                        for k in ("queue", "ready", "delayed", "in_flight", "failed")))
+        table.add_row(
+            *(
+                str("-" if row[k] is None else row[k])
+                for k in ("queue", "ready", "delayed", "in_flight", "failed")
+            )
+        )
     Console().print(table)
 
 
@@ -292,13 +359,20 @@ def stats(queues: tuple[str, ...], connection: str, config: str | None,
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
-def purge(queue_name: str, connection: str, config: str | None, imports: tuple[str, ...],
-          yes: bool, as_json: bool) -> None:
+def purge(
+    queue_name: str,
+    connection: str,
+    config: str | None,
+    imports: tuple[str, ...],
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Delete every waiting message of QUEUE (dead letters are kept)."""
     conn = load_connection(connection, config, imports)
     if not yes:
-        click.confirm(f"Delete every waiting message of {queue_name!r} on {conn.name!r}?",
-                      abort=True)
+        click.confirm(
+            f"Delete every waiting message of {queue_name!r} on {conn.name!r}?", abort=True
+        )
     count = conn.purge(queue_name)
     _echo_json({"queue": queue_name, "purged": count}) if as_json else click.echo(
         f"purged {count} message(s) from {queue_name}"
@@ -316,18 +390,32 @@ def failed() -> None:
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with bodies).")
 @_errors
-def failed_list(queue_name: str, connection: str, config: str | None,
-                imports: tuple[str, ...], limit: int, as_json: bool) -> None:
+def failed_list(
+    queue_name: str,
+    connection: str,
+    config: str | None,
+    imports: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+) -> None:
     """List dead letters of QUEUE, oldest first."""
     conn = load_connection(connection, config, imports)
     dead = conn.failed(queue_name, limit)
     if as_json:
-        _echo_json([
-            {"id": d.id, "queue": d.queue, "reason": d.reason, "attempts": d.attempts,
-             "failed_at": d.failed_at, "traceback": d.traceback,
-             "body": d.body.decode("utf-8", "replace")}
-            for d in dead
-        ])
+        _echo_json(
+            [
+                {
+                    "id": d.id,
+                    "queue": d.queue,
+                    "reason": d.reason,
+                    "attempts": d.attempts,
+                    "failed_at": d.failed_at,
+                    "traceback": d.traceback,
+                    "body": d.body.decode("utf-8", "replace"),
+                }
+                for d in dead
+            ]
+        )
         return
     from rich.console import Console
     from rich.table import Table
@@ -344,8 +432,14 @@ def failed_list(queue_name: str, connection: str, config: str | None,
 @click.option("--id", "ids", multiple=True, help="Retry only this message id; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
-def failed_retry(queue_name: str, connection: str, config: str | None,
-                 imports: tuple[str, ...], ids: tuple[str, ...], as_json: bool) -> None:
+def failed_retry(
+    queue_name: str,
+    connection: str,
+    config: str | None,
+    imports: tuple[str, ...],
+    ids: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Move dead letters of QUEUE back onto it (all, or --id ...)."""
     conn = load_connection(connection, config, imports)
     count = conn.retry_failed(queue_name, list(ids) or None)
@@ -361,9 +455,15 @@ def failed_retry(queue_name: str, connection: str, config: str | None,
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
-def failed_purge(queue_name: str, connection: str, config: str | None,
-                 imports: tuple[str, ...], ids: tuple[str, ...], yes: bool,
-                 as_json: bool) -> None:
+def failed_purge(
+    queue_name: str,
+    connection: str,
+    config: str | None,
+    imports: tuple[str, ...],
+    ids: tuple[str, ...],
+    yes: bool,
+    as_json: bool,
+) -> None:
     """Delete dead letters of QUEUE for good (all, or --id ...)."""
     conn = load_connection(connection, config, imports)
     if not yes:

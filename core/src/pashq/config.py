@@ -130,7 +130,7 @@ def _number(value: Any, key: str, where: str, *, integer: bool = False, minimum:
 def _connection(name: str, table: Any, source: str) -> ConnectionConfig:
     where = f"{source} [queues.{name}]"
     if not isinstance(table, dict):
-        raise ConfigError(f"{where}: must be a table with at least `type = \"...\"`")
+        raise ConfigError(f'{where}: must be a table with at least `type = "..."`')
     table = _expand(table, where)
     driver = table.get("type")
     if not isinstance(driver, str) or not driver:
@@ -141,13 +141,19 @@ def _connection(name: str, table: Any, source: str) -> ConnectionConfig:
     defaults = RetryPolicy()
     retry = RetryPolicy(
         max_attempts=_number(
-            table.get("max_attempts", defaults.max_attempts), "max_attempts", where,
-            integer=True, minimum=1,
+            table.get("max_attempts", defaults.max_attempts),
+            "max_attempts",
+            where,
+            integer=True,
+            minimum=1,
         ),
-        retry_delay=_number(table.get("retry_delay", defaults.retry_delay), "retry_delay", where,
-                            minimum=0),
+        retry_delay=_number(
+            table.get("retry_delay", defaults.retry_delay), "retry_delay", where, minimum=0
+        ),
         retry_delay_max=_number(
-            table.get("retry_delay_max", defaults.retry_delay_max), "retry_delay_max", where,
+            table.get("retry_delay_max", defaults.retry_delay_max),
+            "retry_delay_max",
+            where,
             minimum=0,
         ),
     )
@@ -230,7 +236,7 @@ def parse_options(cls: type[T], options: Mapping[str, Any], where: str) -> T:
     :param options: the driver keys from ``[queues.<name>]``.
     :param where: where they were read (``connection.where``).
     """
-    fields = {f.name: f for f in attrs.fields(cls)}  # type: ignore[misc]
+    fields = {f.name: f for f in attrs.fields(cls)}  # type: ignore[arg-type]
     unknown = set(options) - set(fields)
     if unknown:
         raise ConfigError(
@@ -250,7 +256,7 @@ def parse_options(cls: type[T], options: Mapping[str, Any], where: str) -> T:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
-_SIMPLE: dict[str, tuple[type, ...]] = {
+_SIMPLE: dict[str, tuple[type[Any], ...]] = {
     "str": (str,),
     "int": (int,),
     "float": (int, float),
@@ -280,4 +286,4 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
         kinds = ()
     if not isinstance(value, kinds):
         raise ConfigError(f"{where}: '{key}' must be {base}, got {value!r}")
-    return float(value) if base == "float" else value
+    return float(value) if base == "float" else value  # value is int | float here

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import cattrs
+from cattrs.strategies import configure_union_passthrough
 
 from pashq.errors import SerializationError
 
@@ -70,6 +71,8 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(Decimal, _structure_decimal)
     converter.register_unstructure_hook(UUID, str)
     converter.register_structure_hook(UUID, _structure_uuid)
+    # Unions of JSON scalars (int | str, float | None ...) pass through as decoded.
+    configure_union_passthrough(str | int | float | bool | None, converter)
     return converter
 
 

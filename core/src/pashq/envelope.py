@@ -123,7 +123,11 @@ def decode_envelope(data: bytes | str) -> Envelope:
     :raises EnvelopeError: for anything that is not a valid version-1 envelope.
     """
     try:
-        text = bytes(data).decode("utf-8") if isinstance(data, bytes | bytearray | memoryview) else data
+        text = (
+            bytes(data).decode("utf-8")
+            if isinstance(data, bytes | bytearray | memoryview)
+            else data
+        )
         if not isinstance(text, str):
             raise EnvelopeError(f"envelope must be bytes or str, got {type(data).__name__}")
         value = _decoder.decode(text)

@@ -28,6 +28,8 @@ A driver is a class with ``name`` and ``capabilities`` attributes and hook imple
 It is found through the ``pashq.drivers`` entry-point group (see ``docs/writing-a-driver.md``).
 """
 
+# Hookspecs are declarations: their bodies are docstrings only.
+# mypy: disable-error-code="empty-body"
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -204,9 +206,7 @@ def pashq_nack(queue: str, deliveries: Sequence[Delivery], delay: float) -> None
 
 
 @hookspec
-def pashq_dead_letter(
-    queue: str, delivery: Delivery, reason: str, traceback: str | None
-) -> None:
+def pashq_dead_letter(queue: str, delivery: Delivery, reason: str, traceback: str | None) -> None:
     """Move one delivery to the dead letters of ``queue`` for good, keeping the reason.
 
     Must be atomic: the message ends up either still in the queue or among the dead

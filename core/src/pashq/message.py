@@ -106,7 +106,7 @@ class Message:
         """
         return True
 
-    def process_message(self) -> None | Awaitable[None]:
+    def process_message(self) -> Awaitable[None] | None:
         """Do the work. Raising means failure: retried with backoff, then dead-lettered.
 
         May be ``async def``.

@@ -91,7 +91,7 @@ class Processor:
     def run(self, delivery: Delivery) -> Result:
         """Process one delivery and return what to do with it. Never raises ``Exception``."""
         try:
-            envelope, message = self.decode(delivery.body)
+            _, message = self.decode(delivery.body)
         except EnvelopeError as exc:
             return Result(delivery, Outcome.DEAD, reason=f"undecodable envelope: {exc}")
         except UnknownMessageTypeError as exc:

@@ -15,11 +15,14 @@ def policy_for(cls: type[Message] | None, connection_policy: RetryPolicy) -> Ret
     if cls is None:
         return connection_policy
     return RetryPolicy(
-        max_attempts=cls.max_attempts if cls.max_attempts is not None
+        max_attempts=cls.max_attempts
+        if cls.max_attempts is not None
         else connection_policy.max_attempts,
-        retry_delay=cls.retry_delay if cls.retry_delay is not None
+        retry_delay=cls.retry_delay
+        if cls.retry_delay is not None
         else connection_policy.retry_delay,
-        retry_delay_max=cls.retry_delay_max if cls.retry_delay_max is not None
+        retry_delay_max=cls.retry_delay_max
+        if cls.retry_delay_max is not None
         else connection_policy.retry_delay_max,
     )
 

@@ -9,8 +9,8 @@ pulled but not started. A second signal stops at once without acking unfinished 
 
 from __future__ import annotations
 
-import _thread
 import logging
+import os
 import queue as queue_module
 import signal
 import threading
@@ -174,8 +174,9 @@ class Worker:
         previous = self._install_signals()
         heartbeat = None
         if caps.extend_lease:
-            heartbeat = threading.Thread(target=self._heartbeat, name="pashq-heartbeat",
-                                         daemon=True)
+            heartbeat = threading.Thread(
+                target=self._heartbeat, name="pashq-heartbeat", daemon=True
+            )
             heartbeat.start()
         self._start_threads()
         try:
@@ -198,18 +199,18 @@ class Worker:
 
     # -- signals -----------------------------------------------------------------------------
 
-    def _install_signals(self) -> dict[int, Any] | None:
+    def _install_signals(self) -> dict[signal.Signals, Any] | None:
         if not self.install_signal_handlers or threading.current_thread() is not (
             threading.main_thread()
         ):
             return None
         self._main_thread = threading.get_ident()
-        previous = {}
+        previous: dict[signal.Signals, Any] = {}
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, self._on_signal)
         return previous
 
-    def _restore_signals(self, previous: dict[int, Any] | None) -> None:
+    def _restore_signals(self, previous: dict[signal.Signals, Any] | None) -> None:
         if previous:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -220,7 +221,8 @@ class Worker:
         if self._signals == 1 and not self._kill:
             log.info(
                 "received %s: finishing in-flight work (up to %gs); signal again to stop now",
-                signal.Signals(signum).name, self.shutdown_timeout,
+                signal.Signals(signum).name,
+                self.shutdown_timeout,
             )
             self._stop.set()
             timer = threading.Timer(self.shutdown_timeout, self._interrupt_main)
@@ -234,7 +236,8 @@ class Worker:
     def _interrupt_main(self) -> None:
         if self._main_thread is not None and not self._kill:
             log.warning("shutdown timeout of %gs passed; stopping at once", self.shutdown_timeout)
-            _thread.interrupt_main(signal.SIGINT)
+            # A real signal (not interrupt_main) also interrupts a blocking sleep or read.
+            os.kill(os.getpid(), signal.SIGINT)
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -274,13 +277,13 @@ class Worker:
             self._collect(block=False)
             self._flush_acks()
             self._report()
-            if until_empty and not pulled and not self._held and not self._busy:
-                if self._retry_until <= time.monotonic():
-                    self._retry_until = 0.0
-                    if confirming:
-                        break
-                    confirming = True
-                    continue
+            drained = not pulled and not self._held and not self._busy
+            if until_empty and drained and self._retry_until <= time.monotonic():
+                self._retry_until = 0.0
+                if confirming:
+                    break
+                confirming = True
+                continue
             confirming = False
 
     def _pull(self, name: str, want: int, timeout: float) -> list[Delivery]:
@@ -311,8 +314,13 @@ class Worker:
         self.stats.errors += 1
         self.stats.consuming = False
         self.stats.last_error = f"{what}: {type(exc).__name__}: {exc}"
-        log.warning("%s failed on connection %r: %s", what, self._conn.name, exc,
-                    exc_info=self.stats.errors == 1)
+        log.warning(
+            "%s failed on connection %r: %s",
+            what,
+            self._conn.name,
+            exc,
+            exc_info=self.stats.errors == 1,
+        )
 
     def _handle(self, name: str, deliveries: list[Delivery]) -> None:
         if self.concurrency > 1:
@@ -332,8 +340,9 @@ class Worker:
         if self.concurrency == 1:
             return
         for number in range(self.concurrency):
-            thread = threading.Thread(target=self._thread_main, name=f"pashq-handler-{number}",
-                                      daemon=True)
+            thread = threading.Thread(
+                target=self._thread_main, name=f"pashq-handler-{number}", daemon=True
+            )
             thread.start()
             self._threads.append(thread)
 
@@ -355,8 +364,8 @@ class Worker:
         timeout = 0.2 if block else None
         while self._busy:
             try:
-                result = self._results.get(timeout=timeout) if timeout else (
-                    self._results.get_nowait()
+                result = (
+                    self._results.get(timeout=timeout) if timeout else (self._results.get_nowait())
                 )
             except queue_module.Empty:
                 return
@@ -391,14 +400,20 @@ class Worker:
                 self._hook.pashq_nack(queue=name, deliveries=[delivery], delay=result.delay)
                 self.stats.retried += 1
                 self._retry_until = max(self._retry_until, time.monotonic() + result.delay)
-                log.info("message %s on %r failed (attempt %d), retrying in %.2fs: %s",
-                         delivery.id, name, delivery.attempts, result.delay, result.reason)
+                log.info(
+                    "message %s on %r failed (attempt %d), retrying in %.2fs: %s",
+                    delivery.id,
+                    name,
+                    delivery.attempts,
+                    result.delay,
+                    result.reason,
+                )
             else:
-                self._hook.pashq_dead_letter(queue=name, delivery=delivery,
-                                             reason=result.reason, traceback=result.traceback)
+                self._hook.pashq_dead_letter(
+                    queue=name, delivery=delivery, reason=result.reason, traceback=result.traceback
+                )
                 self.stats.dead_lettered += 1
-                log.warning("message %s on %r dead-lettered: %s", delivery.id, name,
-                            result.reason)
+                log.warning("message %s on %r dead-lettered: %s", delivery.id, name, result.reason)
         except Exception as exc:
             self._backend_error(f"settling message {delivery.id} on {name!r}", exc)
         if self._ack_since and time.monotonic() - self._ack_since > _ACK_FLUSH_SECONDS:
@@ -431,8 +446,11 @@ class Worker:
             while self._busy and time.monotonic() < deadline:
                 self._collect(block=True)
             if self._busy:
-                log.warning("%d message(s) still running after %gs; not acked",
-                            self._busy, self.shutdown_timeout)
+                log.warning(
+                    "%d message(s) still running after %gs; not acked",
+                    self._busy,
+                    self.shutdown_timeout,
+                )
         self._flush_acks()
 
     # -- heartbeat and progress ---------------------------------------------------------------

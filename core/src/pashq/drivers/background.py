@@ -21,7 +21,6 @@ from typing import Any
 
 import attrs
 
-from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
 from pashq.delivery import OutgoingMessage
@@ -68,11 +67,14 @@ class AsyncDriver(MemoryDriver):
         with self._start_lock:
             if queue in self._workers:
                 return
-            worker = Worker(queue, connection=self.connection,
-                            concurrency=self.options.concurrency, poll_timeout=0.5,
-                            install_signal_handlers=False)
-            thread = threading.Thread(target=worker.run, name=f"pashq-async-{queue}",
-                                      daemon=True)
+            worker = Worker(
+                queue,
+                connection=self.connection,
+                concurrency=self.options.concurrency,
+                poll_timeout=0.5,
+                install_signal_handlers=False,
+            )
+            thread = threading.Thread(target=worker.run, name=f"pashq-async-{queue}", daemon=True)
             self._workers[queue] = (worker, thread)
             thread.start()
 
@@ -101,7 +103,7 @@ class AsyncDriver(MemoryDriver):
         """Drain (up to ``drain_timeout``), then stop the background workers."""
         if self._workers and not self.drain(self.options.drain_timeout):
             log.warning("async driver closed with messages still pending; they are lost")
-        for worker, thread in self._workers.values():
+        for worker, _ in self._workers.values():
             worker.stop()
         super().pashq_close()
         for _, thread in self._workers.values():

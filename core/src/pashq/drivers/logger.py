@@ -62,7 +62,10 @@ class LoggerDriver:
             log.log(
                 self.level,
                 "queue=%s id=%s type=%s delay=%g body=%s",
-                queue, m.id, m.type_name, m.delay,
+                queue,
+                m.id,
+                m.type_name,
+                m.delay,
                 json.dumps(body, ensure_ascii=False, separators=(",", ":")),
             )
         return [m.id for m in messages]

@@ -197,8 +197,15 @@ class MemoryDriver:
                 return
             entry = found[0]
             q.dead.append(
-                DeadLetter(entry.id, queue, entry.body, reason, traceback, entry.attempts,
-                           datetime.now(UTC))
+                DeadLetter(
+                    entry.id,
+                    queue,
+                    entry.body,
+                    reason,
+                    traceback,
+                    entry.attempts,
+                    datetime.now(UTC),
+                )
             )
 
     @hookimpl

@@ -5,7 +5,7 @@ Enable it per connection with ``plugins = ["metrics"]``. It wraps the data-path 
 pulled, acked, nacked and dead-lettered messages plus the time spent in each hook::
 
     plugin = pashq.queue().plugin_manager.get_plugin("pashq.plugin.metrics")
-    plugin.snapshot()  # {"default": {"pushed": 10, "push_seconds": 0.002, ...}}
+    plugin.snapshot()  # {"default": {"pushed": 10, "pushed_seconds": 0.002, ...}}
 """
 
 from __future__ import annotations
@@ -61,9 +61,7 @@ class MetricsPlugin:
         return result
 
     @hookimpl(wrapper=True)
-    def pashq_ack(
-        self, queue: str, deliveries: Sequence[Delivery]
-    ) -> Generator[None, None, None]:
+    def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> Generator[None, None, None]:
         """Count acked messages."""
         start = time.perf_counter()
         yield

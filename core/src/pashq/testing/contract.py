@@ -57,17 +57,19 @@ def _require(qut: QueueUnderTest, *capabilities: str) -> None:
         pytest.skip(f"driver lacks capability: {', '.join(missing)}")
 
 
-def _outgoing(body: Any = None, delay: float = 0.0, type_name: str = "pashq.testing.raw") -> (
-    OutgoingMessage
-):
-    envelope = Envelope(new_message_id(), type_name, body if body is not None else {"n": 0},
-                        utc_timestamp(), {})
+def _outgoing(
+    body: Any = None, delay: float = 0.0, type_name: str = "pashq.testing.raw"
+) -> OutgoingMessage:
+    envelope = Envelope(
+        new_message_id(), type_name, body if body is not None else {"n": 0}, utc_timestamp(), {}
+    )
     return OutgoingMessage(envelope.id, type_name, encode_envelope(envelope), delay)
 
 
 def _push(qut: QueueUnderTest, *messages: OutgoingMessage) -> list[str]:
-    ids: list[str] = qut.connection.hook.pashq_push(queue=qut.name, messages=list(messages),
-                                                   options={})
+    ids: list[str] = qut.connection.hook.pashq_push(
+        queue=qut.name, messages=list(messages), options={}
+    )
     return ids
 
 
@@ -206,7 +208,7 @@ class BodyContract(_Contract):
     def test_unicode_body_round_trips(self, queue_under_test: QueueUnderTest) -> None:
         """Non-ASCII text survives byte for byte."""
         _require(queue_under_test, "consume")
-        message = _outgoing({"text": "héllo wörld ✓ 日本語 🚀 \u0000 \"quoted\" \\ back"})
+        message = _outgoing({"text": 'héllo wörld ✓ 日本語 🚀 \u0000 "quoted" \\ back'})
         _push(queue_under_test, message)
         (delivery,) = drain(queue_under_test.connection, queue_under_test.name, 1)
         assert delivery.body == message.body
@@ -261,9 +263,7 @@ class NackContract(_Contract):
 class DelayContract(_Contract):
     """Delayed dispatch is held by the backend until due."""
 
-    def test_delayed_message_is_not_delivered_early(
-        self, queue_under_test: QueueUnderTest
-    ) -> None:
+    def test_delayed_message_is_not_delivered_early(self, queue_under_test: QueueUnderTest) -> None:
         """A 2-second delay is honoured, then the message arrives."""
         _require(queue_under_test, "consume", "delay")
         pushed = time.monotonic()
@@ -290,9 +290,7 @@ class LeaseContract(_Contract):
         assert again.attempts == 2
         _ack(queue_under_test, [again])
 
-    def test_extended_lease_keeps_message_reserved(
-        self, queue_under_test: QueueUnderTest
-    ) -> None:
+    def test_extended_lease_keeps_message_reserved(self, queue_under_test: QueueUnderTest) -> None:
         """Extending the lease before it ends keeps the message from other pullers."""
         _require(queue_under_test, "consume", "lease", "extend_lease")
         lease = queue_under_test.lease
@@ -303,8 +301,10 @@ class LeaseContract(_Contract):
         end = time.monotonic() + lease * 2
         while time.monotonic() < end:
             hook.pashq_extend(queue=queue_under_test.name, deliveries=[first], seconds=lease * 3)
-            assert hook.pashq_pull(queue=queue_under_test.name, max_messages=1,
-                                   timeout=lease / 3) == []
+            assert (
+                hook.pashq_pull(queue=queue_under_test.name, max_messages=1, timeout=lease / 3)
+                == []
+            )
         _ack(queue_under_test, [first])
         assert _pull(queue_under_test, timeout=lease + 1) == []
 
@@ -321,8 +321,7 @@ class CrashRecoveryContract(_Contract):
         _push(queue_under_test, message)
         crashed = queue_under_test.open_connection()
         try:
-            got = crashed.hook.pashq_pull(queue=queue_under_test.name, max_messages=1,
-                                          timeout=5.0)
+            got = crashed.hook.pashq_pull(queue=queue_under_test.name, max_messages=1, timeout=5.0)
             assert [d.id for d in got] == [message.id]
         finally:
             crashed.close()
@@ -347,8 +346,11 @@ class DeadLetterContract(_Contract):
         """A dead-lettered message leaves the queue and is listed with its reason."""
         _require(queue_under_test, "consume", "dead_letters")
         message = self._dead_letter(queue_under_test, "bad input: 42")
-        dead = wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name),
-                        timeout=10, what="the dead letter to be listed")
+        dead = wait_for(
+            lambda: queue_under_test.connection.failed(queue_under_test.name),
+            timeout=10,
+            what="the dead letter to be listed",
+        )
         assert [d.id for d in dead] == [message.id]
         assert dead[0].reason == "bad input: 42"
         assert dead[0].body == message.body
@@ -380,13 +382,19 @@ class StatsContract(_Contract):
         """Three pushed messages show as three ready (eventually, for approximate backends)."""
         _require(queue_under_test, "consume", "stats")
         _push(queue_under_test, *[_outgoing({"n": i}) for i in range(3)])
-        wait_for(lambda: queue_under_test.connection.stats(queue_under_test.name).ready == 3,
-                 timeout=10, what="stats.ready == 3")
+        wait_for(
+            lambda: queue_under_test.connection.stats(queue_under_test.name).ready == 3,
+            timeout=10,
+            what="stats.ready == 3",
+        )
         stats = queue_under_test.connection.stats(queue_under_test.name)
         assert stats.queue == queue_under_test.name
         drain(queue_under_test.connection, queue_under_test.name, 3)
-        wait_for(lambda: queue_under_test.connection.stats(queue_under_test.name).ready == 0,
-                 timeout=10, what="stats.ready == 0")
+        wait_for(
+            lambda: queue_under_test.connection.stats(queue_under_test.name).ready == 0,
+            timeout=10,
+            what="stats.ready == 0",
+        )
 
 
 class PurgeContract(_Contract):
@@ -397,8 +405,10 @@ class PurgeContract(_Contract):
         _require(queue_under_test, "consume", "purge")
         _push(queue_under_test, *[_outgoing({"n": i}) for i in range(3)])
         if queue_under_test.connection.capabilities.stats:
-            wait_for(lambda: queue_under_test.connection.stats(queue_under_test.name).ready == 3,
-                     timeout=10)
+            wait_for(
+                lambda: queue_under_test.connection.stats(queue_under_test.name).ready == 3,
+                timeout=10,
+            )
         assert queue_under_test.connection.purge(queue_under_test.name) in (0, 3)
         assert _pull(queue_under_test, timeout=1.0) == []
 
@@ -431,13 +441,13 @@ class WorkerContract(_Contract):
         """A handler that always raises runs max_attempts (3) times, then is dead-lettered."""
         _require(queue_under_test, "consume", "dead_letters")
         key = uuid.uuid4().hex
-        message_id = queue_under_test.connection.dispatch(queue_under_test.name,
-                                                          AlwaysFails(key))
+        message_id = queue_under_test.connection.dispatch(queue_under_test.name, AlwaysFails(key))
         stats = _worker(queue_under_test).run(until_empty=True)
         assert len(processed(key)) == 3
         assert stats.retried == 2 and stats.dead_lettered == 1
-        dead = wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name),
-                        timeout=10)
+        dead = wait_for(
+            lambda: queue_under_test.connection.failed(queue_under_test.name), timeout=10
+        )
         assert [d.id for d in dead] == [message_id]
         assert "RuntimeError: always fails" in dead[0].reason
 
@@ -451,8 +461,9 @@ class WorkerContract(_Contract):
         stats = _worker(queue_under_test).run(until_empty=True)
         assert processed(key) == []
         assert stats.retried == 0 and stats.dead_lettered == 1
-        dead = wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name),
-                        timeout=10)
+        dead = wait_for(
+            lambda: queue_under_test.connection.failed(queue_under_test.name), timeout=10
+        )
         assert dead[0].reason == "validate_message() returned False"
 
     def test_poison_bytes_are_dead_lettered_and_work_goes_on(
@@ -468,11 +479,13 @@ class WorkerContract(_Contract):
         stats = _worker(queue_under_test).run(until_empty=True)
         assert processed(key) == [7]
         assert stats.dead_lettered == 2
-        dead = wait_for(lambda: len(queue_under_test.connection.failed(queue_under_test.name))
-                        == 2, timeout=10)
+        dead = wait_for(
+            lambda: len(queue_under_test.connection.failed(queue_under_test.name)) == 2, timeout=10
+        )
         assert dead
-        reasons = " | ".join(d.reason for d in queue_under_test.connection.failed(
-            queue_under_test.name))
+        reasons = " | ".join(
+            d.reason for d in queue_under_test.connection.failed(queue_under_test.name)
+        )
         assert "undecodable envelope" in reasons
         assert "unknown message type 'nobody.registered.this'" in reasons
 
@@ -492,5 +505,3 @@ class DriverContract(
     WorkerContract,
 ):
     """The whole contract: subclass it and override the ``queue_under_test`` fixture."""
-
-
