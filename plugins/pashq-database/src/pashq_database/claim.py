@@ -66,9 +66,7 @@ class Claim:
                 .with_for_update(skip_locked=True)
             )
             self._update = (
-                sa.update(m)
-                .where(m.c.id.in_(sa.bindparam("ids", expanding=True)))
-                .values(lease)
+                sa.update(m).where(m.c.id.in_(sa.bindparam("ids", expanding=True))).values(lease)
             )
 
     def run(
@@ -78,7 +76,12 @@ class Claim:
 
         :returns: the claimed rows in claim order, ``attempts`` already counting this one.
         """
-        params: dict[str, Any] = {"b_queue": queue, "b_now": now, "b_limit": limit, "b_until": until}
+        params: dict[str, Any] = {
+            "b_queue": queue,
+            "b_now": now,
+            "b_limit": limit,
+            "b_until": until,
+        }
         if self.returning:
             rows: Sequence[Any] = connection.execute(self._update_returning, params).all()
             claimed = [(r[0], r[1], bytes(r[2]), r[3]) for r in rows]

@@ -1,11 +1,152 @@
-"""``pashq database``: create, drop, print or migrate the driver's tables."""
+"""``pashq database``: create, drop, print or migrate the tables of the database driver.
+
+Registered in the ``pashq.commands`` entry-point group, so the ``pashq`` command shows it
+as ``pashq database ...`` once this distribution is installed.
+"""
+
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, TypeVar
+
 import click
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from pashq.cli import connection_options, load_connection
+from pashq.errors import PashqError
+from pashq_database.driver import DatabaseDriver
+from pashq_database.migration import render_revision
 
 __all__ = ["database"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_DIALECTS: dict[str, Callable[[], sa.Dialect]] = {
+    "postgresql": postgresql.dialect,
+    "mysql": mysql.dialect,
+    "mariadb": lambda: mysql.dialect(is_mariadb=True),
+    "sqlite": sqlite.dialect,
+}
+
+
+def _errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PashqError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _driver(connection: str, config: str | None, imports: tuple[str, ...]) -> DatabaseDriver:
+    conn = load_connection(connection, config, imports)
+    driver = conn.driver
+    if not isinstance(driver, DatabaseDriver):
+        raise click.ClickException(
+            f"connection {conn.name!r} uses driver {conn.config.type!r}, not 'database' "
+            "(pick another with --connection NAME)"
+        )
+    return driver
 
 
 @click.group()
 def database() -> None:
-    """Manage the tables of the database driver."""
+    """Manage the tables of the database driver (create, drop, sql, migration)."""
+
+
+@database.command()
+@connection_options
+@_errors
+def create(connection: str, config: str | None, imports: tuple[str, ...]) -> None:
+    """Create the driver's tables and indexes (those that are missing)."""
+    driver = _driver(connection, config, imports)
+    with driver.engine.connect() as conn:
+        missing = driver.schema.missing(conn)
+    driver.create_tables()
+    if missing:
+        click.echo(f"created {', '.join(missing)} in {driver.safe_url}")
+    else:
+        click.echo(f"tables already exist in {driver.safe_url}")
+
+
+@database.command()
+@connection_options
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@_errors
+def drop(connection: str, config: str | None, imports: tuple[str, ...], yes: bool) -> None:
+    """Drop the driver's tables, with every message and dead letter in them."""
+    driver = _driver(connection, config, imports)
+    names = ", ".join(t.name for t in driver.schema.tables)
+    if not yes:
+        click.confirm(f"drop {names} in {driver.safe_url} and every message in them?", abort=True)
+    driver.drop_tables()
+    click.echo(f"dropped {names} in {driver.safe_url}")
+
+
+@database.command()
+@connection_options
+@click.option(
+    "--dialect",
+    type=click.Choice(sorted(_DIALECTS)),
+    help="Print for this dialect instead of the configured database's.",
+)
+@_errors
+def sql(connection: str, config: str | None, imports: tuple[str, ...], dialect: str | None) -> None:
+    """Print the CREATE statements (DDL) for the configured dialect."""
+    driver = _driver(connection, config, imports)
+    target = _DIALECTS[dialect]() if dialect else driver.engine.dialect
+    for statement in driver.schema.ddl(target):
+        click.echo(f"{statement};\n")
+
+
+@database.command()
+@connection_options
+@click.option(
+    "--directory",
+    "-d",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Alembic versions directory to write the revision into.",
+)
+@click.option(
+    "--message", "-m", default="create pashq tables", show_default=True, help="Revision message."
+)
+@click.option("--rev-id", help="Revision id (default: random, as Alembic makes them).")
+@click.option("--down-revision", help="The revision this one follows (your current head).")
+@_errors
+def migration(
+    connection: str,
+    config: str | None,
+    imports: tuple[str, ...],
+    directory: Path,
+    message: str,
+    rev_id: str | None,
+    down_revision: str | None,
+) -> None:
+    """Write an Alembic revision file that creates the driver's tables."""
+    driver = _driver(connection, config, imports)
+    try:
+        dist_version = version("pashq-database")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        dist_version = "0.0.0"
+    revision, text = render_revision(
+        driver.schema.prefix,
+        revision=rev_id,
+        down_revision=down_revision,
+        message=message,
+        version=dist_version,
+    )
+    slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40] or "pashq"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{revision}_{slug}.py"
+    if path.exists():
+        raise click.ClickException(f"{path} exists; pick another --rev-id")
+    path.write_text(text, encoding="utf-8")
+    click.echo(str(path))

@@ -114,7 +114,7 @@ class DatabaseDriver:
         self.options = DatabaseOptions()
         self.connection_name = "default"
         self._engine: sa.Engine | None = None
-        self._tables_ok = False
+        self._tables_ok = threading.Event()
         self._tables_lock = threading.Lock()
         self._idle: dict[str, float] = {}
         self._wake = threading.Condition()
@@ -129,8 +129,9 @@ class DatabaseDriver:
     def pashq_connect(self, connection: Connection) -> None:
         """Validate the options and build the engine (it connects lazily)."""
         self.connection_name = connection.name
-        self.open(parse_options(DatabaseOptions, connection.options, connection.where),
-                  connection.where)
+        self.open(
+            parse_options(DatabaseOptions, connection.options, connection.where), connection.where
+        )
 
     def open(self, options: DatabaseOptions, where: str = "<options>") -> None:
         """Build the engine, the tables and the statements for ``options``.
@@ -215,8 +216,9 @@ class DatabaseDriver:
         )
         self._delete_fenced = sa.delete(m).where(*fenced)
         self._pg_notify = sa.select(
-            sa.func.pg_notify(sa.bindparam("channel", type_=sa.String),
-                              sa.bindparam("queue", type_=sa.String))
+            sa.func.pg_notify(
+                sa.bindparam("channel", type_=sa.String), sa.bindparam("queue", type_=sa.String)
+            )
         )
 
     @property
@@ -260,13 +262,13 @@ class DatabaseDriver:
         """Create the tables and indexes that do not exist yet."""
         with self._errors("creating tables", None):
             self.schema.metadata.create_all(self.engine)
-        self._tables_ok = True
+        self._tables_ok.set()
 
     def drop_tables(self) -> None:
         """Drop both tables (and every message and dead letter in them)."""
         with self._errors("dropping tables", None):
             self.schema.metadata.drop_all(self.engine)
-        self._tables_ok = False
+        self._tables_ok.clear()
 
     def ddl(self) -> list[str]:
         """The ``CREATE`` statements for the configured dialect."""
@@ -285,10 +287,10 @@ class DatabaseDriver:
 
         :raises QueueNotFoundError: a table is missing and ``create_tables`` is off.
         """
-        if self._tables_ok:
+        if self._tables_ok.is_set():
             return
         with self._tables_lock:
-            if self._tables_ok:
+            if self._tables_ok.is_set():
                 return
             with self._errors("checking tables", queue), self.engine.connect() as conn:
                 missing = self.schema.missing(conn)
@@ -297,7 +299,7 @@ class DatabaseDriver:
                     raise self._missing_error(missing, queue)
                 log.info("creating tables %s in %s", ", ".join(missing), self.safe_url)
                 self.create_tables()
-            self._tables_ok = True
+            self._tables_ok.set()
 
     @contextmanager
     def _errors(self, what: str, queue: str | None) -> Iterator[None]:
@@ -306,13 +308,9 @@ class DatabaseDriver:
         except sa.exc.DBAPIError as exc:
             on = f" on queue {queue!r}" if queue else ""
             if _is_missing_table(exc):
-                self._tables_ok = False
-                raise self._missing_error(
-                    [t.name for t in self.schema.tables], queue
-                ) from exc
-            raise DriverError(
-                f"{what}{on} failed ({self.safe_url}): {_describe(exc)}"
-            ) from exc
+                self._tables_ok.clear()
+                raise self._missing_error([t.name for t in self.schema.tables], queue) from exc
+            raise DriverError(f"{what}{on} failed ({self.safe_url}): {_describe(exc)}") from exc
         except sa.exc.SQLAlchemyError as exc:
             on = f" on queue {queue!r}" if queue else ""
             raise DriverError(f"{what}{on} failed ({self.safe_url}): {_describe(exc)}") from exc
@@ -423,7 +421,7 @@ class DatabaseDriver:
             generation = self._generation
             now = time.time()
             with self._errors("pull", queue):
-                if not self._tables_ok:
+                if not self._tables_ok.is_set():
                     self.check_tables(queue)
                 with engine.begin() as conn:
                     rows = claim(conn, queue, limit, now, now + lease)
@@ -483,8 +481,12 @@ class DatabaseDriver:
         with self._errors("dead-letter", queue), self.engine.begin() as conn:
             deleted = conn.execute(self._delete_fenced, {"rid": rid, "att": attempts})
             if deleted.rowcount != 1:
-                log.info("message %s on %r was claimed again before it could be "
-                         "dead-lettered; left in the queue", delivery.id, queue)
+                log.info(
+                    "message %s on %r was claimed again before it could be "
+                    "dead-lettered; left in the queue",
+                    delivery.id,
+                    queue,
+                )
                 return
             conn.execute(
                 self._insert_dead,
@@ -551,7 +553,12 @@ class DatabaseDriver:
             rows = conn.execute(stmt).all()
         return [
             DeadLetter(
-                r.message_id, r.queue, bytes(r.body), r.reason, r.traceback, r.attempts,
+                r.message_id,
+                r.queue,
+                bytes(r.body),
+                r.reason,
+                r.traceback,
+                r.attempts,
                 datetime.fromtimestamp(r.failed_at, UTC),
             )
             for r in rows
@@ -563,9 +570,11 @@ class DatabaseDriver:
         if ids is not None and not ids:
             return 0
         dl = self.schema.dead_letters
-        select = sa.select(dl.c.id, dl.c.message_id, dl.c.body).where(
-            *self._dead_filter(queue, ids)
-        ).order_by(dl.c.id)
+        select = (
+            sa.select(dl.c.id, dl.c.message_id, dl.c.body)
+            .where(*self._dead_filter(queue, ids))
+            .order_by(dl.c.id)
+        )
         if self.engine.dialect.name != "sqlite":
             select = select.with_for_update()
         now = time.time()
@@ -577,9 +586,15 @@ class DatabaseDriver:
             conn.execute(
                 self._insert,
                 [
-                    {"queue": queue, "message_id": r.message_id, "body": bytes(r.body),
-                     "attempts": 0, "available_at": now, "lease_expires_at": None,
-                     "created_at": now}
+                    {
+                        "queue": queue,
+                        "message_id": r.message_id,
+                        "body": bytes(r.body),
+                        "attempts": 0,
+                        "available_at": now,
+                        "lease_expires_at": None,
+                        "created_at": now,
+                    }
                     for r in rows
                 ],
             )
