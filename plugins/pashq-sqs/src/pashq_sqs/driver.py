@@ -1,0 +1,776 @@
+"""``sqs``: Amazon SQS through plain boto3 (no pycurl).
+
+Features:
+
+- **Batched** SendMessageBatch, DeleteMessageBatch and ChangeMessageVisibilityBatch (10
+  entries, 1 MiB a batch). An entry that fails is retried when SQS says it may succeed,
+  else reported in a :class:`~pashq.errors.DriverError` naming the ids: ``push`` returns
+  only when SQS holds every message.
+- **Long polling**: ReceiveMessage waits up to ``min(timeout, wait_time)`` seconds.
+- **Visibility heartbeat**: deliveries carry ``lease = visibility_timeout``; the worker
+  calls ``pashq_extend`` before it runs out (ChangeMessageVisibilityBatch), capped at
+  SQS's 12 hours from the receive, so long work is not delivered twice.
+- **Attempts are SQS's** ``ApproximateReceiveCount``; a retry changes the message's
+  visibility (never re-sends it), so a queue's RedrivePolicy (``maxReceiveCount``) works.
+- **Dead letters** go to the queue's dead-letter queue (its RedrivePolicy target, or
+  ``<queue>-failed``) with ``pashq-reason``/``pashq-traceback`` attributes; ``failed
+  list|retry|purge`` work on it. A queue without one keeps the message (and says so).
+- **Delays**: DelaySeconds up to 900 s; longer delays are sent with 900 s and a
+  ``pashq-deliver-at`` attribute, and re-sent on receive until due (never delivered
+  early, never lost). FIFO queues take no per-message delay: a warning, not silence.
+- **FIFO** (``.fifo``): MessageGroupId from the message's group (default: the queue
+  name), MessageDeduplicationId from the message's deduplication id, else content-based
+  deduplication when the queue has it, else the pashq message id (stable across retries
+  of the same dispatch; never a random id per send).
+- **Least privilege**: with ``queue_urls`` the driver never calls ListQueues, GetQueueUrl
+  or CreateQueue.
+- Oversized messages fail at dispatch with :class:`~pashq.errors.MessageTooLargeError`
+  naming the size and the limit. ``stats`` and ``purge`` (PurgeQueue) work.
+
+Options (``[queues.<name>]``): ``region``, ``endpoint_url``, ``profile``, ``queue_urls``,
+``create_queues`` (false), ``wait_time`` (20), ``visibility_timeout`` (30), ``fifo``
+(false), ``prefix`` (""), ``dead_letter_queue`` ("{queue}-failed"), ``max_receive_count``
+(max_attempts).
+Credentials come from boto3's chain (environment, profile, instance or task role).
+
+Guarantee: at-least-once. A worker that dies mid-message leaves it invisible until its
+visibility timeout passes, then it is delivered again with the next attempt count.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import attrs
+import boto3
+import botocore.config
+from botocore.exceptions import ClientError, ProfileNotFound
+
+from pashq.capabilities import Capabilities
+from pashq.config import parse_options
+from pashq.connection import Connection
+from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.envelope import decode_envelope
+from pashq.errors import ConfigError, DriverError, EnvelopeError, MessageTooLargeError
+from pashq.hookspecs import hookimpl
+from pashq_sqs import wire
+from pashq_sqs.batching import Failure, call_batch, split
+from pashq_sqs.errors import IgnoredAttributeWarning, error_code, safe_url, translated
+from pashq_sqs.options import MAX_VISIBILITY_TIMEOUT, SQSOptions
+from pashq_sqs.queues import QueueDirectory, QueueInfo
+
+__all__ = ["Receipt", "SQSDriver"]
+
+log = logging.getLogger(__name__)
+
+#: SQS's longest DelaySeconds.
+MAX_DELAY_SECONDS = 900
+# Seconds kept in hand below the 12-hour visibility cap (clock and network slack).
+_CAP_SLACK = 5.0
+# Visibility used while browsing a dead-letter queue (list, retry, purge by id).
+_BROWSE_VISIBILITY = 30
+# A message due within this many seconds is delivered rather than re-delayed.
+_EARLY_SLACK = 1.0
+_REASON_CHARS = 4_096
+_TRACEBACK_CHARS = 32_768
+
+
+@attrs.frozen(slots=True)
+class Receipt:
+    """The driver's handle on one received message (``Delivery.receipt``).
+
+    :ivar handle: the SQS receipt handle.
+    :ivar received_at: ``time.monotonic()`` at the receive (for the 12-hour cap).
+    :ivar message_id: the SQS MessageId.
+    :ivar group_id: the MessageGroupId, on FIFO queues.
+    """
+
+    handle: str
+    received_at: float
+    message_id: str
+    group_id: str | None = None
+
+
+def _whole_seconds(seconds: float) -> int:
+    """Round a delay up to SQS's whole seconds (never early), ignoring float noise."""
+    return max(0, math.ceil(seconds - 1e-6))
+
+
+class SQSDriver:
+    """Amazon SQS through boto3 (see the module docstring for the full spec)."""
+
+    name = "sqs"
+    capabilities = Capabilities(
+        persistent=True,
+        delay=True,
+        max_delay=None,
+        batch_size=10,
+        nack_delay=True,
+        lease=True,
+        extend_lease=True,
+        dead_letters=True,
+        stats=True,
+        purge=True,
+        fifo_groups=True,
+    )
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.options = SQSOptions()
+        self.queues: QueueDirectory | None = None
+        self._system_attributes_param = "MessageSystemAttributeNames"
+        self._cap_warned = threading.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_connect(self, connection: Connection) -> None:
+        """Validate the options and build the boto3 client (no network call yet)."""
+        options = parse_options(SQSOptions, connection.options, connection.where)
+        try:
+            session = boto3.session.Session(
+                profile_name=options.profile, region_name=options.region
+            )
+        except ProfileNotFound as exc:
+            raise ConfigError(
+                f"{connection.where}: 'profile' {options.profile!r} is not in the AWS "
+                "config files (~/.aws/config, ~/.aws/credentials)"
+            ) from exc
+        region = session.region_name
+        if region is None:
+            if options.endpoint_url is None:
+                raise ConfigError(
+                    f"{connection.where}: no AWS region: set 'region' (e.g. \"eu-west-1\") "
+                    "or AWS_REGION in the environment"
+                )
+            region = "us-east-1"  # only signs requests to a local endpoint
+        config = botocore.config.Config(
+            retries={"mode": "standard", "max_attempts": 5},
+            connect_timeout=5,
+            # Longer than the longest long poll, as AWS advises.
+            read_timeout=max(options.wait_time, 20) + 15,
+            max_pool_connections=32,
+            user_agent_extra="pashq-sqs/0.1.0",
+        )
+        self.options = options
+        self.client = session.client(
+            "sqs", region_name=region, endpoint_url=options.endpoint_url, config=config
+        )
+        receive = self.client.meta.service_model.operation_model("ReceiveMessage")
+        if "MessageSystemAttributeNames" not in receive.input_shape.members:
+            self._system_attributes_param = "AttributeNames"  # botocore before 1.34.x
+        max_receive = options.max_receive_count or connection.config.retry.max_attempts
+        self.queues = QueueDirectory(self.client, options, max_receive, connection.where)
+        log.debug(
+            "sqs connection %r: region %s, endpoint %s",
+            connection.name,
+            region,
+            safe_url(options.endpoint_url),
+        )
+
+    @hookimpl
+    def pashq_close(self) -> None:
+        """Close the client's HTTP connections."""
+        if self.client is not None:
+            self.client.close()
+
+    def _queue(self, queue: str) -> QueueInfo:
+        assert self.queues is not None, "pashq_connect was not called"
+        return self.queues.get(queue)
+
+    def _call(self, action: str, queue: str) -> Any:
+        return translated(action, queue, self.options.endpoint_url)
+
+    @hookimpl
+    def pashq_declare(self, queue: str) -> None:
+        """Resolve the queue (creating it when ``create_queues`` is on)."""
+        self._queue(queue)
+
+    # -- push ---------------------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_push(
+        self, queue: str, messages: Sequence[OutgoingMessage], options: Mapping[str, Any]
+    ) -> list[str]:
+        """Send the messages with SendMessageBatch; return once SQS holds every one."""
+        if options:
+            raise TypeError(f"the sqs driver takes no dispatch options, got {sorted(options)}")
+        info = self._queue(queue)
+        ignored: dict[str, int] = {}
+        entries = [self._entry(info, str(i), m, ignored) for i, m in enumerate(messages)]
+        if ignored:
+            self._warn_ignored(info, ignored)
+        by_entry = {e["Id"]: m.id for e, m in zip(entries, messages, strict=True)}
+        failures: list[Failure] = []
+        with self._call("SendMessageBatch", queue):
+            for batch in split(entries, _entry_size, wire.MAX_BATCH_BYTES):
+                failures += call_batch(
+                    lambda b: self.client.send_message_batch(QueueUrl=info.url, Entries=b),
+                    batch,
+                )
+        if failures:
+            raise DriverError(
+                f"SQS stored {len(entries) - len(failures)} of {len(entries)} message(s) on "
+                f"queue {queue!r}; NOT stored: "
+                + "; ".join(f"{by_entry[f.entry['Id']]} ({f.code}: {f.message})" for f in failures)
+                + " — dispatch those again"
+            )
+        return [m.id for m in messages]
+
+    def _entry(
+        self, info: QueueInfo, entry_id: str, m: OutgoingMessage, ignored: dict[str, int]
+    ) -> dict[str, Any]:
+        body, base64 = wire.encode_body(m.body)
+        attributes = {wire.ID: wire.text(m.id)}
+        if base64:
+            attributes[wire.ENCODING] = wire.text("base64")
+        entry: dict[str, Any] = {"Id": entry_id, "MessageBody": body}
+        if info.fifo:
+            if m.delay > 0:
+                ignored["delay"] = ignored.get("delay", 0) + 1
+            entry["MessageGroupId"] = wire.fifo_token(m.group_id or info.name)
+            dedup = m.deduplication_id
+            if dedup is None and not info.content_dedup:
+                dedup = m.id
+            if dedup is not None:
+                entry["MessageDeduplicationId"] = wire.fifo_token(dedup)
+        else:
+            if m.deduplication_id is not None:
+                ignored["deduplication id"] = ignored.get("deduplication id", 0) + 1
+            if m.group_id is not None:
+                # Standard queues take a group as a "fair queue" tenant key.
+                entry["MessageGroupId"] = wire.fifo_token(m.group_id)
+            delay = _whole_seconds(m.delay)
+            if delay > MAX_DELAY_SECONDS:
+                attributes[wire.DELIVER_AT] = wire.number(round(time.time() + m.delay, 3))
+                delay = MAX_DELAY_SECONDS
+            if delay:
+                entry["DelaySeconds"] = delay
+        entry["MessageAttributes"] = attributes
+        size = wire.message_size(body, attributes)
+        if size > info.max_size:
+            raise MessageTooLargeError(
+                f"message {m.id} ({m.type_name}) for queue {info.name!r} is {size:,} bytes "
+                f"(body{' base64-encoded' if base64 else ''} and attributes), over the SQS "
+                f"limit of {info.max_size:,} bytes; nothing was sent. Keep large data "
+                "elsewhere (e.g. S3) and send a reference"
+            )
+        return entry
+
+    def _warn_ignored(self, info: QueueInfo, ignored: Mapping[str, int]) -> None:
+        kind = "FIFO" if info.fifo else "standard"
+        what = ", ".join(f"{name} on {count} message(s)" for name, count in ignored.items())
+        hint = (
+            "SQS FIFO queues take no per-message delay (set the queue's DelaySeconds)"
+            if info.fifo
+            else "deduplication ids need a FIFO (.fifo) queue"
+        )
+        warnings.warn(
+            f"queue {info.name!r} is a {kind} SQS queue, which ignores: {what}; sent without "
+            f"it ({hint})",
+            IgnoredAttributeWarning,
+            stacklevel=2,
+        )
+
+    # -- pull ---------------------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
+        """ReceiveMessage with long polling; attempts = ApproximateReceiveCount."""
+        info = self._queue(queue)
+        wait = 0 if timeout <= 0 else min(self.options.wait_time, math.ceil(timeout))
+        messages = self._receive(
+            info, max(1, min(10, max_messages)), wait, self.options.visibility_timeout
+        )
+        if not messages:
+            return []
+        received_at = time.monotonic()
+        lease = float(self.options.visibility_timeout)
+        out: list[Delivery] = []
+        early: list[tuple[dict[str, Any], float]] = []
+        now = time.time()
+        for message in messages:
+            attributes = message.get("MessageAttributes") or {}
+            deliver_at = wire.attribute_value(attributes, wire.DELIVER_AT)
+            if deliver_at is not None and not info.fifo:
+                try:
+                    remaining = float(deliver_at) - now
+                except ValueError:
+                    remaining = 0.0
+                if remaining > _EARLY_SLACK:
+                    early.append((message, remaining))
+                    continue
+            system = message.get("Attributes") or {}
+            out.append(
+                Delivery(
+                    queue,
+                    wire.attribute_value(attributes, wire.ID) or "",
+                    wire.decode_body(message["Body"], attributes),
+                    int(system.get("ApproximateReceiveCount", "1")),
+                    Receipt(
+                        message["ReceiptHandle"],
+                        received_at,
+                        message["MessageId"],
+                        system.get("MessageGroupId"),
+                    ),
+                    lease,
+                )
+            )
+        if early:
+            self._redelay(info, early)
+        return out
+
+    def _receive(
+        self, info: QueueInfo, count: int, wait: int, visibility: int
+    ) -> list[dict[str, Any]]:
+        system = ["ApproximateReceiveCount", "SentTimestamp"]
+        params: dict[str, Any] = {
+            "QueueUrl": info.url,
+            "MaxNumberOfMessages": count,
+            "WaitTimeSeconds": wait,
+            "VisibilityTimeout": visibility,
+            "MessageAttributeNames": ["pashq-.*"],
+        }
+        if info.fifo:
+            system.append("MessageGroupId")
+            # Lets SQS return the same messages if botocore retries this very receive.
+            params["ReceiveRequestAttemptId"] = uuid.uuid4().hex
+        params[self._system_attributes_param] = system
+        with self._call("ReceiveMessage", info.name):
+            response = self.client.receive_message(**params)
+        return list(response.get("Messages") or [])
+
+    def _redelay(self, info: QueueInfo, early: list[tuple[dict[str, Any], float]]) -> None:
+        """Send messages that arrived before their ``pashq-deliver-at`` again, then delete
+        them: a re-send keeps the receive count for real attempts (a visibility change
+        would count one per 15 minutes and trip the RedrivePolicy)."""
+        entries = []
+        for index, (message, remaining) in enumerate(early):
+            entry: dict[str, Any] = {
+                "Id": str(index),
+                "MessageBody": message["Body"],
+                "MessageAttributes": message.get("MessageAttributes") or {},
+                "DelaySeconds": min(MAX_DELAY_SECONDS, _whole_seconds(remaining)),
+            }
+            entries.append(entry)
+        with self._call("SendMessageBatch", info.name):
+            failures = []
+            for batch in split(entries):
+                failures += call_batch(
+                    lambda b: self.client.send_message_batch(QueueUrl=info.url, Entries=b),
+                    batch,
+                )
+        failed = {f.entry["Id"] for f in failures}
+        sent = [early[int(e["Id"])][0] for e in entries if e["Id"] not in failed]
+        if failed:
+            log.warning(
+                "queue %r: %d delayed message(s) could not be re-delayed; they "
+                "come back after the visibility timeout",
+                info.name,
+                len(failed),
+            )
+        self._delete(
+            info,
+            [m["ReceiptHandle"] for m in sent],
+            [
+                wire.attribute_value(m.get("MessageAttributes") or {}, wire.ID) or m["MessageId"]
+                for m in sent
+            ],
+        )
+
+    # -- settle -------------------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
+        """Delete the messages with DeleteMessageBatch."""
+        if not deliveries:
+            return
+        info = self._queue(queue)
+        self._delete(info, [d.receipt.handle for d in deliveries], [d.id for d in deliveries])
+
+    def _delete(self, info: QueueInfo, handles: Sequence[str], ids: Sequence[str]) -> None:
+        if not handles:
+            return
+        entries = [{"Id": str(i), "ReceiptHandle": h} for i, h in enumerate(handles)]
+        failures: list[Failure] = []
+        with self._call("DeleteMessageBatch", info.name):
+            for batch in split(entries):
+                failures += call_batch(
+                    lambda b: self.client.delete_message_batch(QueueUrl=info.url, Entries=b),
+                    batch,
+                )
+        if failures:
+            raise DriverError(
+                f"SQS could not delete {len(failures)} of {len(entries)} message(s) from "
+                f"queue {info.name!r} (they will be delivered again): "
+                + "; ".join(
+                    f"{ids[int(f.entry['Id'])] or '?'} ({f.code}: {f.message})" for f in failures
+                )
+            )
+
+    def _visibility(
+        self, queue: str, deliveries: Sequence[Delivery], seconds: float, what: str
+    ) -> None:
+        if not deliveries:
+            return
+        info = self._queue(queue)
+        now = time.monotonic()
+        wanted = _whole_seconds(seconds)
+        entries = []
+        for index, d in enumerate(deliveries):
+            receipt: Receipt = d.receipt
+            left = int(MAX_VISIBILITY_TIMEOUT - (now - receipt.received_at) - _CAP_SLACK)
+            value = min(wanted, max(0, left))
+            if value < wanted and not self._cap_warned.is_set():
+                self._cap_warned.set()
+                log.warning(
+                    "queue %r: message %s reaches SQS's 12-hour visibility limit; "
+                    "it will be delivered again after %ds",
+                    queue,
+                    d.id,
+                    value,
+                )
+            entries.append(
+                {"Id": str(index), "ReceiptHandle": receipt.handle, "VisibilityTimeout": value}
+            )
+        failures: list[Failure] = []
+        with self._call("ChangeMessageVisibilityBatch", queue):
+            for batch in split(entries):
+                failures += call_batch(
+                    lambda b: self.client.change_message_visibility_batch(
+                        QueueUrl=info.url, Entries=b
+                    ),
+                    batch,
+                )
+        if failures:
+            raise DriverError(
+                f"SQS could not {what} {len(failures)} of {len(entries)} message(s) on queue "
+                f"{queue!r}: "
+                + "; ".join(
+                    f"{deliveries[int(f.entry['Id'])].id or '?'} ({f.code}: {f.message})"
+                    for f in failures
+                )
+            )
+
+    @hookimpl
+    def pashq_nack(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
+        """Make the messages visible again after ``delay`` (a visibility change, so the
+        receive count, and with it the RedrivePolicy, keeps counting)."""
+        self._visibility(queue, deliveries, delay, "release")
+
+    @hookimpl
+    def pashq_extend(self, queue: str, deliveries: Sequence[Delivery], seconds: float) -> None:
+        """Heartbeat: keep the messages hidden for ``seconds`` more (12-hour cap)."""
+        self._visibility(queue, deliveries, seconds, "extend the visibility of")
+
+    # -- dead letters -------------------------------------------------------------------------
+
+    def _dead_letter_queue(self, queue: str) -> QueueInfo:
+        assert self.queues is not None
+        dlq = self.queues.dead_letter(queue)
+        if dlq is None:
+            name = self.queues.dead_letter_name(queue)
+            raise DriverError(
+                f"queue {queue!r} has no dead-letter queue, so dead letters stay in it (they "
+                f"come back after the visibility timeout): create SQS queue "
+                f"{self.queues.sqs_name(name)!r} and set it as the RedrivePolicy target, "
+                f"list it in 'queue_urls' as {name!r}, or set create_queues = true"
+            )
+        return dlq
+
+    @hookimpl
+    def pashq_dead_letter(
+        self, queue: str, delivery: Delivery, reason: str, traceback: str | None
+    ) -> None:
+        """Send the message to the dead-letter queue with the reason, then delete it.
+
+        Not atomic on SQS: a crash between the two leaves the message in both queues
+        (never in neither).
+        """
+        info = self._queue(queue)
+        dlq = self._dead_letter_queue(queue)
+        receipt: Receipt = delivery.receipt
+        body, base64 = wire.encode_body(delivery.body)
+        attributes = {wire.ID: wire.text(delivery.id or receipt.message_id)}
+        if base64:
+            attributes[wire.ENCODING] = wire.text("base64")
+        attributes[wire.REASON] = wire.text(reason[:_REASON_CHARS] or "(no reason)")
+        attributes[wire.ATTEMPTS] = wire.number(delivery.attempts)
+        attributes[wire.FAILED_AT] = wire.text(datetime.now(UTC).isoformat())
+        attributes[wire.SOURCE] = wire.text(queue)
+        if traceback:
+            attributes[wire.TRACEBACK] = wire.text(traceback[-_TRACEBACK_CHARS:])
+        if wire.message_size(body, attributes) > dlq.max_size:
+            attributes.pop(wire.TRACEBACK, None)
+        params: dict[str, Any] = {
+            "QueueUrl": dlq.url,
+            "MessageBody": body,
+            "MessageAttributes": attributes,
+        }
+        if dlq.fifo:
+            params["MessageGroupId"] = receipt.group_id or wire.fifo_token(queue)
+            # Stable for this SQS message: a repeated dead-lettering is deduplicated.
+            params["MessageDeduplicationId"] = wire.fifo_token(receipt.message_id)
+        with self._call("SendMessage", dlq.name):
+            self.client.send_message(**params)
+        self._delete(info, [receipt.handle], [delivery.id])
+
+    def _browse(
+        self, dlq: QueueInfo, limit: int, take: Callable[[dict[str, Any]], bool]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Receive dead letters (hidden for a while) until ``limit`` are taken or none is
+        left; return (taken, passed over). SQS cannot browse a queue without receiving."""
+        taken: list[dict[str, Any]] = []
+        passed: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        while len(taken) < limit:
+            batch = self._receive(dlq, min(10, max(1, limit - len(taken))), 1, _BROWSE_VISIBILITY)
+            fresh = [m for m in batch if m["MessageId"] not in seen]
+            if not fresh:
+                break
+            for message in fresh:
+                seen.add(message["MessageId"])
+                (taken if take(message) and len(taken) < limit else passed).append(message)
+        return taken, passed
+
+    def _release(self, dlq: QueueInfo, messages: Sequence[dict[str, Any]]) -> None:
+        if not messages:
+            return
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(messages)
+        ]
+        with self._call("ChangeMessageVisibilityBatch", dlq.name):
+            for batch in split(entries):
+                failures = call_batch(
+                    lambda b: self.client.change_message_visibility_batch(
+                        QueueUrl=dlq.url, Entries=b
+                    ),
+                    batch,
+                )
+                if failures:
+                    log.warning(
+                        "dead-letter queue %r: %d message(s) stay hidden for up to "
+                        "%ds after browsing",
+                        dlq.name,
+                        len(failures),
+                        _BROWSE_VISIBILITY,
+                    )
+
+    @staticmethod
+    def _message_id(message: Mapping[str, Any]) -> str:
+        attributes = message.get("MessageAttributes") or {}
+        found = wire.attribute_value(attributes, wire.ID)
+        if found:
+            return found
+        try:  # a message pashq did not send: the envelope may still say
+            return decode_envelope(wire.decode_body(message["Body"], attributes)).id
+        except EnvelopeError:
+            return str(message["MessageId"])
+
+    def _matcher(self, wanted: set[str] | None) -> Callable[[dict[str, Any]], bool]:
+        ids = None if wanted is None else frozenset(wanted)
+        return lambda message: ids is None or self._message_id(message) in ids
+
+    def _dead_letter_of(self, queue: str, message: Mapping[str, Any]) -> DeadLetter:
+        attributes = message.get("MessageAttributes") or {}
+        system = message.get("Attributes") or {}
+        reason = wire.attribute_value(attributes, wire.REASON) or (
+            "moved by the queue's SQS RedrivePolicy: received maxReceiveCount times without "
+            "being deleted (worker crashed or timed out)"
+        )
+        attempts = wire.attribute_value(attributes, wire.ATTEMPTS)
+        failed_at: datetime | None = None
+        stamp = wire.attribute_value(attributes, wire.FAILED_AT)
+        if stamp:
+            try:
+                failed_at = datetime.fromisoformat(stamp)
+            except ValueError:
+                failed_at = None
+        if failed_at is None and system.get("SentTimestamp"):
+            failed_at = datetime.fromtimestamp(int(system["SentTimestamp"]) / 1000, UTC)
+        return DeadLetter(
+            self._message_id(message),
+            queue,
+            wire.decode_body(message["Body"], attributes),
+            reason,
+            wire.attribute_value(attributes, wire.TRACEBACK),
+            int(float(attempts)) if attempts else 0,
+            failed_at,
+        )
+
+    @hookimpl
+    def pashq_failed_list(self, queue: str, limit: int) -> list[DeadLetter]:
+        """List up to ``limit`` dead letters, oldest first.
+
+        SQS has no browse: the driver receives them (hiding them for up to 30 s), reads
+        them and makes them visible again. Each listing counts as a receive.
+        """
+        dlq = self._dead_letter_queue(queue)
+        taken, passed = self._browse(dlq, limit, lambda m: True)
+        try:
+            letters = [self._dead_letter_of(queue, m) for m in taken]
+        finally:
+            self._release(dlq, taken + passed)
+        epoch = datetime.fromtimestamp(0, UTC)
+        return sorted(letters, key=lambda d: d.failed_at or epoch)
+
+    @hookimpl
+    def pashq_failed_retry(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Move dead letters back to ``queue`` as fresh messages (send, then delete)."""
+        info = self._queue(queue)
+        dlq = self._dead_letter_queue(queue)
+        wanted = None if ids is None else set(ids)
+        moved = 0
+        passed_all: list[dict[str, Any]] = []
+        try:
+            while wanted is None or wanted:
+                taken, passed = self._browse(dlq, 10, self._matcher(wanted))
+                passed_all += passed
+                if not taken:
+                    break
+                moved += self._move_back(info, dlq, taken)
+                if wanted is not None:
+                    wanted -= {self._message_id(m) for m in taken}
+        finally:
+            self._release(dlq, passed_all)
+        return moved
+
+    def _move_back(
+        self, info: QueueInfo, dlq: QueueInfo, messages: Sequence[dict[str, Any]]
+    ) -> int:
+        entries = []
+        for index, message in enumerate(messages):
+            attributes = message.get("MessageAttributes") or {}
+            keep = {k: v for k, v in attributes.items() if k in (wire.ID, wire.ENCODING)}
+            entry: dict[str, Any] = {
+                "Id": str(index),
+                "MessageBody": message["Body"],
+                "MessageAttributes": keep,
+            }
+            if info.fifo:
+                group = (message.get("Attributes") or {}).get("MessageGroupId")
+                entry["MessageGroupId"] = group or wire.fifo_token(info.name)
+                # The dead letter's own SQS id: unique per dead-lettering, so the retried
+                # message is not mistaken for the original within the 5-minute window.
+                entry["MessageDeduplicationId"] = wire.fifo_token(message["MessageId"])
+            entries.append(entry)
+        failures: list[Failure] = []
+        with self._call("SendMessageBatch", info.name):
+            for batch in split(entries, _entry_size, wire.MAX_BATCH_BYTES):
+                failures += call_batch(
+                    lambda b: self.client.send_message_batch(QueueUrl=info.url, Entries=b),
+                    batch,
+                )
+        failed = {f.entry["Id"] for f in failures}
+        sent = [messages[int(e["Id"])] for e in entries if e["Id"] not in failed]
+        self._delete(dlq, [m["ReceiptHandle"] for m in sent], [self._message_id(m) for m in sent])
+        if failures:
+            raise DriverError(
+                f"{len(failures)} dead letter(s) of queue {info.name!r} could not be moved "
+                "back and stay in the dead-letter queue: "
+                + "; ".join(
+                    f"{self._message_id(messages[int(f.entry['Id'])])} ({f.code})" for f in failures
+                )
+            )
+        return len(sent)
+
+    @hookimpl
+    def pashq_failed_purge(self, queue: str, ids: Sequence[str] | None) -> int:
+        """Delete dead letters: PurgeQueue on the dead-letter queue, or by id."""
+        dlq = self._dead_letter_queue(queue)
+        if ids is None:
+            count = self._count(dlq, all_states=True)
+            self._purge(dlq)
+            return count
+        wanted = set(ids)
+        deleted = 0
+        passed_all: list[dict[str, Any]] = []
+        try:
+            while wanted:
+                taken, passed = self._browse(dlq, 10, self._matcher(wanted))
+                passed_all += passed
+                if not taken:
+                    break
+                self._delete(
+                    dlq, [m["ReceiptHandle"] for m in taken], [self._message_id(m) for m in taken]
+                )
+                deleted += len(taken)
+                wanted -= {self._message_id(m) for m in taken}
+        finally:
+            self._release(dlq, passed_all)
+        return deleted
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    def _attributes(self, info: QueueInfo) -> dict[str, str]:
+        with self._call("GetQueueAttributes", info.name):
+            response = self.client.get_queue_attributes(
+                QueueUrl=info.url,
+                AttributeNames=[
+                    "ApproximateNumberOfMessages",
+                    "ApproximateNumberOfMessagesNotVisible",
+                    "ApproximateNumberOfMessagesDelayed",
+                ],
+            )
+        return dict(response.get("Attributes") or {})
+
+    def _count(self, info: QueueInfo, all_states: bool) -> int:
+        found = self._attributes(info)
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"]
+        if all_states:
+            names.append("ApproximateNumberOfMessagesNotVisible")
+        return sum(int(found.get(n, 0)) for n in names)
+
+    @hookimpl
+    def pashq_stats(self, queue: str) -> QueueStats:
+        """ApproximateNumberOfMessages / ...NotVisible / ...Delayed; failed = the DLQ's."""
+        assert self.queues is not None
+        info = self._queue(queue)
+        found = self._attributes(info)
+        failed = None
+        try:
+            dlq = self.queues.dead_letter(queue)
+        except DriverError:
+            dlq = None
+        if dlq is not None:
+            failed = self._count(dlq, all_states=True)
+        return QueueStats(
+            queue,
+            ready=int(found.get("ApproximateNumberOfMessages", 0)),
+            delayed=int(found.get("ApproximateNumberOfMessagesDelayed", 0)),
+            in_flight=int(found.get("ApproximateNumberOfMessagesNotVisible", 0)),
+            failed=failed,
+        )
+
+    def _purge(self, info: QueueInfo) -> None:
+        with self._call("PurgeQueue", info.name):
+            try:
+                self.client.purge_queue(QueueUrl=info.url)
+            except ClientError as exc:
+                if "PurgeQueueInProgress" in error_code(exc):
+                    raise DriverError(
+                        f"queue {info.name!r} was purged less than 60 seconds ago; SQS allows "
+                        "one PurgeQueue a minute: try again shortly"
+                    ) from exc
+                raise
+
+    @hookimpl
+    def pashq_purge(self, queue: str) -> int:
+        """PurgeQueue (SQS allows one a minute and takes up to 60 s to finish)."""
+        info = self._queue(queue)
+        count = self._count(info, all_states=False)
+        self._purge(info)
+        return count
+
+
+def _entry_size(entry: Mapping[str, Any]) -> int:
+    return wire.message_size(entry["MessageBody"], entry.get("MessageAttributes") or {})
