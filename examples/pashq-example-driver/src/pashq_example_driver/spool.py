@@ -117,6 +117,15 @@ def _names(directory: Path) -> list[_Name]:
     return sorted(name for file in os.listdir(directory) if (name := _Name.parse(file)))
 
 
+def _lost(delivery: Delivery, doing: str) -> None:
+    log.warning(
+        "spool: the lease of message %s on %r ran out before it was %s; it will be delivered again",
+        delivery.id,
+        delivery.queue,
+        doing,
+    )
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -299,12 +308,7 @@ class SpoolDriver:
                 try:
                     os.rename(leased / name.file, leased / name._replace(at=until).file)
                 except FileNotFoundError:
-                    log.warning(
-                        "spool: lease of message %s on %r ran out before it was "
-                        "extended; it may be delivered twice",
-                        delivery.id,
-                        queue,
-                    )
+                    _lost(delivery, "extended")
                     continue
                 delivery.receipt = name._replace(at=until)
 
@@ -325,12 +329,7 @@ class SpoolDriver:
                 os.rename(leased / name.file, failed / dead.file)
             except FileNotFoundError:
                 (failed / dead.sidecar).unlink(missing_ok=True)
-                log.warning(
-                    "spool: lease of message %s on %r ran out before it was "
-                    "dead-lettered; it will be delivered again",
-                    delivery.id,
-                    queue,
-                )
+                _lost(delivery, "dead-lettered")
 
     # -- inspection and administration --------------------------------------------------------
 
@@ -381,18 +380,9 @@ class SpoolDriver:
                 info = json.loads((failed / name.sidecar).read_bytes())
             except FileNotFoundError:
                 continue  # retried or purged meanwhile
-            failed_at = datetime.fromtimestamp(name.at / _SECOND, UTC)
-            letters.append(
-                DeadLetter(
-                    name.id,
-                    queue,
-                    body,
-                    info["reason"],
-                    info["traceback"],
-                    name.attempts,
-                    failed_at,
-                )
-            )
+            when = datetime.fromtimestamp(name.at / _SECOND, UTC)
+            reason, traceback = info["reason"], info["traceback"]
+            letters.append(DeadLetter(name.id, queue, body, reason, traceback, name.attempts, when))
         return letters
 
     @hookimpl
