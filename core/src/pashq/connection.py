@@ -19,10 +19,10 @@ from pashq.capabilities import Capabilities
 from pashq.config import ConnectionConfig
 from pashq.delivery import DeadLetter, OutgoingMessage, QueueStats
 from pashq.discovery import DRIVER_GROUP, PLUGIN_GROUP, find
-from pashq.envelope import Envelope, new_message_id, utc_timestamp
+from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
 from pashq.errors import ConfigError, PashqError, UnsupportedError
 from pashq.message import Message, body_of
-from pashq.serializer import JsonSerializer
+from pashq.serializer import JsonSerializer, default_only
 
 __all__ = ["Connection", "build_plugin_manager"]
 
@@ -69,6 +69,7 @@ class Connection:
         self.driver = driver_cls()
         self.plugin_manager = build_plugin_manager(self.driver, config)
         self.hook = self.plugin_manager.hook
+        self._serialize = default_only(self.hook.pashq_serialize, encode_envelope)
         self._closed = False
         self._lock = threading.Lock()
         self.hook.pashq_connect(connection=self)
@@ -97,7 +98,7 @@ class Connection:
             )
         cls = type(message)
         envelope = Envelope(new_message_id(), cls.type_name, body_of(message), created_at, {})
-        data = self.hook.pashq_serialize(envelope=envelope)
+        data = self._serialize(envelope=envelope)
         return OutgoingMessage(
             envelope.id,
             cls.type_name,

@@ -84,6 +84,25 @@ class Envelope:
         """
         if not isinstance(data, dict):
             raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+        if data.keys() == _KEYS and data["v"] == ENVELOPE_VERSION:
+            # Fast path for the common, well-formed case; the checks below explain errors.
+            id_, type_, created_at, headers = (
+                data["id"],
+                data["type"],
+                data["created_at"],
+                data["headers"],
+            )
+            if (
+                type(id_) is str
+                and id_
+                and type(type_) is str
+                and type_
+                and type(created_at) is str
+                and created_at
+                and type(headers) is dict
+                and not headers
+            ):
+                return cls(id_, type_, data["body"], created_at, headers)
         version = data.get("v")
         if version != ENVELOPE_VERSION:
             raise EnvelopeError(

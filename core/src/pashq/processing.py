@@ -21,10 +21,11 @@ import attrs
 from pashq import registry
 from pashq.config import RetryPolicy
 from pashq.delivery import Delivery
-from pashq.envelope import Envelope
+from pashq.envelope import Envelope, decode_envelope
 from pashq.errors import EnvelopeError, SerializationError, UnknownMessageTypeError
 from pashq.message import Message, build_message
 from pashq.retry import backoff_delay, policy_for
+from pashq.serializer import default_only
 
 __all__ = ["Outcome", "Processor", "Result", "run_awaitable"]
 
@@ -71,6 +72,7 @@ class Processor:
         self.hook = hook
         self.policy = policy
         self._policies: dict[type[Message], RetryPolicy] = {}
+        self._deserialize = default_only(hook.pashq_deserialize, decode_envelope)
 
     def policy_of(self, cls: type[Message]) -> RetryPolicy:
         """Return the retry policy for a message class (cached)."""
@@ -84,7 +86,7 @@ class Processor:
 
         :raises EnvelopeError, UnknownMessageTypeError, SerializationError: poison input.
         """
-        envelope: Envelope = self.hook.pashq_deserialize(data=body)
+        envelope: Envelope = self._deserialize(data=body)
         cls = registry.lookup(envelope.type)
         return envelope, build_message(cls, envelope.body)
 

@@ -386,7 +386,8 @@ class Worker:
     def _settle(self, result: Result) -> None:
         delivery = result.delivery
         name = delivery.queue
-        self._forget((delivery,))
+        if result.outcome is not Outcome.ACK:
+            self._forget((delivery,))  # acked ones are forgotten when the ack is flushed
         try:
             if result.outcome is Outcome.ACK:
                 pending = self._acks.setdefault(name, [])
@@ -429,6 +430,7 @@ class Worker:
                 self._hook.pashq_ack(queue=name, deliveries=deliveries)
             except Exception as exc:
                 self._backend_error(f"ack of {len(deliveries)} message(s) on {name!r}", exc)
+            self._forget(deliveries)
 
     def _release(self, name: str, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
