@@ -1,4 +1,4 @@
-"""The core's own overhead, on the memory driver (``./dev bench`` or ``python bench/bench_memory.py``).
+"""The core's own overhead on the memory driver (`./dev bench`, or run this file).
 
 Cases:
 - ``raw deque``: the floor — append the JSON bytes to a deque, pop and json-decode them.
@@ -20,9 +20,9 @@ import attrs
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import Phases, Timer, body, main, payload  # noqa: E402
+from harness import Phases, Timer, body, main, payload
 
-import pashq  # noqa: E402
+import pashq
 
 consumed: list[int] = []
 

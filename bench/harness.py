@@ -86,7 +86,7 @@ def _child(cases: dict[str, Callable[[int], Phases]], name: str, n: int) -> None
 
 
 def _rate(n: int, seconds: float) -> str:
-    return "–" if seconds <= 0 else f"{n / seconds:,.0f}"
+    return "-" if seconds <= 0 else f"{n / seconds:,.0f}"
 
 
 def main(
@@ -153,8 +153,8 @@ def main(
     print("| case | publish msg/s | consume msg/s | peak RSS MB |")
     print("|---|---:|---:|---:|")
     for row in rows:
-        pub = "–" if row["publish_per_s"] is None else f"{row['publish_per_s']:,.0f}"
-        con = "–" if row["consume_per_s"] is None else f"{row['consume_per_s']:,.0f}"
+        pub = "-" if row["publish_per_s"] is None else f"{row['publish_per_s']:,.0f}"
+        con = "-" if row["consume_per_s"] is None else f"{row['consume_per_s']:,.0f}"
         print(f"| {row['case']} | {pub} | {con} | {row['rss_mb']:.0f} |")
     if args.json:
         with open(args.json, "w") as fh:
