@@ -1,0 +1,467 @@
+"""SQS-specific behaviour of the driver, against moto's server over HTTP."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pashq import Connection, Delivery, OutgoingMessage
+from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
+from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
+from pashq.testing import drain, make_connection, wait_for
+from pashq_sqs import IgnoredAttributeWarning, Receipt
+
+pytestmark = pytest.mark.sqs
+
+OpenSQS = Callable[..., Connection]
+
+
+def outgoing(
+    body: Any = None,
+    *,
+    delay: float = 0.0,
+    group_id: str | None = None,
+    deduplication_id: str | None = None,
+) -> OutgoingMessage:
+    envelope = Envelope(new_message_id(), "tests.sqs.raw", body or {"n": 0}, utc_timestamp(), {})
+    return OutgoingMessage(
+        envelope.id, envelope.type, encode_envelope(envelope), delay, group_id, deduplication_id
+    )
+
+
+def push(conn: Connection, queue: str, *messages: OutgoingMessage) -> list[str]:
+    ids: list[str] = conn.hook.pashq_push(queue=queue, messages=list(messages), options={})
+    return ids
+
+
+def pull(conn: Connection, queue: str, n: int = 10, timeout: float = 5.0) -> list[Delivery]:
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        got: list[Delivery] = conn.hook.pashq_pull(
+            queue=queue, max_messages=n, timeout=min(remaining, 2.0)
+        )
+        if got or remaining <= 0:
+            return got
+
+
+def record_calls(conn: Connection) -> list[tuple[str, dict[str, Any]]]:
+    """Record every SQS action (and its parameters) the driver's client sends."""
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def before(params: dict[str, Any], model: Any, **kwargs: Any) -> None:
+        calls.append((model.name, params))
+
+    conn.driver.client.meta.events.register("before-parameter-build.sqs", before)
+    return calls
+
+
+# -- configuration ------------------------------------------------------------------------
+
+
+def test_unknown_option_is_a_config_error_naming_it(open_sqs: OpenSQS) -> None:
+    with pytest.raises(ConfigError, match="visibility_timout"):
+        open_sqs(visibility_timout=5)
+
+
+def test_wait_time_over_20_seconds_is_rejected(open_sqs: OpenSQS) -> None:
+    with pytest.raises(ConfigError, match="'wait_time' must be between 0 and 20"):
+        open_sqs(wait_time=21)
+
+
+def test_queue_urls_must_be_urls(open_sqs: OpenSQS) -> None:
+    with pytest.raises(ConfigError, match=r"queue_urls\.orders"):
+        open_sqs(queue_urls={"orders": "orders"})
+
+
+def test_missing_queue_is_not_created_by_default(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs(create_queues=False)
+    with pytest.raises(QueueNotFoundError, match=rf"{queue_name}.*create_queues = true"):
+        push(conn, queue_name, outgoing())
+
+
+def test_unreachable_endpoint_names_it_without_credentials() -> None:
+    conn = make_connection(
+        {"type": "sqs", "region": "us-east-1", "endpoint_url": "http://user:s3cret@127.0.0.1:9"}
+    )
+    try:
+        with pytest.raises(DriverError) as info:
+            push(conn, "anything", outgoing())
+        assert "127.0.0.1:9" in str(info.value)
+        assert "s3cret" not in str(info.value)
+    finally:
+        conn.close()
+
+
+# -- queues, redrive, attempts ------------------------------------------------------------
+
+
+def test_create_queues_adds_dead_letter_queue_with_redrive_policy(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    conn = open_sqs(max_attempts=4)
+    conn.hook.pashq_declare(queue=queue_name)
+    url = sqs_client.get_queue_url(QueueName=queue_name)["QueueUrl"]
+    attributes = sqs_client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+    policy = json.loads(attributes["Attributes"]["RedrivePolicy"])
+    assert policy["maxReceiveCount"] == 4
+    assert policy["deadLetterTargetArn"].endswith(f":{queue_name}-failed")
+    assert attributes["Attributes"]["VisibilityTimeout"] == "2"
+    dlq = sqs_client.get_queue_url(QueueName=f"{queue_name}-failed")["QueueUrl"]
+    dlq_attributes = sqs_client.get_queue_attributes(
+        QueueUrl=dlq, AttributeNames=["MessageRetentionPeriod"]
+    )["Attributes"]
+    assert dlq_attributes["MessageRetentionPeriod"] == "1209600"
+
+
+def test_prefix_and_fifo_option_shape_sqs_names(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    conn = open_sqs(prefix="app-", fifo=True)
+    conn.hook.pashq_declare(queue=queue_name)
+    sqs_client.get_queue_url(QueueName=f"app-{queue_name}.fifo")
+    sqs_client.get_queue_url(QueueName=f"app-{queue_name}-failed.fifo")
+
+
+def test_nack_changes_visibility_so_receive_count_is_the_attempt(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    conn = open_sqs()
+    push(conn, queue_name, outgoing())
+    (first,) = pull(conn, queue_name)
+    conn.hook.pashq_nack(queue=queue_name, deliveries=[first], delay=0.0)
+    (second,) = pull(conn, queue_name)
+    conn.hook.pashq_nack(queue=queue_name, deliveries=[second], delay=0.0)
+    (third,) = pull(conn, queue_name)
+    # The same SQS message every time (never re-sent), counted by SQS.
+    assert first.receipt.message_id == second.receipt.message_id == third.receipt.message_id
+    assert [first.attempts, second.attempts, third.attempts] == [1, 2, 3]
+    assert first.lease == 2.0
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[third])
+
+
+def test_message_reaches_dead_letter_queue_after_max_receive_count(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    """Native redrive: a message received maxReceiveCount times without being deleted
+    (here: consumers that crash) is moved to the DLQ by SQS itself."""
+    conn = open_sqs(max_attempts=2, visibility_timeout=1)
+    message = outgoing()
+    push(conn, queue_name, message)
+    for attempt in (1, 2):
+        crashed = open_sqs(max_attempts=2, visibility_timeout=1)
+        (delivery,) = pull(crashed, queue_name, timeout=10)
+        assert delivery.attempts == attempt
+        crashed.close()
+    time.sleep(0)  # nothing to wait for: the next receive is what triggers the move
+    assert pull(conn, queue_name, timeout=3.0) == []
+    dead = wait_for(lambda: conn.failed(queue_name), timeout=10, what="the redriven message")
+    assert [d.id for d in dead] == [message.id]
+    assert dead[0].body == message.body
+    assert "RedrivePolicy" in dead[0].reason
+
+
+# -- batching and failures ------------------------------------------------------------------
+
+
+def test_batches_are_split_by_count_and_size(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs()
+    calls = record_calls(conn)
+    messages = [outgoing({"text": "x" * 200_000, "n": i}) for i in range(12)]
+    assert push(conn, queue_name, *messages) == [m.id for m in messages]
+    sends = [params for action, params in calls if action == "SendMessageBatch"]
+    assert len(sends) >= 3  # 12 x ~200 KB: at most 5 fit in 1 MiB
+    assert all(len(p["Entries"]) <= 10 for p in sends)
+    assert all(sum(len(e["MessageBody"]) for e in p["Entries"]) <= 1_048_576 for p in sends)
+    got = drain(conn, queue_name, 12, timeout=60)
+    assert sorted(d.id for d in got) == sorted(m.id for m in messages)
+
+
+def test_partially_failed_send_names_the_failed_ids_and_keeps_the_rest(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    conn = open_sqs()
+    conn.hook.pashq_declare(queue=queue_name)
+
+    def break_second_entry(params: dict[str, Any], **kwargs: Any) -> None:
+        # A value SQS rejects for one entry only: the server answers with a partial failure.
+        params["Entries"][1]["DelaySeconds"] = 901
+
+    conn.driver.client.meta.events.register(
+        "before-parameter-build.sqs.SendMessageBatch", break_second_entry
+    )
+    messages = [outgoing({"n": i}) for i in range(3)]
+    with pytest.raises(DriverError) as info:
+        push(conn, queue_name, *messages)
+    assert messages[1].id in str(info.value)
+    assert "2 of 3" in str(info.value)
+    conn.driver.client.meta.events.unregister(
+        "before-parameter-build.sqs.SendMessageBatch", break_second_entry
+    )
+    got = drain(conn, queue_name, 2)
+    assert sorted(d.id for d in got) == sorted([messages[0].id, messages[2].id])
+
+
+def test_partially_failed_ack_names_the_failed_ids(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs()
+    push(conn, queue_name, outgoing())
+    (good,) = pull(conn, queue_name)
+    bogus = Delivery(queue_name, "bogus-id", b"", 1, Receipt("not-a-handle", 0.0, "x"), 2.0)
+    with pytest.raises(DriverError, match="bogus-id"):
+        conn.hook.pashq_ack(queue=queue_name, deliveries=[good, bogus])
+    assert conn.stats(queue_name).in_flight == 0
+    assert pull(conn, queue_name, timeout=3.5) == []
+
+
+def test_oversized_message_fails_at_dispatch_with_size_and_limit(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    conn = open_sqs()
+    small = outgoing()
+    big = outgoing({"text": "x" * 1_100_000})
+    with pytest.raises(MessageTooLargeError) as info:
+        push(conn, queue_name, small, big)
+    text = str(info.value)
+    assert big.id in text and "1,048,576" in text and f"{len(big.body) + 0:,}"[:5] in text
+    assert conn.stats(queue_name).ready == 0  # nothing of the batch was sent
+
+
+def test_binary_body_round_trips(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs()
+    message = OutgoingMessage(new_message_id(), "tests.sqs.raw", bytes(range(256)) * 4)
+    push(conn, queue_name, message)
+    (delivery,) = drain(conn, queue_name, 1)
+    assert delivery.body == message.body
+    assert delivery.id == message.id
+
+
+# -- delays ----------------------------------------------------------------------------------
+
+
+def test_delay_over_900_seconds_is_sent_with_deliver_at(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs()
+    calls = record_calls(conn)
+    before = time.time()
+    push(conn, queue_name, outgoing(delay=3600))
+    (params,) = [p for action, p in calls if action == "SendMessageBatch"]
+    (entry,) = params["Entries"]
+    assert entry["DelaySeconds"] == 900
+    deliver_at = float(entry["MessageAttributes"]["pashq-deliver-at"]["StringValue"])
+    assert before + 3599 <= deliver_at <= time.time() + 3601
+    assert conn.stats(queue_name).delayed == 1
+
+
+def test_message_received_before_deliver_at_is_redelayed_not_delivered(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    """What a 900 s hop of a long delay looks like on receive: re-sent, not delivered."""
+    conn = open_sqs()
+    conn.hook.pashq_declare(queue=queue_name)
+    url = sqs_client.get_queue_url(QueueName=queue_name)["QueueUrl"]
+    message = outgoing()
+    due = time.time() + 4
+    sqs_client.send_message(
+        QueueUrl=url,
+        MessageBody=message.body.decode(),
+        MessageAttributes={
+            "pashq-id": {"DataType": "String", "StringValue": message.id},
+            "pashq-deliver-at": {"DataType": "Number", "StringValue": repr(due)},
+        },
+    )
+    assert pull(conn, queue_name, timeout=1.0) == []
+    assert conn.stats(queue_name).delayed == 1  # re-sent with the remaining delay
+    (delivery,) = pull(conn, queue_name, timeout=15)
+    assert time.time() >= due - 1.0
+    assert delivery.id == message.id
+    assert delivery.attempts == 1  # re-delaying is not an attempt
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[delivery])
+
+
+def test_visibility_extension_is_capped_at_12_hours_from_receive(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    conn = open_sqs()
+    push(conn, queue_name, outgoing())
+    (delivery,) = pull(conn, queue_name)
+    receipt = delivery.receipt
+    delivery.receipt = Receipt(receipt.handle, receipt.received_at - 43_185, receipt.message_id)
+    calls = record_calls(conn)
+    conn.hook.pashq_extend(queue=queue_name, deliveries=[delivery], seconds=60)
+    (params,) = [p for action, p in calls if action == "ChangeMessageVisibilityBatch"]
+    assert params["Entries"][0]["VisibilityTimeout"] <= 10
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[delivery])
+
+
+# -- FIFO --------------------------------------------------------------------------------------
+
+
+def test_fifo_group_and_deduplication_ids_come_from_the_message(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    conn = open_sqs(fifo=True)
+    calls = record_calls(conn)
+    first = outgoing({"n": 1}, group_id="customer-7", deduplication_id="invoice-42")
+    again = outgoing({"n": 2}, group_id="customer-7", deduplication_id="invoice-42")
+    plain = outgoing({"n": 3})
+    push(conn, queue_name, first, again, plain)
+    entries = [e for action, p in calls if action == "SendMessageBatch" for e in p["Entries"]]
+    assert [e["MessageGroupId"] for e in entries] == ["customer-7", "customer-7", queue_name]
+    assert [e["MessageDeduplicationId"] for e in entries] == [
+        "invoice-42",
+        "invoice-42",
+        plain.id,  # the pashq id: stable when the same dispatch is pushed again
+    ]
+    got = drain(conn, queue_name, 2)
+    assert sorted(d.id for d in got) == sorted([first.id, plain.id])  # `again` deduplicated
+    assert pull(conn, queue_name, timeout=1.0) == []
+
+
+def test_fifo_same_message_pushed_twice_is_stored_once(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs(fifo=True)
+    message = outgoing()
+    push(conn, queue_name, message)
+    push(conn, queue_name, message)  # e.g. a producer retrying after a timeout
+    assert [d.id for d in drain(conn, queue_name, 1)] == [message.id]
+    assert pull(conn, queue_name, timeout=1.0) == []
+
+
+def test_fifo_content_based_deduplication_is_used_when_the_queue_has_it(
+    open_sqs: OpenSQS, sqs_client: Any
+) -> None:
+    name = f"t-{uuid.uuid4().hex[:10]}.fifo"
+    sqs_client.create_queue(
+        QueueName=name, Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+    )
+    conn = open_sqs(create_queues=False)
+    calls = record_calls(conn)
+    message = outgoing()
+    push(conn, name, message)
+    push(conn, name, message)
+    entries = [e for action, p in calls if action == "SendMessageBatch" for e in p["Entries"]]
+    assert all("MessageDeduplicationId" not in e for e in entries)
+    assert [d.id for d in drain(conn, name, 1)] == [message.id]
+    assert pull(conn, name, timeout=1.0) == []
+
+
+def test_attributes_a_queue_type_ignores_are_warned_about(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    standard = open_sqs()
+    with pytest.warns(IgnoredAttributeWarning, match="deduplication id"):
+        push(standard, queue_name, outgoing(deduplication_id="x"))
+    fifo = open_sqs(fifo=True)
+    with pytest.warns(IgnoredAttributeWarning, match="per-message delay"):
+        push(fifo, queue_name, outgoing(delay=5))
+    assert len(drain(fifo, queue_name, 1, timeout=5)) == 1
+
+
+# -- dead letters, stats, least privilege ---------------------------------------------------
+
+
+def _dead_letter(conn: Connection, queue: str, reason: str) -> OutgoingMessage:
+    message = outgoing({"reason": reason})
+    push(conn, queue, message)
+    (delivery,) = pull(conn, queue)
+    conn.hook.pashq_dead_letter(queue=queue, delivery=delivery, reason=reason, traceback="tb")
+    return message
+
+
+def test_dead_letters_keep_reason_attempts_and_traceback(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    conn = open_sqs()
+    message = _dead_letter(conn, queue_name, "bad input")
+    (dead,) = conn.failed(queue_name)
+    assert (dead.id, dead.reason, dead.traceback, dead.attempts) == (
+        message.id,
+        "bad input",
+        "tb",
+        1,
+    )
+    assert dead.failed_at is not None
+    assert conn.stats(queue_name).failed == 1
+    assert conn.failed(queue_name) != []  # listing twice sees it again (released)
+
+
+def test_failed_retry_and_purge_by_id(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs()
+    a, b, c = (_dead_letter(conn, queue_name, f"r{i}") for i in range(3))
+    assert conn.retry_failed(queue_name, [b.id]) == 1
+    assert [d.id for d in drain(conn, queue_name, 1)] == [b.id]
+    assert sorted(d.id for d in conn.failed(queue_name)) == sorted([a.id, c.id])
+    assert conn.purge_failed(queue_name, [a.id]) == 1
+    assert [d.id for d in conn.failed(queue_name)] == [c.id]
+
+
+def test_dead_letter_without_a_dead_letter_queue_keeps_the_message(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    sqs_client.create_queue(QueueName=queue_name)
+    conn = open_sqs(create_queues=False)
+    message = outgoing()
+    push(conn, queue_name, message)
+    (delivery,) = pull(conn, queue_name)
+    with pytest.raises(DriverError, match=rf"{queue_name!r} has no dead-letter queue"):
+        conn.hook.pashq_dead_letter(queue=queue_name, delivery=delivery, reason="x", traceback=None)
+    (again,) = pull(conn, queue_name, timeout=10)
+    assert again.id == message.id
+
+
+def test_stats_count_ready_delayed_and_in_flight(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs(visibility_timeout=30)
+    push(conn, queue_name, outgoing(), outgoing(), outgoing(delay=60))
+    (held,) = pull(conn, queue_name, n=1)
+    stats = conn.stats(queue_name)
+    assert (stats.ready, stats.delayed, stats.in_flight, stats.failed) == (1, 1, 1, 0)
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[held])
+
+
+def test_least_privilege_mode_never_lists_looks_up_or_creates_queues(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    """With queue_urls, every hook runs on the configured URLs only."""
+    dlq_url = sqs_client.create_queue(QueueName=f"{queue_name}-failed")["QueueUrl"]
+    url = sqs_client.create_queue(QueueName=queue_name)["QueueUrl"]
+    conn = open_sqs(
+        create_queues=False,
+        queue_urls={queue_name: url, f"{queue_name}-failed": dlq_url},
+    )
+    calls = record_calls(conn)
+    hook = conn.hook
+    hook.pashq_declare(queue=queue_name)
+    push(conn, queue_name, outgoing(), outgoing(), outgoing(delay=1))
+    deliveries = pull(conn, queue_name)
+    hook.pashq_extend(queue=queue_name, deliveries=deliveries, seconds=5)
+    hook.pashq_nack(queue=queue_name, deliveries=deliveries[:1], delay=0)
+    hook.pashq_ack(queue=queue_name, deliveries=deliveries[1:])
+    (again,) = pull(conn, queue_name)
+    hook.pashq_dead_letter(queue=queue_name, delivery=again, reason="no", traceback=None)
+    conn.stats(queue_name)
+    conn.failed(queue_name)
+    assert conn.retry_failed(queue_name) == 1
+    drain(conn, queue_name, 2)
+    _dead_letter(conn, queue_name, "again")
+    assert conn.purge_failed(queue_name) == 1
+    conn.purge(queue_name)
+    actions = {action for action, _ in calls}
+    assert not actions & {"ListQueues", "GetQueueUrl", "CreateQueue"}, actions
+    assert {
+        "SendMessageBatch",
+        "ReceiveMessage",
+        "DeleteMessageBatch",
+        "ChangeMessageVisibilityBatch",
+        "SendMessage",
+        "GetQueueAttributes",
+        "PurgeQueue",
+    } <= actions
+
+
+def test_queue_missing_from_queue_urls_is_named(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs(queue_urls={"other": "http://127.0.0.1:1/000000000000/other"})
+    with pytest.raises(QueueNotFoundError, match=rf"{queue_name!r} is not in 'queue_urls'"):
+        push(conn, queue_name, outgoing())
