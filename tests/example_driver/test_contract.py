@@ -19,7 +19,7 @@ import attrs
 import pytest
 
 import pashq
-from pashq.testing import DriverContract, QueueUnderTest, make_connection
+from pashq.testing import DriverContract, QueueUnderTest, drain, make_connection, wait_for
 
 LEASE = 1.0
 _processed: list[int] = []
@@ -158,6 +158,9 @@ def test_bad_options_name_the_key_and_where(tmp_path: Path) -> None:
         make_connection({"type": "spool", "path": str(tmp_path), "lease": 0})
     with pytest.raises(pashq.ConfigError, match=r"unknown option\(s\) lease_seconds"):
         make_connection({"type": "spool", "path": str(tmp_path), "lease_seconds": 5})
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(pashq.ConfigError, match=r"'path' '.*a-file' cannot be used"):
+        make_connection({"type": "spool", "path": str(tmp_path / "a-file")})
 
 
 def test_queue_name_that_is_not_a_directory_name_is_refused(tmp_path: Path) -> None:
@@ -166,5 +169,59 @@ def test_queue_name_that_is_not_a_directory_name_is_refused(tmp_path: Path) -> N
     try:
         with pytest.raises(pashq.DriverError, match=r"queue name '\.\./etc'"):
             connection.dispatch("../etc", Greeting(1))
+    finally:
+        connection.close()
+
+
+_STUCK = textwrap.dedent(
+    """
+    import pathlib, time
+    import attrs, pashq
+
+    @attrs.define
+    class Stuck(pashq.Message, type_name="example_driver.tests.stuck"):
+        marker: str
+
+        def process_message(self) -> None:
+            pathlib.Path(self.marker).write_text("started")
+            time.sleep(300)
+    """
+)
+
+
+@attrs.define
+class Stuck(pashq.Message, type_name="example_driver.tests.stuck"):
+    """Dispatched here; the worker process runs its own class of the same type name."""
+
+    marker: str
+
+
+@pytest.mark.slow
+def test_message_of_a_killed_worker_process_comes_back(tmp_path: Path) -> None:
+    """`pashq work` SIGKILLed mid-message: after its lease the message is delivered again."""
+    (tmp_path / "stuck_messages.py").write_text(_STUCK)
+    spool, marker = tmp_path / "spool", tmp_path / "started"
+    config = tmp_path / "pashq.toml"
+    config.write_text(
+        f'imports = ["stuck_messages"]\n[queues.default]\ntype = "spool"\n'
+        f'path = "{spool}"\nlease = {LEASE}\n'
+    )
+    connection = make_connection({"type": "spool", "path": str(spool), "lease": LEASE})
+    message_id = connection.dispatch("jobs", Stuck(str(marker)))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "pashq", "work", "jobs", "--config", str(config)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(marker.exists, timeout=60, what="the worker to start the message")
+    finally:
+        worker.kill()
+        worker.wait(timeout=60)
+    try:
+        (again,) = drain(connection, "jobs", 1, timeout=LEASE + 30)
+        assert again.id == message_id
+        assert again.attempts == 2
     finally:
         connection.close()

@@ -55,6 +55,7 @@ import attrs
 
 from pashq import (
     Capabilities,
+    ConfigError,
     Connection,
     DeadLetter,
     Delivery,
@@ -169,7 +170,7 @@ class SpoolDriver:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise DriverError(
+            raise ConfigError(
                 f"{connection.where}: 'path' {self.options.path!r} cannot be used as the spool "
                 f"directory ({exc}); point it at a writable directory"
             ) from exc
