@@ -121,6 +121,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._kill = False
+        self._finished = False
         self._signals = 0
         self._held: dict[Delivery, float] = {}
         self._held_lock = threading.Lock()
@@ -168,6 +169,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stop.clear()
         self._kill = False
+        self._finished = False
         self._signals = 0
         for name in self.queues:
             self._hook.pashq_declare(queue=name)
@@ -188,6 +190,7 @@ class Worker:
             self._flush_acks()
         finally:
             self._stop.set()
+            self._finished = True
             for _ in self._threads:
                 self._jobs.put(None)
             self._threads.clear()
@@ -458,9 +461,10 @@ class Worker:
     # -- heartbeat and progress ---------------------------------------------------------------
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(_HEARTBEAT_SECONDS) or self._held:
-            if self._kill:
-                return
+        # Runs until run() returns: after a stop signal it keeps extending the leases of
+        # work still in flight, so graceful shutdown does not cause redeliveries.
+        while not self._finished and not self._kill:
+            time.sleep(_HEARTBEAT_SECONDS)
             now = time.monotonic()
             due: dict[str, list[Delivery]] = {}
             with self._held_lock:
@@ -478,8 +482,6 @@ class Worker:
                     for d in deliveries:
                         if d in self._held:
                             self._held[d] = now + (d.lease or 0.0)
-            if self._stop.is_set() and not self._held:
-                return
 
     def _report(self, force: bool = False) -> None:
         if self.on_progress is None:
