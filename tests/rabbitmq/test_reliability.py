@@ -37,12 +37,28 @@ def _config(tmp_path: Path, **options: object) -> Path:
 
 
 def _worker_process(queue: str, config: Path, record: Path, *extra: str) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, PASHQ_TEST_RECORD=str(record),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])))
+    env = dict(
+        os.environ,
+        PASHQ_TEST_RECORD=str(record),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "pashq", "work", queue, "--config", str(config),
-         "--import", "rabbitmq_test_messages", "--json", *extra],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "pashq",
+            "work",
+            queue,
+            "--config",
+            str(config),
+            "--import",
+            "rabbitmq_test_messages",
+            "--json",
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -70,14 +86,18 @@ def test_worker_killed_mid_drain_loses_nothing(
     conn = connect()
     total = 3000
     for start in range(0, total, 500):
-        conn.dispatch_many(queue_name, [Recorded("kill", n, 0.001)
-                                        for n in range(start, start + 500)])
+        conn.dispatch_many(
+            queue_name, [Recorded("kill", n, 0.001) for n in range(start, start + 500)]
+        )
     record = tmp_path / "record.txt"
     config = _config(tmp_path, prefetch=100)
     first = _worker_process(queue_name, config, record, "--until-empty")
     try:
-        wait_for(lambda: len(_recorded(record)) >= 800 or first.poll() is not None,
-                 timeout=60, what="the first worker to process 800 messages")
+        wait_for(
+            lambda: len(_recorded(record)) >= 800 or first.poll() is not None,
+            timeout=60,
+            what="the first worker to process 800 messages",
+        )
         assert first.poll() is None, first.communicate()[0].decode()
         first.send_signal(signal.SIGKILL)
         first.wait(10)
@@ -103,8 +123,9 @@ def test_handler_longer_than_heartbeat_completes_and_acks(
     conn = connect(heartbeat=2)
     key = uuid.uuid4().hex
     conn.dispatch(queue_name, Recorded(key, 1, sleep=6.0))
-    worker = pashq.Worker(queue_name, connection=conn, install_signal_handlers=False,
-                          max_messages=1)
+    worker = pashq.Worker(
+        queue_name, connection=conn, install_signal_handlers=False, max_messages=1
+    )
     stats = worker.run()
     assert stats.acked == 1 and stats.errors == 0
     assert seen(key) == [1]
@@ -174,15 +195,19 @@ def test_broker_restart_while_consuming_worker_resumes(
     key = uuid.uuid4().hex
     total = 1500
     conn.dispatch_many(queue_name, [Recorded(key, n, 0.002) for n in range(total)])
-    worker = pashq.Worker(queue_name, connection=conn, install_signal_handlers=False,
-                          poll_timeout=0.5)
+    worker = pashq.Worker(
+        queue_name, connection=conn, install_signal_handlers=False, poll_timeout=0.5
+    )
     thread = threading.Thread(target=worker.run)
     thread.start()
     try:
         wait_for(lambda: len(seen(key)) >= 300, timeout=60, what="300 processed messages")
         _restart_broker()
-        wait_for(lambda: set(seen(key)) == set(range(total)), timeout=120,
-                 what="every message processed after the restart")
+        wait_for(
+            lambda: set(seen(key)) == set(range(total)),
+            timeout=120,
+            what="every message processed after the restart",
+        )
     finally:
         worker.stop()
         thread.join(60)
@@ -221,15 +246,21 @@ def test_envelope_published_by_plain_pika_is_processed_by_pashq_work(
 ) -> None:
     """`pashq work` processes an envelope that plain pika published (no properties)."""
     connect().hook.pashq_declare(queue=queue_name)
-    envelope = {"v": 1, "id": uuid.uuid4().hex, "type": "pashq_rabbitmq_tests.recorded",
-                "body": {"key": "interop", "n": 42}, "created_at": "2026-11-27T18:00:00.000000Z",
-                "headers": {}}
+    envelope = {
+        "v": 1,
+        "id": uuid.uuid4().hex,
+        "type": "pashq_rabbitmq_tests.recorded",
+        "body": {"key": "interop", "n": 42},
+        "created_at": "2026-11-27T18:00:00.000000Z",
+        "headers": {},
+    }
     raw = raw_connection()
     try:
         channel = raw.channel()
         channel.confirm_delivery()
-        channel.basic_publish("", queue_name, json.dumps(envelope).encode(),
-                              pika.BasicProperties(delivery_mode=2))
+        channel.basic_publish(
+            "", queue_name, json.dumps(envelope).encode(), pika.BasicProperties(delivery_mode=2)
+        )
     finally:
         raw.close()
     record = tmp_path / "record.txt"

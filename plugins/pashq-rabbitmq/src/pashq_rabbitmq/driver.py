@@ -26,7 +26,8 @@ Options (``[queues.<name>]``)
       for a reconnection; past it the push raises :class:`~pashq.errors.DriverError`
       naming the unconfirmed ids.
     - ``reconnect_delay_max`` (5 s): the longest pause between reconnection attempts.
-    - ``max_in_flight`` (1000): unconfirmed publishes per connection.
+    - ``max_in_flight`` (10000): unconfirmed publishes per connection (a larger window
+      hides the broker's fsync latency; a lost connection republishes at most this many).
 
 Guarantees
     At-least-once. A push returns only when the broker confirmed every message (a nack, an
@@ -84,9 +85,16 @@ MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 _PERSISTENT = 2
 _JSON = "application/json"
 #: Headers the broker adds on dead-lettering; not copied into retries.
-_BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue",
-                   "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
-                   "x-last-death-reason", "x-delivery-count")
+_BROKER_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+)
 _FAILURE_HEADERS = (ATTEMPTS_HEADER, REASON_HEADER, TRACEBACK_HEADER, FAILED_AT_HEADER)
 _REASON_LIMIT = 4_000
 _TRACEBACK_LIMIT = 32_000
@@ -208,8 +216,12 @@ class RabbitMQDriver:
     def _ensure_delay(self, queue: str, ms: int) -> str:
         name = delay_queue(queue, ms)
         if not self._fresh(name, expiry_refresh_seconds()):
-            self.link.declare(name, delay_arguments(queue, ms), passive=False,
-                              timeout=self.options.publish_timeout)
+            self.link.declare(
+                name,
+                delay_arguments(queue, ms),
+                passive=False,
+                timeout=self.options.publish_timeout,
+            )
             self._remember(name)
         return name
 
@@ -248,8 +260,11 @@ class RabbitMQDriver:
                 content_type=_JSON if body[:1] == b"{" else None,
             )
             items.append(Publish(target, body, properties, m.id))
-        self.link.publish(items, timeout=self.options.publish_timeout,
-                          what=f"publishing {len(items)} message(s) to queue {queue!r}")
+        self.link.publish(
+            items,
+            timeout=self.options.publish_timeout,
+            what=f"publishing {len(items)} message(s) to queue {queue!r}",
+        )
         return [m.id for m in messages]
 
     # -- consuming -----------------------------------------------------------------------
@@ -262,6 +277,9 @@ class RabbitMQDriver:
             first = queue not in self._attached
             link.consume(queue, timeout=max(timeout, _ATTACH_WAIT if first else 1.0))
             self._attached.add(queue)
+        # Take at most half the prefetch window: while the worker processes these, the
+        # broker refills the other half as soon as their acks arrive, so it never stalls.
+        max_messages = min(max_messages, max(1, self.options.prefetch // 2))
         got = link.take(queue, max_messages, timeout)
         if got:
             return got
@@ -283,8 +301,10 @@ class RabbitMQDriver:
         epoch = self.link.epoch
         current = [d for d in deliveries if d.receipt.epoch == epoch]
         if len(current) < len(deliveries):
-            log.info("%d delivery(ies) came from a lost channel: the broker redelivers them",
-                     len(deliveries) - len(current))
+            log.info(
+                "%d delivery(ies) came from a lost channel: the broker redelivers them",
+                len(deliveries) - len(current),
+            )
         return current
 
     @hookimpl
@@ -294,8 +314,11 @@ class RabbitMQDriver:
 
     def _copy(self, delivery: Delivery, routing_key: str, headers: dict[str, Any]) -> Publish:
         old = delivery.receipt.properties
-        kept = {k: v for k, v in (old.headers or {}).items()
-                if k not in _BROKER_HEADERS and k not in _FAILURE_HEADERS}
+        kept = {
+            k: v
+            for k, v in (old.headers or {}).items()
+            if k not in _BROKER_HEADERS and k not in _FAILURE_HEADERS
+        }
         kept.update(headers)
         message_id = old.message_id or delivery.id or new_message_id()
         properties = pika.BasicProperties(
@@ -313,8 +336,9 @@ class RabbitMQDriver:
         )
         return Publish(routing_key, delivery.body, properties, message_id)
 
-    def _move(self, queue: str, deliveries: Sequence[Delivery], copies: list[Publish],
-              what: str) -> None:
+    def _move(
+        self, queue: str, deliveries: Sequence[Delivery], copies: list[Publish], what: str
+    ) -> None:
         receipts: list[Receipt] = [d.receipt for d in deliveries]
         try:
             self.link.publish(copies, timeout=self.options.publish_timeout, what=what)
@@ -333,8 +357,12 @@ class RabbitMQDriver:
         ms = delay_milliseconds(delay) if delay > 0 else 0
         target = self._ensure_delay(queue, ms) if ms else queue
         copies = [self._copy(d, target, {ATTEMPTS_HEADER: d.attempts}) for d in current]
-        self._move(queue, current, copies,
-                   f"releasing {len(copies)} message(s) of queue {queue!r} (delay {delay:g}s)")
+        self._move(
+            queue,
+            current,
+            copies,
+            f"releasing {len(copies)} message(s) of queue {queue!r} (delay {delay:g}s)",
+        )
 
     @hookimpl
     def pashq_dead_letter(
@@ -353,8 +381,9 @@ class RabbitMQDriver:
         if traceback:
             headers[TRACEBACK_HEADER] = traceback[-_TRACEBACK_LIMIT:]
         copy = self._copy(delivery, failed_queue(queue), headers)
-        self._move(queue, current, [copy],
-                   f"dead-lettering message {delivery.id} of queue {queue!r}")
+        self._move(
+            queue, current, [copy], f"dead-lettering message {delivery.id} of queue {queue!r}"
+        )
 
     # -- inspection ----------------------------------------------------------------------
 
@@ -364,8 +393,9 @@ class RabbitMQDriver:
         timeout = self.options.publish_timeout
         ready = self.link.declare(queue, None, passive=True, timeout=timeout)
         try:
-            failed: int | None = self.link.declare(failed_queue(queue), None, passive=True,
-                                                   timeout=timeout)
+            failed: int | None = self.link.declare(
+                failed_queue(queue), None, passive=True, timeout=timeout
+            )
         except QueueNotFoundError:
             failed = None
         return QueueStats(queue, ready=ready, delayed=None, in_flight=None, failed=failed)
@@ -433,8 +463,11 @@ class RabbitMQDriver:
                 chosen.append(tag)
             if copies:
                 self._ensure(queue)
-                self.link.publish(copies, timeout=timeout,
-                                  what=f"retrying {len(copies)} dead letter(s) of {queue!r}")
+                self.link.publish(
+                    copies,
+                    timeout=timeout,
+                    what=f"retrying {len(copies)} dead letter(s) of {queue!r}",
+                )
         except BaseException:
             self.link.release_browsed(browsed, (), timeout)
             raise

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import threading
@@ -193,10 +194,8 @@ class BrokerLink:
         """Close the connection (unacked deliveries return to their queues) and stop."""
         if self._stopped:
             return
-        try:
+        with contextlib.suppress(Exception):  # the loop may already be gone
             self._ioloop.add_callback_threadsafe(self._close_now)
-        except Exception:  # the loop is already gone
-            pass
         self._thread.join(timeout)
         self._stopped = True
         with self._cond:
@@ -215,10 +214,8 @@ class BrokerLink:
             with self._cond:
                 self.ready = False
                 self._cond.notify_all()
-            try:
+            with contextlib.suppress(Exception):
                 self._ioloop.close()
-            except Exception:  # pragma: no cover - best effort
-                pass
 
     def _close_now(self) -> None:
         self._closing = True
@@ -280,8 +277,9 @@ class BrokerLink:
 
     def _on_con_open(self, channel: Any) -> None:
         channel.add_on_close_callback(self._on_con_closed)
-        channel.basic_qos(prefetch_count=self.prefetch,
-                          callback=lambda _f: self._con_ready(channel))
+        channel.basic_qos(
+            prefetch_count=self.prefetch, callback=lambda _f: self._con_ready(channel)
+        )
 
     def _con_ready(self, channel: Any) -> None:
         self._con = channel
@@ -392,8 +390,13 @@ class BrokerLink:
             raise DriverError(f"the RabbitMQ connection to {self.where} is closed")
         self._ioloop.add_callback_threadsafe(functools.partial(self._safely, callback))
 
-    def call(self, operation: Callable[[concurrent.futures.Future[Any]], None], *,
-             timeout: float, what: str) -> Any:
+    def call(
+        self,
+        operation: Callable[[concurrent.futures.Future[Any]], None],
+        *,
+        timeout: float,
+        what: str,
+    ) -> Any:
         """Run ``operation(future)`` on the I/O thread once connected; wait for the future."""
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
@@ -419,8 +422,13 @@ class BrokerLink:
         else:
             self._when_ready.append(callback)
 
-    def _admin(self, future: concurrent.futures.Future[Any], what: str,
-               on_open: Callable[[Any], None], keep_open: bool = False) -> None:
+    def _admin(
+        self,
+        future: concurrent.futures.Future[Any],
+        what: str,
+        on_open: Callable[[Any], None],
+        keep_open: bool = False,
+    ) -> None:
         """Open a channel of its own for one operation; its close fails ``future``."""
 
         def closed(channel: Any, reason: BaseException) -> None:
@@ -442,15 +450,19 @@ class BrokerLink:
 
     # -- administration --------------------------------------------------------------------
 
-    def declare(self, queue: str, arguments: dict[str, Any] | None, *, passive: bool,
-                timeout: float) -> int:
+    def declare(
+        self, queue: str, arguments: dict[str, Any] | None, *, passive: bool, timeout: float
+    ) -> int:
         """Declare ``queue`` (durable) or check it exists (``passive``); return its ready count."""
         what = f"{'checking' if passive else 'declaring'} queue {queue!r}"
 
         def operation(future: concurrent.futures.Future[int]) -> None:
             def on_open(channel: Any) -> None:
                 channel.queue_declare(
-                    queue, passive=passive, durable=True, arguments=arguments,
+                    queue,
+                    passive=passive,
+                    durable=True,
+                    arguments=arguments,
                     callback=lambda frame: _resolve(future, frame.method.message_count),
                 )
 
@@ -498,8 +510,9 @@ class BrokerLink:
                     messages.append((method.delivery_tag, properties, body))
                     get_next()
 
-                channel.add_callback(lambda _frame: _resolve(future, browsed),
-                                     [spec.Basic.GetEmpty], one_shot=False)
+                channel.add_callback(
+                    lambda _frame: _resolve(future, browsed), [spec.Basic.GetEmpty], one_shot=False
+                )
                 get_next()
 
             self._admin(future, what, on_open, keep_open=True)
@@ -564,7 +577,8 @@ class BrokerLink:
             returned = [p.message_id for i, p in enumerate(job.items) if i in job.returned]
             detail = (
                 f"{len(returned)} returned as unroutable (does queue "
-                f"{failed[0].routing_key!r} exist?)" if returned
+                f"{failed[0].routing_key!r} exist?)"
+                if returned
                 else "rejected by the broker (nack)"
             )
             if self._stopped and not returned:
@@ -614,8 +628,10 @@ class BrokerLink:
         message_id = properties.message_id
         for job, index in self._unconfirmed.values():
             item = job.items[index]
-            if item.message_id == message_id and item.routing_key == method.routing_key and (
-                index not in job.returned
+            if (
+                item.message_id == message_id
+                and item.routing_key == method.routing_key
+                and (index not in job.returned)
             ):
                 job.returned.add(index)
                 return
@@ -710,7 +726,8 @@ class BrokerLink:
             if channel is not self._con:
                 return
             tag = channel.basic_consume(
-                queue, functools.partial(self._on_message, queue, epoch),
+                queue,
+                functools.partial(self._on_message, queue, epoch),
                 callback=lambda _f: consumed(),
             )
             self._consumer_tags[queue] = tag
@@ -719,11 +736,13 @@ class BrokerLink:
             for future in self._consume_waiters.pop(queue, []):
                 _resolve(future, None)
 
-        channel.queue_declare(queue, passive=passive, durable=True, arguments=arguments,
-                              callback=declared)
+        channel.queue_declare(
+            queue, passive=passive, durable=True, arguments=arguments, callback=declared
+        )
 
-    def _on_message(self, queue: str, epoch: int, channel: Any, method: Any, properties: Any,
-                    body: bytes) -> None:
+    def _on_message(
+        self, queue: str, epoch: int, channel: Any, method: Any, properties: Any, body: bytes
+    ) -> None:
         tag = method.delivery_tag
         headers = properties.headers
         attempts = 1
@@ -739,8 +758,14 @@ class BrokerLink:
         elif method.redelivered:
             attempts += 1
         self._outstanding[tag] = None
-        delivery = Delivery(queue, properties.message_id or "", body, attempts,
-                            Receipt(epoch, tag, properties), None)
+        delivery = Delivery(
+            queue,
+            properties.message_id or "",
+            body,
+            attempts,
+            Receipt(epoch, tag, properties),
+            None,
+        )
         cond = self._cond
         buffer = self._buffers.get(queue)
         if buffer is None:
@@ -837,10 +862,9 @@ class BrokerLink:
 
 def _resolve(future: concurrent.futures.Future[Any], value: Any) -> None:
     if not future.done():
-        try:
+        # A caller that gave up may have cancelled it meanwhile.
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
             future.set_result(value)
-        except concurrent.futures.InvalidStateError:  # cancelled by a caller that gave up
-            pass
 
 
 def _close_quietly(channel: Any) -> None:
@@ -852,13 +876,14 @@ def _close_quietly(channel: Any) -> None:
 
 
 def _describe(error: BaseException) -> str:
-    if isinstance(error, pika.exceptions.ConnectionClosedByBroker | (
-        pika.exceptions.ChannelClosedByBroker
-    )):
+    if isinstance(
+        error, pika.exceptions.ConnectionClosedByBroker | (pika.exceptions.ChannelClosedByBroker)
+    ):
         return f"{error.reply_code} {error.reply_text}"
-    if isinstance(error, pika.exceptions.ProbableAuthenticationError | (
-        pika.exceptions.ProbableAccessDeniedError
-    )):
+    if isinstance(
+        error,
+        pika.exceptions.ProbableAuthenticationError | (pika.exceptions.ProbableAccessDeniedError),
+    ):
         return f"authentication or access refused ({error}); check the user, password and vhost"
     if isinstance(error, pika.exceptions.AMQPConnectionError) and error.args:
         inner = error.args[0]
@@ -873,7 +898,7 @@ def _error(reason: BaseException, what: str) -> DriverError:
         code, text = reason.reply_code, reason.reply_text
         if code == 404:
             return QueueNotFoundError(
-                f"{what}: RabbitMQ says {text}; declare it (declare = \"auto\") or create it"
+                f'{what}: RabbitMQ says {text}; declare it (declare = "auto") or create it'
             )
         if code == 406:
             return DriverError(

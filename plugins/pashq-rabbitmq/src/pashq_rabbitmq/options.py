@@ -23,7 +23,7 @@ class RabbitMQOptions:
     declare: str = "auto"
     publish_timeout: float = 30.0
     reconnect_delay_max: float = 5.0
-    max_in_flight: int = 1000
+    max_in_flight: int = 10_000
 
     def __attrs_post_init__(self) -> None:
         if urllib.parse.urlsplit(self.url).scheme not in ("amqp", "amqps"):
@@ -38,7 +38,10 @@ class RabbitMQOptions:
             raise ValueError(f"'prefetch' must be <= 65535 (AMQP limit), got {self.prefetch}")
         if self.heartbeat is not None and self.heartbeat < 0:
             raise ValueError(f"'heartbeat' must be >= 0 seconds (0 = off), got {self.heartbeat}")
-        for key, choices in (("queue_type", ("classic", "quorum")), ("declare", ("auto", "passive"))):
+        for key, choices in (
+            ("queue_type", ("classic", "quorum")),
+            ("declare", ("auto", "passive")),
+        ):
             if getattr(self, key) not in choices:
                 raise ValueError(
                     f"'{key}' must be one of {', '.join(map(repr, choices))}, "
