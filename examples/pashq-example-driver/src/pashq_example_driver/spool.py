@@ -155,7 +155,7 @@ class SpoolDriver:
 
     def __init__(self) -> None:
         # The core instantiates drivers without arguments; options arrive in pashq_connect.
-        self._ready_queues: set[str] = set()
+        self._created: set[str] = set()
         # Settling uses the receipt, which pashq_extend replaces: one settlement at a time.
         self._settle = threading.Lock()
         self._closed = threading.Event()
@@ -188,7 +188,7 @@ class SpoolDriver:
 
     def _dir(self, queue: str, state: str) -> Path:
         """Return ``<path>/<queue>/<state>``, creating the queue's directories on first use."""
-        if queue not in self._ready_queues:
+        if queue not in self._created:
             if not _SAFE_NAME.fullmatch(queue):
                 raise DriverError(
                     f"spool: queue name {queue!r} cannot be a directory name; "
@@ -196,7 +196,7 @@ class SpoolDriver:
                 )
             for sub in _STATES:
                 (self.root / queue / sub).mkdir(parents=True, exist_ok=True)
-            self._ready_queues.add(queue)
+            self._created.add(queue)
         return self.root / queue / state
 
     def queues(self) -> list[str]:
