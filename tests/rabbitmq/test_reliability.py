@@ -268,3 +268,26 @@ def test_envelope_published_by_plain_pika_is_processed_by_pashq_work(
     output, _ = worker.communicate(timeout=60)
     assert worker.returncode == 0, output.decode()
     assert _recorded(record) == [42]
+
+
+@pytest.mark.slow
+def test_outage_is_reported_not_hidden(connect: Callable[..., Connection], queue_name: str) -> None:
+    """While the broker is down, a push past publish_timeout raises naming the ids, and
+    a pull says no consumer is attached; both work again once it is back."""
+    conn = connect(publish_timeout=2.0, reconnect_delay_max=1.0)
+    conn.dispatch(queue_name, Recorded("outage", 0))
+    conn.hook.pashq_pull(queue=queue_name, max_messages=10, timeout=1.0)
+    try:
+        rabbitmqctl("stop_app")
+        wait_for(lambda: not conn.driver.link.ready, timeout=30, what="the link to notice")
+        with pytest.raises(DriverError) as pushed:
+            conn.dispatch(queue_name, Recorded("outage", 1))
+        assert "did not confirm 1 message(s)" in str(pushed.value)
+        with pytest.raises(DriverError) as pulled:
+            conn.hook.pashq_pull(queue=queue_name, max_messages=10, timeout=0.5)
+        assert queue_name in str(pulled.value)
+    finally:
+        rabbitmqctl("start_app")
+        wait_for_broker()
+    wait_for(lambda: conn.driver.link.ready, timeout=30, what="the link to reconnect")
+    conn.dispatch(queue_name, Recorded("outage", 2))

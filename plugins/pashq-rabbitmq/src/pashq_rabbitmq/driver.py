@@ -42,12 +42,10 @@ Guarantees
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pika
@@ -57,17 +55,23 @@ from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
 from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
-from pashq.envelope import new_message_id
 from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
 from pashq.hookspecs import hookimpl
 from pashq_rabbitmq.link import BrokerLink, Publish, Receipt
 from pashq_rabbitmq.options import RabbitMQOptions, display_url
-from pashq_rabbitmq.topology import (
+from pashq_rabbitmq.properties import (
     ATTEMPTS_HEADER,
-    FAILED_AT_HEADER,
-    MAX_DELAY,
     REASON_HEADER,
     TRACEBACK_HEADER,
+    copy_properties,
+    failed_at_of,
+    failure_headers,
+    message_id_of,
+    new_properties,
+    text_header,
+)
+from pashq_rabbitmq.topology import (
+    MAX_DELAY,
     delay_arguments,
     delay_milliseconds,
     delay_queue,
@@ -82,22 +86,6 @@ log = logging.getLogger(__name__)
 
 #: RabbitMQ's default ``max_message_size`` (128 MiB).
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
-_PERSISTENT = 2
-_JSON = "application/json"
-#: Headers the broker adds on dead-lettering; not copied into retries.
-_BROKER_HEADERS = (
-    "x-death",
-    "x-first-death-exchange",
-    "x-first-death-queue",
-    "x-first-death-reason",
-    "x-last-death-exchange",
-    "x-last-death-queue",
-    "x-last-death-reason",
-    "x-delivery-count",
-)
-_FAILURE_HEADERS = (ATTEMPTS_HEADER, REASON_HEADER, TRACEBACK_HEADER, FAILED_AT_HEADER)
-_REASON_LIMIT = 4_000
-_TRACEBACK_LIMIT = 32_000
 #: How long an empty pull waits for messages the broker reports ready but has not sent yet.
 _READY_WAIT = 5.0
 #: How long an empty pull waits for deliveries already on their way when none are ready.
@@ -192,6 +180,11 @@ class RabbitMQDriver:
             self._declared[name] = (self.link.connections, time.monotonic())
             self.declared_queues.add(name)
 
+    def _forget(self, names: set[str]) -> None:
+        with self._lock:
+            for name in names:
+                self._declared.pop(name, None)
+
     def _ensure(self, queue: str) -> None:
         """Declare (or, passive, check) the work queue and its failed queue, once."""
         if self._fresh(queue):
@@ -253,18 +246,17 @@ class RabbitMQDriver:
                 ms = delay_milliseconds(m.delay)
                 if ms:
                     target = self._ensure_delay(queue, ms)
-            properties = pika.BasicProperties(
-                delivery_mode=_PERSISTENT,
-                message_id=m.id,
-                type=m.type_name,
-                content_type=_JSON if body[:1] == b"{" else None,
+            items.append(Publish(target, body, new_properties(m.id, m.type_name, body), m.id))
+        try:
+            self.link.publish(
+                items,
+                timeout=self.options.publish_timeout,
+                what=f"publishing {len(items)} message(s) to queue {queue!r}",
             )
-            items.append(Publish(target, body, properties, m.id))
-        self.link.publish(
-            items,
-            timeout=self.options.publish_timeout,
-            what=f"publishing {len(items)} message(s) to queue {queue!r}",
-        )
+        except DriverError:
+            # The queue may have been deleted behind our back: declare it again next time.
+            self._forget({queue} | {p.routing_key for p in items})
+            raise
         return [m.id for m in messages]
 
     # -- consuming -----------------------------------------------------------------------
@@ -314,27 +306,8 @@ class RabbitMQDriver:
 
     def _copy(self, delivery: Delivery, routing_key: str, headers: dict[str, Any]) -> Publish:
         old = delivery.receipt.properties
-        kept = {
-            k: v
-            for k, v in (old.headers or {}).items()
-            if k not in _BROKER_HEADERS and k not in _FAILURE_HEADERS
-        }
-        kept.update(headers)
-        message_id = old.message_id or delivery.id or new_message_id()
-        properties = pika.BasicProperties(
-            content_type=old.content_type,
-            content_encoding=old.content_encoding,
-            headers=kept or None,
-            delivery_mode=_PERSISTENT,
-            priority=old.priority,
-            correlation_id=old.correlation_id,
-            reply_to=old.reply_to,
-            timestamp=old.timestamp,
-            message_id=message_id,
-            type=old.type,
-            app_id=old.app_id,
-        )
-        return Publish(routing_key, delivery.body, properties, message_id)
+        properties = copy_properties(old, old.message_id or delivery.id, headers)
+        return Publish(routing_key, delivery.body, properties, properties.message_id)
 
     def _move(
         self, queue: str, deliveries: Sequence[Delivery], copies: list[Publish], what: str
@@ -373,13 +346,7 @@ class RabbitMQDriver:
         if not current:
             return
         self._ensure_failed(queue)
-        headers: dict[str, Any] = {
-            ATTEMPTS_HEADER: delivery.attempts,
-            REASON_HEADER: reason[:_REASON_LIMIT],
-            FAILED_AT_HEADER: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        }
-        if traceback:
-            headers[TRACEBACK_HEADER] = traceback[-_TRACEBACK_LIMIT:]
+        headers = failure_headers(delivery.attempts, reason, traceback)
         copy = self._copy(delivery, failed_queue(queue), headers)
         self._move(
             queue, current, [copy], f"dead-lettering message {delivery.id} of queue {queue!r}"
@@ -409,24 +376,15 @@ class RabbitMQDriver:
 
     def _dead_letter(self, queue: str, properties: Any, body: bytes) -> DeadLetter:
         headers = properties.headers or {}
-        failed_at = None
-        text = headers.get(FAILED_AT_HEADER)
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        if isinstance(text, str):
-            try:
-                failed_at = datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-            except ValueError:
-                failed_at = None
         attempts = headers.get(ATTEMPTS_HEADER)
         return DeadLetter(
-            id=_message_id(properties, body),
+            id=message_id_of(properties, body),
             queue=queue,
             body=body,
-            reason=_text(headers.get(REASON_HEADER)) or "dead-lettered by the broker",
-            traceback=_text(headers.get(TRACEBACK_HEADER)),
+            reason=text_header(headers, REASON_HEADER) or "dead-lettered by the broker",
+            traceback=text_header(headers, TRACEBACK_HEADER),
             attempts=attempts if isinstance(attempts, int) else 0,
-            failed_at=failed_at,
+            failed_at=failed_at_of(headers),
         )
 
     @hookimpl
@@ -455,7 +413,7 @@ class RabbitMQDriver:
         copies: list[Publish] = []
         try:
             for tag, properties, body in browsed.messages:
-                message_id = _message_id(properties, body)
+                message_id = message_id_of(properties, body)
                 if wanted is not None and message_id not in wanted:
                     continue
                 fake = Delivery(queue, message_id, body, 0, Receipt(0, tag, properties))
@@ -485,23 +443,6 @@ class RabbitMQDriver:
         except QueueNotFoundError:
             return 0
         wanted = set(ids)
-        chosen = [tag for tag, p, b in browsed.messages if _message_id(p, b) in wanted]
+        chosen = [tag for tag, p, b in browsed.messages if message_id_of(p, b) in wanted]
         self.link.release_browsed(browsed, chosen, timeout)
         return len(chosen)
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value if isinstance(value, str) else None
-
-
-def _message_id(properties: Any, body: bytes) -> str:
-    """The AMQP ``message_id``, else the envelope's ``id`` (for plain publishers)."""
-    if properties.message_id:
-        return str(properties.message_id)
-    try:
-        found = json.loads(body).get("id")
-    except Exception:
-        return ""
-    return found if isinstance(found, str) else ""

@@ -48,7 +48,7 @@ from pika.adapters.select_connection import IOLoop
 
 from pashq.delivery import Delivery
 from pashq.errors import DriverError, QueueNotFoundError
-from pashq_rabbitmq.topology import ATTEMPTS_HEADER
+from pashq_rabbitmq.properties import attempts_of, message_id_of
 
 __all__ = ["BrokerLink", "Browsed", "Publish", "PublishJob", "Receipt"]
 
@@ -277,6 +277,7 @@ class BrokerLink:
 
     def _on_con_open(self, channel: Any) -> None:
         channel.add_on_close_callback(self._on_con_closed)
+        channel.add_on_cancel_callback(self._on_cancelled)
         channel.basic_qos(
             prefetch_count=self.prefetch, callback=lambda _f: self._con_ready(channel)
         )
@@ -291,8 +292,8 @@ class BrokerLink:
             first = not self.ready and self._pub is not None
             self.ready = self._pub is not None
             self._cond.notify_all()
+        self._attempt = 0
         if first:
-            self._attempt = 0
             self.connections += 1
             if self.connections > 1:
                 log.warning("reconnected to RabbitMQ at %s", self.where)
@@ -358,6 +359,16 @@ class BrokerLink:
         self._attempt += 1
         self._ioloop.call_later(delay, self._reopen_con)
 
+    def _on_cancelled(self, frame: Any) -> None:
+        # The broker cancelled a consumer (queue deleted, quorum leader moved ...): start
+        # it again rather than sit attached to nothing.
+        tag = frame.method.consumer_tag
+        for queue, consumer_tag in list(self._consumer_tags.items()):
+            if consumer_tag == tag:
+                del self._consumer_tags[queue]
+                self._set_error(f"RabbitMQ cancelled the consumer of queue {queue!r}")
+                self._ioloop.call_later(0.5, functools.partial(self._start_consumer, queue))
+
     def _reopen_con(self) -> None:
         conn = self._connection
         if conn is not None and conn.is_open and self._con is None:
@@ -381,7 +392,8 @@ class BrokerLink:
         if self._stopped:
             return "the connection is closed"
         if self.ready:
-            return f"connected to {self.where}"
+            error = f"; last error: {self.last_error}" if self.last_error else ""
+            return f"connected to {self.where}{error}"
         return self.last_error or f"connecting to {self.where}"
 
     def submit(self, callback: Callable[[], None]) -> None:
@@ -744,23 +756,11 @@ class BrokerLink:
         self, queue: str, epoch: int, channel: Any, method: Any, properties: Any, body: bytes
     ) -> None:
         tag = method.delivery_tag
-        headers = properties.headers
-        attempts = 1
-        if headers:
-            previous = headers.get(ATTEMPTS_HEADER)
-            if type(previous) is int:
-                attempts += previous
-            count = headers.get("x-delivery-count")
-            if type(count) is int:
-                attempts += count
-            elif method.redelivered:
-                attempts += 1
-        elif method.redelivered:
-            attempts += 1
+        attempts = attempts_of(properties.headers, method.redelivered)
         self._outstanding[tag] = None
         delivery = Delivery(
             queue,
-            properties.message_id or "",
+            properties.message_id or message_id_of(properties, body),
             body,
             attempts,
             Receipt(epoch, tag, properties),

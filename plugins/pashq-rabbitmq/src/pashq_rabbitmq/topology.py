@@ -3,8 +3,8 @@
 For a queue ``jobs`` (durable, ``x-queue-type`` from ``queue_type``):
 
 - ``jobs``: the work queue; messages are published to it through the default exchange.
-- ``jobs.failed``: dead letters (same queue type), each with ``x-pashq-reason``,
-  ``x-pashq-traceback``, ``x-pashq-failed-at`` and ``x-pashq-attempts`` headers.
+- ``jobs.failed``: dead letters (same queue type), with the headers described in
+  :mod:`pashq_rabbitmq.properties`.
 - ``jobs.delay.<ms>``: one classic queue per delay (rounded up to two significant digits of
   milliseconds), with ``x-message-ttl = ms``, ``x-dead-letter-exchange = ""`` and
   ``x-dead-letter-routing-key = jobs``: the broker holds a delayed message and moves it to
@@ -17,23 +17,15 @@ import math
 from typing import Any
 
 __all__ = [
-    "ATTEMPTS_HEADER",
-    "FAILED_AT_HEADER",
     "MAX_DELAY",
-    "REASON_HEADER",
-    "TRACEBACK_HEADER",
     "delay_arguments",
     "delay_milliseconds",
     "delay_queue",
+    "expiry_refresh_seconds",
     "failed_queue",
     "queue_arguments",
 ]
 
-#: Deliveries made before this copy was published (absent = 0).
-ATTEMPTS_HEADER = "x-pashq-attempts"
-REASON_HEADER = "x-pashq-reason"
-TRACEBACK_HEADER = "x-pashq-traceback"
-FAILED_AT_HEADER = "x-pashq-failed-at"
 #: Delay queues expire this long after their TTL when unused.
 _EXPIRY_MARGIN_MS = 60_000
 #: The longest delay: TTL plus the expiry margin must stay below 2**31 ms.
