@@ -56,3 +56,16 @@ def test_malformed_envelopes_raise_envelope_error(raw: bytes, match: str) -> Non
 def test_body_that_is_not_json_fails_to_encode_with_envelope_error() -> None:
     with pytest.raises(EnvelopeError, match="not JSON"):
         encode_envelope(Envelope("i", "t", {"x": object()}, "now", {}))
+
+
+@pytest.mark.parametrize(
+    ("raw", "match"),
+    [
+        (json.dumps({**GOOD, "v": True}).encode(), "unsupported envelope version True"),
+        (b'{"v":1,"id":"i","type":"t","body":NaN,"created_at":"c","headers":{}}', "NaN"),
+        (b'{"v":1,"id":"i","type":"t","body":Infinity,"created_at":"c","headers":{}}', "Inf"),
+    ],
+)
+def test_non_json_constants_and_boolean_version_are_rejected(raw: bytes, match: str) -> None:
+    with pytest.raises(EnvelopeError, match=match):
+        decode_envelope(raw)

@@ -256,3 +256,38 @@ def test_invalid_worker_arguments_are_refused() -> None:
 def test_wait_for_fails_after_timeout() -> None:
     with pytest.raises(AssertionError, match="timed out"):
         wait_for(lambda: False, timeout=0.05, what="never")
+
+
+def test_message_redelivered_past_max_attempts_is_dead_lettered_unrun(
+    memory: pashq.Connection,
+) -> None:
+    # A worker that dies mid-message never gets to count the failure: the delivery count
+    # alone must stop the crash loop.
+    key = _key()
+    Tight(key).dispatch()
+    hook = memory.hook
+    for _ in range(2):  # two deliveries "lost" to crashed workers
+        (delivery,) = hook.pashq_pull(queue="default", max_messages=1, timeout=1)
+        hook.pashq_nack(queue="default", deliveries=[delivery], delay=0)
+    stats = Worker("default", poll_timeout=0.1).run(until_empty=True)
+    assert key not in calls
+    assert stats.dead_lettered == 1
+    (dead,) = memory.failed("default")
+    assert "more than max_attempts=2" in dead.reason
+
+
+def test_async_driver_has_nothing_for_pashq_work() -> None:
+    pashq.configure({"queues": {"default": {"type": "async"}}})
+    with pytest.raises(UnsupportedError, match="nothing for a worker to consume"):
+        Worker("default").run()
+
+
+def test_sync_driver_runs_async_handlers_inside_a_running_loop() -> None:
+    pashq.configure({"queues": {"default": {"type": "sync"}}})
+    key = _key()
+
+    async def main() -> None:
+        AsyncJob(key).dispatch()
+
+    asyncio.run(main())
+    assert len(calls[key]) == 1

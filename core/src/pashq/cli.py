@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -33,8 +34,14 @@ __all__ = ["connection_options", "load_connection", "main"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
 def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, default=str, ensure_ascii=False))
+    click.echo(json.dumps(value, default=_json_default, ensure_ascii=False))
 
 
 def load_connection(

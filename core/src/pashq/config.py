@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import attrs
 
 from pashq.errors import ConfigError
+from pashq.redaction import is_secret_key, redact
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -76,10 +77,10 @@ class ConnectionConfig:
 
     name: str
     type: str
-    options: Mapping[str, Any]
-    retry: RetryPolicy
-    plugins: tuple[str, ...]
-    where: str
+    options: Mapping[str, Any] = attrs.field(repr=lambda options: repr(redact(options)))
+    retry: RetryPolicy = attrs.field(factory=RetryPolicy)
+    plugins: tuple[str, ...] = ()
+    where: str = "<config>"
 
 
 @attrs.frozen
@@ -285,5 +286,6 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
     if isinstance(value, bool) and base != "bool":
         kinds = ()
     if not isinstance(value, kinds):
-        raise ConfigError(f"{where}: '{key}' must be {base}, got {value!r}")
+        shown = type(value).__name__ if is_secret_key(key) else repr(redact(value))
+        raise ConfigError(f"{where}: '{key}' must be {base}, got {shown}")
     return float(value) if base == "float" else value  # value is int | float here

@@ -36,7 +36,9 @@ def build_plugin_manager(driver: object, config: ConnectionConfig) -> pluggy.Plu
     pm.add_hookspecs(hookspecs)
     pm.register(JsonSerializer(), name="pashq.serializer.json")
     for plugin_name in config.plugins:
-        factory = find(PLUGIN_GROUP, plugin_name, f"{config.where} plugins").load()
+        factory = find(PLUGIN_GROUP, plugin_name, f"{config.where} plugins").load_checked(
+            config.where
+        )
         plugin = factory() if isinstance(factory, type) else factory
         pm.register(plugin, name=f"pashq.plugin.{plugin_name}")
     pm.register(driver, name=f"pashq.driver.{config.type}")
@@ -58,7 +60,7 @@ class Connection:
         """Load the driver named by ``config.type``, build the plugin manager and connect."""
         self.name = config.name
         self.config = config
-        driver_cls = find(DRIVER_GROUP, config.type, config.where).load()
+        driver_cls = find(DRIVER_GROUP, config.type, config.where).load_checked(config.where)
         capabilities = getattr(driver_cls, "capabilities", None)
         if not isinstance(capabilities, Capabilities):
             raise ConfigError(
@@ -69,7 +71,6 @@ class Connection:
         self.driver = driver_cls()
         self.plugin_manager = build_plugin_manager(self.driver, config)
         self.hook = self.plugin_manager.hook
-        self._serialize = default_only(self.hook.pashq_serialize, encode_envelope)
         self._closed = False
         self._lock = threading.Lock()
         self.hook.pashq_connect(connection=self)
@@ -153,6 +154,8 @@ class Connection:
         self._check_queue(queue)
         self._check_delay(queue, delay)
         created_at = utc_timestamp()
+        # Once per batch, so a plugin registered on the manager later is still honoured.
+        self._serialize = default_only(self.hook.pashq_serialize, encode_envelope)
         batch = [self._outgoing(m, delay, created_at) for m in messages]
         if not batch:
             return []

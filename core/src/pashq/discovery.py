@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from pashq.errors import DriverNotFoundError, DuplicateDriverError
+from pashq.errors import ConfigError, DriverNotFoundError, DuplicateDriverError
 
 __all__ = ["DRIVER_GROUP", "FIRST_PARTY", "PLUGIN_GROUP", "Found", "find", "installed"]
 
@@ -37,6 +37,19 @@ class Found:
     def load(self) -> Any:
         """Import and return the object the entry point names."""
         return self.entry_point.load()
+
+    def load_checked(self, where: str = "") -> Any:
+        """Like :meth:`load`, but a broken entry point becomes a :class:`ConfigError`
+        naming the distribution and the target."""
+        try:
+            return self.entry_point.load()
+        except Exception as exc:
+            prefix = f"{where}: " if where else ""
+            raise ConfigError(
+                f"{prefix}{self.entry_point.group} entry point {self.name!r} of "
+                f"{self.distribution} {self.version} ({self.entry_point.value}) cannot be "
+                f"loaded: {type(exc).__name__}: {exc}; reinstall or upgrade {self.distribution}"
+            ) from exc
 
 
 @functools.cache

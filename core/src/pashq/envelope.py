@@ -35,7 +35,13 @@ __all__ = [
 ENVELOPE_VERSION = 1
 _KEYS = frozenset({"v", "id", "type", "body", "created_at", "headers"})
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-_decoder = json.JSONDecoder()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def new_message_id() -> str:
@@ -84,7 +90,12 @@ class Envelope:
         """
         if not isinstance(data, dict):
             raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
-        if data.keys() == _KEYS and data["v"] == ENVELOPE_VERSION:
+        version = data.get("v")
+        if type(version) is not int or version != ENVELOPE_VERSION:
+            raise EnvelopeError(
+                f"unsupported envelope version {version!r} (this pashq reads version 1)"
+            )
+        if data.keys() == _KEYS:
             # Fast path for the common, well-formed case; the checks below explain errors.
             id_, type_, created_at, headers = (
                 data["id"],
@@ -103,11 +114,6 @@ class Envelope:
                 and not headers
             ):
                 return cls(id_, type_, data["body"], created_at, headers)
-        version = data.get("v")
-        if version != ENVELOPE_VERSION:
-            raise EnvelopeError(
-                f"unsupported envelope version {version!r} (this pashq reads version 1)"
-            )
         extra = data.keys() - _KEYS
         if extra:
             raise EnvelopeError(f"unknown envelope keys: {', '.join(sorted(extra))}")

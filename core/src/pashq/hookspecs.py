@@ -283,11 +283,17 @@ def pashq_deserialize(data: bytes) -> Envelope:
 
     Stops at first non-None result.
 
+    A wrapper cannot change the bytes the inner implementations receive: a plugin that
+    transforms the bytes (decompression, signature check) implements the hook itself and
+    returns the envelope.
+
     Example::
 
-        @hookimpl(wrapper=True)
+        @hookimpl(tryfirst=True)
         def pashq_deserialize(self, data):
-            return (yield)  # or decompress before the default decoder sees it
+            if data.startswith(ZLIB_MAGIC):
+                return decode_envelope(zlib.decompress(data))
+            return None  # not ours: the JSON default decodes it
     """
 
 

@@ -124,7 +124,8 @@ class Message:
         """Push this message and return its id.
 
         :param queue: the queue (default: the class's ``queue=``, else ``"default"``).
-        :param connection: the configured connection name (default: ``"default"``).
+        :param connection: the configured connection name (default: the class's
+            ``connection=``, else ``"default"``).
         :param delay: seconds before it may be delivered.
         :param options: driver-specific options (e.g. a database transaction).
         """

@@ -9,6 +9,7 @@ not fit the class -> dead letter at once, with the reason.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import inspect
 import threading
@@ -33,7 +34,18 @@ _loops = threading.local()
 
 
 def run_awaitable(value: Awaitable[Any]) -> Any:
-    """Run a coroutine returned by an ``async def`` handler on this thread's event loop."""
+    """Run a coroutine returned by an ``async def`` handler on this thread's event loop.
+
+    Called where an event loop is already running (``sync`` driver used from async code),
+    it runs the coroutine on a loop in a helper thread and waits for it.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pass
+    else:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(run_awaitable, value).result()
     loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
@@ -72,6 +84,7 @@ class Processor:
         self.hook = hook
         self.policy = policy
         self._policies: dict[type[Message], RetryPolicy] = {}
+        # Checked once per Processor (one per Worker.run): plugins are registered by then.
         self._deserialize = default_only(hook.pashq_deserialize, decode_envelope)
 
     def policy_of(self, cls: type[Message]) -> RetryPolicy:
@@ -107,12 +120,23 @@ class Processor:
                 reason=f"cannot decode message: {type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc(),
             )
+        policy = self.policy_of(type(message))
+        if delivery.attempts > policy.max_attempts:
+            # Only a worker that died mid-message (crash, OOM kill) lets a delivery exceed
+            # max_attempts: stop the crash loop here instead of running it again.
+            return Result(
+                delivery,
+                Outcome.DEAD,
+                reason=(
+                    f"delivered {delivery.attempts} times, more than max_attempts="
+                    f"{policy.max_attempts}: a worker probably died while processing it"
+                ),
+            )
         try:
             if _call(message.validate_message()) is False:
                 return Result(delivery, Outcome.DEAD, reason="validate_message() returned False")
             _call(message.process_message())
         except Exception as exc:
-            policy = self.policy_of(type(message))
             text = f"{type(exc).__name__}: {exc}"
             if delivery.attempts >= policy.max_attempts:
                 return Result(

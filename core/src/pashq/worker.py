@@ -111,6 +111,7 @@ class Worker:
         if max_messages is not None and max_messages < 1:
             raise ValueError(f"max_messages must be >= 1, got {max_messages}")
         self._connection_ref = connection
+        self._background = False  # set by the async driver for its in-process workers
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
@@ -138,7 +139,14 @@ class Worker:
     # -- public control --------------------------------------------------------------------
 
     def stop(self, *, immediate: bool = False) -> None:
-        """Ask the worker to stop: gracefully, or at once (``immediate=True``)."""
+        """Ask the worker to stop (thread-safe).
+
+        Gracefully: no more pulls, running handlers finish and are settled, messages pulled
+        but not started are released. ``immediate=True``: additionally do not wait for
+        handler threads; what they have not finished stays unacked and returns after its
+        lease. A handler running in the worker's own thread (``concurrency=1``) cannot be
+        interrupted from another thread: only a signal (``pashq work``) does that.
+        """
         if immediate:
             self._kill = True
         self._stop.set()
@@ -157,7 +165,7 @@ class Worker:
         """
         conn = self.connection
         caps = conn.capabilities
-        if not caps.consume:
+        if not caps.consume and not self._background:
             raise UnsupportedError(
                 f"connection {conn.name!r} uses driver {conn.config.type!r}, which runs or "
                 "drops messages at dispatch: there is nothing for a worker to consume"
@@ -359,7 +367,12 @@ class Worker:
                 # Pulled but not started: hand it back through the main thread.
                 self._results.put(Result(delivery, Outcome.RETRY, delay=0.0, reason="released"))
                 continue
-            self._results.put(run(delivery))
+            try:
+                self._results.put(run(delivery))
+            except BaseException as exc:  # SystemExit & co. from a handler: stop the worker
+                log.error("handler raised %s; stopping the worker", type(exc).__name__)
+                self._results.put(Result(delivery, Outcome.RETRY, delay=0.0, reason="released"))
+                self.stop()
 
     def _collect(self, block: bool) -> None:
         if self.concurrency == 1:
@@ -446,7 +459,7 @@ class Worker:
             self._backend_error(f"release of {len(deliveries)} message(s) on {name!r}", exc)
 
     def _shutdown(self) -> None:
-        if self.concurrency > 1 and self._busy:
+        if self.concurrency > 1 and self._busy and not self._kill:
             deadline = time.monotonic() + self.shutdown_timeout
             while self._busy and time.monotonic() < deadline:
                 self._collect(block=True)

@@ -45,7 +45,9 @@ class AsyncDriver(MemoryDriver):
     """The memory driver plus a background worker thread per queue."""
 
     name = "async"
-    capabilities = attrs.evolve(MemoryDriver.capabilities)
+    # consume=False: messages live in the dispatching process, so `pashq work` elsewhere
+    # has nothing to read; the driver's own background workers bypass that check.
+    capabilities = attrs.evolve(MemoryDriver.capabilities, consume=False)
 
     def __init__(self) -> None:
         super().__init__()
@@ -74,6 +76,7 @@ class AsyncDriver(MemoryDriver):
                 poll_timeout=0.5,
                 install_signal_handlers=False,
             )
+            worker._background = True
             thread = threading.Thread(target=worker.run, name=f"pashq-async-{queue}", daemon=True)
             self._workers[queue] = (worker, thread)
             thread.start()
