@@ -272,3 +272,22 @@ def test_plain_pika_consumer_sees_attempts_header_on_retry(
         raw.close()
     assert method is not None
     assert properties.headers["x-pashq-attempts"] == 1
+
+
+@pytest.mark.parametrize(("queue_type", "third"), [("quorum", 3), ("classic", 2)])
+def test_redeliveries_after_crashes_count_attempts(
+    connect: Callable[..., Connection], queue_name: str, queue_type: str, third: int
+) -> None:
+    """Quorum queues count every redelivery (x-delivery-count); classic ones flag one."""
+    conn = connect(queue_type=queue_type)
+    conn.dispatch(queue_name, Recorded("crash", 1))
+    attempts = []
+    for _ in range(2):
+        crashed = connect(queue_type=queue_type)
+        (delivery,) = _pull_one(crashed, queue_name)
+        attempts.append(delivery.attempts)
+        crashed.close()
+    (last,) = _pull_one(conn, queue_name)
+    attempts.append(last.attempts)
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[last])
+    assert attempts == [1, 2, third]

@@ -383,7 +383,7 @@ class RabbitMQDriver:
             body=body,
             reason=text_header(headers, REASON_HEADER) or "dead-lettered by the broker",
             traceback=text_header(headers, TRACEBACK_HEADER),
-            attempts=attempts if isinstance(attempts, int) else 0,
+            attempts=int(attempts) if isinstance(attempts, int) else 0,
             failed_at=failed_at_of(headers),
         )
 

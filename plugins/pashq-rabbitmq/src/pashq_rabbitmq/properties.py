@@ -122,12 +122,13 @@ def attempts_of(headers: Any, redelivered: bool) -> int:
     """
     attempts = 1
     if headers:
+        # pika decodes 64-bit integers as ``pika.compat.long``, a subclass of int.
         previous = headers.get(ATTEMPTS_HEADER)
-        if type(previous) is int:
-            attempts += previous
+        if isinstance(previous, int) and not isinstance(previous, bool):
+            attempts += int(previous)
         count = headers.get("x-delivery-count")
-        if type(count) is int:
-            return attempts + count
+        if isinstance(count, int) and not isinstance(count, bool):
+            return attempts + int(count)
     if redelivered:
         attempts += 1
     return attempts
