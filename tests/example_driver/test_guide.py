@@ -13,7 +13,8 @@ _BLOCK = re.compile(r"^```(python|toml)\n# (\S+)\n(.*?)^```$", re.MULTILINE | re
 
 
 def _quotes() -> list[tuple[str, str, str]]:
-    return [m.groups() for m in _BLOCK.finditer(GUIDE.read_text(encoding="utf-8"))]
+    text = GUIDE.read_text(encoding="utf-8")
+    return [(m[1], m[2], m[3]) for m in _BLOCK.finditer(text)]
 
 
 def test_guide_quotes_the_example_driver() -> None:
