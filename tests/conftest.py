@@ -1,4 +1,4 @@
-"""Shared fixtures: every test starts and ends with no open pashq connections."""
+"""Shared fixtures: every test starts and ends with no pashq configuration or connection."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pashq
 
 
 @pytest.fixture(autouse=True)
-def _close_pashq_connections() -> Iterator[None]:
-    """Close connections a test opened through the process-wide facade."""
+def _reset_pashq() -> Iterator[None]:
+    """Close connections a test opened and forget the configuration it set."""
     yield
-    pashq.close()
+    pashq.reset()

@@ -50,7 +50,7 @@ def test_defaults_for_retry_policy() -> None:
         ({"queues": {"d": "memory"}}, r"\[queues.d\]: must be a table"),
         ({"queues": {"d": {}}}, r"\[queues.d\]: missing 'type'"),
         ({"queues": {"d": {"type": "memory", "max_attempts": 0}}}, "'max_attempts' must be an"),
-        ({"queues": {"d": {"type": "memory", "max_attempts": "5"}}}, "'max_attempts' must be"),
+        ({"queues": {"d": {"type": "memory", "max_attempts": "five"}}}, "'max_attempts' must"),
         ({"queues": {"d": {"type": "memory", "max_attempts": True}}}, "'max_attempts' must be"),
         ({"queues": {"d": {"type": "memory", "retry_delay": -1}}}, "'retry_delay' must be"),
         ({"queues": {"d": {"type": "memory", "retry_delay_max": "x"}}}, "'retry_delay_max'"),
@@ -175,3 +175,33 @@ def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("PASHQ_CONFIG", str(other))
     assert find_config().connections["default"].type == "sync"
     assert find_config(tmp_path / "pashq.toml").connections["default"].type == "memory"
+
+
+def test_numbers_and_booleans_from_environment_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    import attrs
+
+    from pashq import parse_options
+
+    @attrs.frozen
+    class Opts:
+        lease: float = 1.0
+        port: int = 0
+        tls: bool = False
+        timeout: float | None = None
+
+    monkeypatch.setenv("PASHQ_T_ATTEMPTS", "3")
+    table = {
+        "type": "memory",
+        "max_attempts": "${PASHQ_T_ATTEMPTS}",
+        "lease": "2.5",
+        "port": "5672",
+        "tls": "on",
+        "timeout": "4",
+    }
+    conn = load_settings({"queues": {"d": table}}).connections["d"]
+    assert conn.retry.max_attempts == 3
+    assert parse_options(Opts, conn.options, "w") == Opts(2.5, 5672, True, 4.0)
+    with pytest.raises(ConfigError, match="'timeout' must be float, got 'soon'"):
+        parse_options(Opts, {"timeout": "soon"}, "w")
+    with pytest.raises(ConfigError, match="'tls' must be bool, got 'maybe'"):
+        parse_options(Opts, {"tls": "maybe"}, "w")

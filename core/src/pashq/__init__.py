@@ -29,7 +29,7 @@ from pashq.errors import (
     UnknownMessageTypeError,
     UnsupportedError,
 )
-from pashq.facade import close, configure, import_messages, queue, settings
+from pashq.facade import close, configure, import_messages, queue, reset, settings
 from pashq.hookspecs import hookimpl
 from pashq.message import Message
 from pashq.worker import Worker, WorkerStats
@@ -74,5 +74,6 @@ __all__ = [
     "import_messages",
     "parse_options",
     "queue",
+    "reset",
     "settings",
 ]

@@ -121,6 +121,8 @@ def _expand(value: Any, where: str) -> Any:
 
 
 def _number(value: Any, key: str, where: str, *, integer: bool = False, minimum: float) -> Any:
+    if isinstance(value, str):
+        value = _from_text(value, "int" if integer else "float")  # ${VAR} gives text
     ok = isinstance(value, int) if integer else isinstance(value, int | float)
     if isinstance(value, bool) or not ok or value < minimum:
         kind = "an integer" if integer else "a number"
@@ -265,9 +267,38 @@ _SIMPLE: dict[str, tuple[type[Any], ...]] = {
 }
 
 
+_BOOL_TEXT = {
+    "true": True, "yes": True, "on": True, "1": True,
+    "false": False, "no": False, "off": False, "0": False,
+}  # fmt: skip
+
+
+def _annotation_text(annotation: Any) -> str:
+    """``float | None`` -> ``"float|None"``, whether the annotation is a string or a type."""
+    if isinstance(annotation, str):
+        text = annotation
+    elif isinstance(annotation, type):
+        text = annotation.__name__
+    else:  # float | None, list[str], typing.Optional[float]
+        text = str(annotation)
+    text = text.replace(" ", "").replace("typing.", "")
+    if text.startswith("Optional[") and text.endswith("]"):
+        text = text.removeprefix("Optional[").removesuffix("]") + "|None"
+    return text
+
+
+def _from_text(value: str, base: str) -> Any:
+    """Convert text (what ``${VAR}`` gives) for a number or bool field, if it fits."""
+    if base == "bool":
+        return _BOOL_TEXT.get(value.strip().lower(), value)
+    try:
+        return int(value) if base == "int" else float(value)
+    except ValueError:
+        return value
+
+
 def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    text = str(text).replace(" ", "")
+    text = _annotation_text(annotation)
     optional = text.endswith("|None") or text.startswith("None|")
     base = text.removesuffix("|None").removeprefix("None|")
     if value is None and optional:
@@ -283,6 +314,8 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
     kinds = _SIMPLE.get(base)
     if kinds is None:
         return value
+    if isinstance(value, str) and base != "str":
+        value = _from_text(value, base)  # ${VAR} always expands to text
     if isinstance(value, bool) and base != "bool":
         kinds = ()
     if not isinstance(value, kinds):

@@ -43,7 +43,8 @@ class Delivery:
     :ivar id: the message id (``""`` if the driver cannot know it without decoding).
     :ivar body: the serialized envelope, exactly as pushed.
     :ivar attempts: how many times it has been delivered, this delivery included (>= 1).
-    :ivar receipt: the driver's own handle (row id, delivery tag, receipt handle ...).
+    :ivar receipt: the driver's own handle (row id, delivery tag, receipt handle ...); the
+        driver may replace it in ``pashq_extend``.
     :ivar lease: seconds the delivery stays reserved from the pull, or ``None`` when the
         backend has no lease (the worker heartbeats through ``pashq_extend`` before it ends).
     """

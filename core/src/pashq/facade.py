@@ -12,7 +12,7 @@ from pashq.config import Settings, find_config, load_settings
 from pashq.connection import Connection
 from pashq.errors import ConfigError
 
-__all__ = ["close", "configure", "import_messages", "queue", "settings"]
+__all__ = ["close", "configure", "import_messages", "queue", "reset", "settings"]
 
 _lock = threading.RLock()
 _settings: Settings | None = None
@@ -39,6 +39,15 @@ def configure(
         close()
         _settings = new
     return new
+
+
+def reset() -> None:
+    """Close every connection and forget the configuration: the next use discovers it
+    again, as in a fresh process (for tests)."""
+    global _settings
+    with _lock:
+        close()
+        _settings = None
 
 
 def settings() -> Settings:

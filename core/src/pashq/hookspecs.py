@@ -230,7 +230,10 @@ def pashq_dead_letter(queue: str, delivery: Delivery, reason: str, traceback: st
 def pashq_extend(queue: str, deliveries: Sequence[Delivery], seconds: float) -> None:
     """Extend the lease of deliveries still being processed (heartbeat; optional).
 
-    Called by the worker before a lease runs out, for drivers with ``extend_lease``.
+    Called by the worker before a lease runs out, for drivers with ``extend_lease``. A
+    driver whose receipt changes when the lease is extended (a renamed file, say) may
+    assign ``delivery.receipt``: the core always settles the same ``Delivery`` objects it
+    pulled and never copies them.
 
     :param queue: the queue the deliveries came from.
     :param deliveries: deliveries still in progress.
