@@ -69,3 +69,19 @@ def test_body_that_is_not_json_fails_to_encode_with_envelope_error() -> None:
 def test_non_json_constants_and_boolean_version_are_rejected(raw: bytes, match: str) -> None:
     with pytest.raises(EnvelopeError, match=match):
         decode_envelope(raw)
+
+
+def test_fast_encoding_matches_the_generic_encoder() -> None:
+    envelope = Envelope("ab" * 16, 'odd"type\\name', {"x": [1, "é", None]}, "2026-11-27Z", {})
+    generic = json.dumps(envelope.to_dict(), ensure_ascii=False, separators=(",", ":"))
+    assert encode_envelope(envelope) == generic.encode()
+
+
+def test_new_message_ids_are_uuid4_hex() -> None:
+    import uuid
+
+    from pashq.envelope import new_message_ids
+
+    ids = new_message_ids(500)
+    assert len(set(ids)) == 500
+    assert all(len(i) == 32 and uuid.UUID(i).version == 4 for i in ids)

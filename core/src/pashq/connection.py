@@ -19,7 +19,7 @@ from pashq.capabilities import Capabilities
 from pashq.config import ConnectionConfig
 from pashq.delivery import DeadLetter, OutgoingMessage, QueueStats
 from pashq.discovery import DRIVER_GROUP, PLUGIN_GROUP, find
-from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
+from pashq.envelope import Envelope, encode_envelope, new_message_ids, utc_timestamp
 from pashq.errors import ConfigError, PashqError, UnsupportedError
 from pashq.message import Message, body_of
 from pashq.serializer import JsonSerializer, default_only
@@ -92,13 +92,15 @@ class Connection:
 
     # -- dispatch ------------------------------------------------------------------------------
 
-    def _outgoing(self, message: Message, delay: float | None, created_at: str) -> OutgoingMessage:
+    def _outgoing(
+        self, message: Message, delay: float | None, created_at: str, message_id: str
+    ) -> OutgoingMessage:
         if not isinstance(message, Message):
             raise TypeError(
                 f"can only dispatch pashq.Message instances, got {type(message).__name__}"
             )
         cls = type(message)
-        envelope = Envelope(new_message_id(), cls.type_name, body_of(message), created_at, {})
+        envelope = Envelope(message_id, cls.type_name, body_of(message), created_at, {})
         data = self._serialize(envelope=envelope)
         return OutgoingMessage(
             envelope.id,
@@ -156,11 +158,16 @@ class Connection:
         created_at = utc_timestamp()
         # Once per batch, so a plugin registered on the manager later is still honoured.
         self._serialize = default_only(self.hook.pashq_serialize, encode_envelope)
-        batch = [self._outgoing(m, delay, created_at) for m in messages]
+        messages = messages if isinstance(messages, list | tuple) else list(messages)
+        fresh_ids = new_message_ids(len(messages))
+        batch = [
+            self._outgoing(m, delay, created_at, i)
+            for m, i in zip(messages, fresh_ids, strict=True)
+        ]
         if not batch:
             return []
         ids = self.hook.pashq_push(queue=queue, messages=batch, options=options)
-        if ids is None:
+        if ids is None:  # no driver answered
             raise PashqError(
                 f"driver {self.config.type!r} returned nothing from pashq_push on queue {queue!r}"
             )

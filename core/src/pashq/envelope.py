@@ -14,6 +14,7 @@ anything else and never another exception. The schema is in ``docs/envelope.sche
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -47,6 +48,17 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 def new_message_id() -> str:
     """Return a fresh message id (uuid4, 32 hex digits)."""
     return uuid.uuid4().hex
+
+
+def new_message_ids(count: int) -> list[str]:
+    """Return ``count`` fresh uuid4 hex ids, drawing the randomness in one call."""
+    raw = bytearray(os.urandom(16 * count))
+    ids = []
+    for offset in range(0, 16 * count, 16):
+        raw[offset + 6] = (raw[offset + 6] & 0x0F) | 0x40  # version 4
+        raw[offset + 8] = (raw[offset + 8] & 0x3F) | 0x80  # RFC 4122 variant
+        ids.append(raw[offset : offset + 16].hex())
+    return ids
 
 
 def utc_timestamp() -> str:
@@ -132,9 +144,29 @@ class Envelope:
         return cls(data["id"], data["type"], data["body"], data["created_at"], headers)
 
 
+_encoded_strings: dict[str, str] = {}
+
+
+def _json_string(value: str) -> str:
+    # Type names and timestamps repeat: encode each distinct one once.
+    found = _encoded_strings.get(value)
+    if found is None:
+        found = _encoder.encode(value)
+        if len(_encoded_strings) < 10_000:
+            _encoded_strings[value] = found
+    return found
+
+
 def encode_envelope(envelope: Envelope) -> bytes:
     """Serialize an envelope to UTF-8 JSON bytes."""
     try:
+        if not envelope.headers:
+            # The common case, written directly: same bytes as encoding to_dict().
+            return (
+                f'{{"v":1,"id":{_encoder.encode(envelope.id)},"type":{_json_string(envelope.type)},'
+                f'"body":{_encoder.encode(envelope.body)},'
+                f'"created_at":{_json_string(envelope.created_at)},"headers":{{}}}}'
+            ).encode()
         return _encoder.encode(envelope.to_dict()).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise EnvelopeError(
