@@ -47,7 +47,24 @@ class Claim:
             "available_at": sa.bindparam("b_until", type_=sa.Double),
             "lease_expires_at": sa.bindparam("b_until", type_=sa.Double),
         }
-        if self.returning:
+        if dialect.name == "postgresql":
+            # ``id = ANY(ARRAY(subquery))`` runs the locking subquery once and fetches the
+            # rows by primary key; ``id IN (subquery)`` lets the planner pick a hash semi
+            # join over a sequential scan of the whole table, O(backlog) per claim.
+            table = dialect.identifier_preparer.format_table(m)
+            self._update_returning: sa.Executable = sa.text(
+                f"UPDATE {table} SET attempts = attempts + 1, available_at = :b_until, "
+                "lease_expires_at = :b_until WHERE id = ANY(ARRAY("
+                f"SELECT id FROM {table} WHERE queue = :b_queue AND available_at <= :b_now "
+                "ORDER BY available_at, id LIMIT :b_limit FOR UPDATE SKIP LOCKED)) "
+                "RETURNING id, message_id, body, attempts"
+            ).bindparams(
+                sa.bindparam("b_until", type_=sa.Double),
+                sa.bindparam("b_queue", type_=sa.String),
+                sa.bindparam("b_now", type_=sa.Double),
+                sa.bindparam("b_limit", type_=sa.Integer),
+            )
+        elif self.returning:
             self._update_returning = (
                 sa.update(m)
                 .where(m.c.id.in_(ready.scalar_subquery()))

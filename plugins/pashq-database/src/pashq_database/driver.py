@@ -40,13 +40,14 @@ nack, extension or dead letter only applies while nobody else claimed the row ag
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -60,10 +61,12 @@ from pashq_database.claim import Claim
 from pashq_database.listener import Listener
 from pashq_database.options import DatabaseOptions
 from pashq_database.schema import Schema
+from pashq_database.statements import HotPath
 
 __all__ = ["DatabaseDriver"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: First pause of an idle puller; doubles up to ``poll_interval``.
 _FIRST_PAUSE = 0.02
@@ -153,10 +156,8 @@ class DatabaseDriver:
                     "each connection sees empty; use a file such as sqlite:///pashq.sqlite3"
                 )
             kwargs["connect_args"] = {"timeout": 30.0}
-        else:
-            kwargs["pool_pre_ping"] = True
-            if backend in ("mysql", "mariadb"):
-                kwargs["isolation_level"] = "READ COMMITTED"
+        elif backend in ("mysql", "mariadb"):
+            kwargs["isolation_level"] = "READ COMMITTED"
         kwargs.update(options.engine_options)
         try:
             engine = sa.create_engine(url, **kwargs)
@@ -200,9 +201,9 @@ class DatabaseDriver:
     def _build_statements(self, dialect: sa.Dialect) -> None:
         m, dl = self.schema.messages, self.schema.dead_letters
         self._claim = Claim(self.schema, dialect)
+        self._hot = HotPath(self.schema, dialect)
         self._insert = sa.insert(m)
         self._insert_dead = sa.insert(dl)
-        self._delete = sa.delete(m).where(m.c.id.in_(sa.bindparam("ids", expanding=True)))
         fenced = (m.c.id == sa.bindparam("rid"), m.c.attempts == sa.bindparam("att"))
         self._release = (
             sa.update(m)
@@ -315,6 +316,38 @@ class DatabaseDriver:
             on = f" on queue {queue!r}" if queue else ""
             raise DriverError(f"{what}{on} failed ({self.safe_url}): {_describe(exc)}") from exc
 
+    def _transact(self, what: str, queue: str | None, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work`` in one transaction on a pooled connection and commit.
+
+        A pooled connection that went stale (the server restarted) fails on its first
+        statement, before anything was written: SQLAlchemy then invalidates the pool and the
+        work runs once more on a fresh connection. This costs nothing on the hot path, unlike
+        ``pool_pre_ping``'s extra round trip per transaction. A failure at COMMIT is not
+        retried (the outcome is unknown) and surfaces as :class:`DriverError`.
+        """
+        with self._errors(what, queue):
+            for attempt in (1, 2):
+                conn = self.engine.connect()
+                try:
+                    conn.begin()
+                    try:
+                        result = work(conn)
+                    except sa.exc.DBAPIError as exc:
+                        if attempt == 1 and exc.connection_invalidated:
+                            log.info(
+                                "%s: reconnecting to %s after %s",
+                                what,
+                                self.safe_url,
+                                _describe(exc),
+                            )
+                            continue
+                        raise
+                    conn.commit()
+                    return result
+                finally:
+                    conn.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
     # -- wake-ups ----------------------------------------------------------------------------
 
     def _poke(self) -> None:
@@ -363,40 +396,27 @@ class DatabaseDriver:
                 "it accepts transaction=<SQLAlchemy Connection or Session>"
             )
         now = time.time()
-        rows = [
-            {
-                "queue": queue,
-                "message_id": m.id,
-                "body": m.body,
-                "attempts": 0,
-                "available_at": now + m.delay if m.delay > 0 else now,
-                "lease_expires_at": None,
-                "created_at": now,
-            }
-            for m in messages
-        ]
+        rows = [(queue, m.id, m.body, now + m.delay if m.delay > 0 else now, now) for m in messages]
         notify = self._notify and any(m.delay <= 0 for m in messages)
         transaction = options.get("transaction")
-        with self._errors("push", queue):
+        if not self._tables_ok.is_set():
             self.check_tables(queue)
-            if transaction is not None:
+        if transaction is not None:
+            with self._errors("push", queue):
                 self._write(self._caller_connection(transaction), queue, rows, notify)
-            else:
-                with self.engine.begin() as conn:
-                    self._write(conn, queue, rows, notify)
+        else:
+            self._transact("push", queue, lambda conn: self._write(conn, queue, rows, notify))
         self._poke()
         return [m.id for m in messages]
 
     def _write(
-        self, conn: sa.Connection, queue: str, rows: list[dict[str, Any]], notify: bool
+        self, conn: sa.Connection, queue: str, rows: list[tuple[Any, ...]], notify: bool
     ) -> None:
-        size = self.options.batch_size
-        if len(rows) == 1:
-            conn.execute(self._insert, rows[0])
-        else:
-            for chunk in _chunks(rows, size):
-                conn.execute(self._insert, chunk)
-        if notify:
+        chunks = list(_chunks(rows, self.options.batch_size))
+        for chunk in chunks[:-1]:
+            self._hot.insert(conn, chunk)
+        signal = (self.channel, queue) if notify else None
+        if not self._hot.insert(conn, chunks[-1], signal) and notify:
             self._send_notify(conn, queue)
 
     @hookimpl
@@ -416,15 +436,16 @@ class DatabaseDriver:
         lease = self.options.lease
         deadline = time.monotonic() + max(timeout, 0.0)
         claim = self._claim.run
-        engine = self.engine
         while True:
             generation = self._generation
             now = time.time()
-            with self._errors("pull", queue):
-                if not self._tables_ok.is_set():
-                    self.check_tables(queue)
-                with engine.begin() as conn:
-                    rows = claim(conn, queue, limit, now, now + lease)
+            if not self._tables_ok.is_set():
+                self.check_tables(queue)
+            rows = self._transact(
+                "pull",
+                queue,
+                functools.partial(claim, queue=queue, limit=limit, now=now, until=now + lease),
+            )
             if rows:
                 self._idle.pop(queue, None)
                 return [
@@ -444,9 +465,12 @@ class DatabaseDriver:
         ids = [d.receipt[0] for d in deliveries]
         if not ids:
             return
-        with self._errors("ack", queue), self.engine.begin() as conn:
+
+        def work(conn: sa.Connection) -> None:
             for chunk in _chunks(ids, _IN_CHUNK):
-                conn.execute(self._delete, {"ids": chunk})
+                self._hot.delete(conn, chunk)
+
+        self._transact("ack", queue, work)
 
     def _fenced(self, deliveries: Sequence[Delivery], until: float) -> list[dict[str, Any]]:
         return [{"rid": d.receipt[0], "att": d.receipt[1], "until": until} for d in deliveries]
@@ -457,10 +481,13 @@ class DatabaseDriver:
         if not deliveries:
             return
         params = self._fenced(deliveries, time.time() + max(delay, 0.0))
-        with self._errors("nack", queue), self.engine.begin() as conn:
+
+        def work(conn: sa.Connection) -> None:
             conn.execute(self._release, params)
             if self._notify and delay <= 0:
                 self._send_notify(conn, queue)
+
+        self._transact("nack", queue, work)
         self._poke()
 
     @hookimpl
@@ -469,8 +496,7 @@ class DatabaseDriver:
         if not deliveries:
             return
         params = self._fenced(deliveries, time.time() + seconds)
-        with self._errors("lease extension", queue), self.engine.begin() as conn:
-            conn.execute(self._extend, params)
+        self._transact("lease extension", queue, lambda conn: conn.execute(self._extend, params))
 
     @hookimpl
     def pashq_dead_letter(
@@ -478,7 +504,8 @@ class DatabaseDriver:
     ) -> None:
         """Move the row to the dead letters in one transaction."""
         rid, attempts = delivery.receipt
-        with self._errors("dead-letter", queue), self.engine.begin() as conn:
+
+        def work(conn: sa.Connection) -> None:
             deleted = conn.execute(self._delete_fenced, {"rid": rid, "att": attempts})
             if deleted.rowcount != 1:
                 log.info(
@@ -500,6 +527,8 @@ class DatabaseDriver:
                     "failed_at": time.time(),
                 },
             )
+
+        self._transact("dead-letter", queue, work)
 
     # -- inspection and administration -------------------------------------------------------
 
