@@ -293,8 +293,7 @@ class DatabaseDriver:
         with self._tables_lock:
             if self._tables_ok.is_set():
                 return
-            with self._errors("checking tables", queue), self.engine.connect() as conn:
-                missing = self.schema.missing(conn)
+            missing = self._transact("checking tables", queue, self.schema.missing)
             if missing:
                 if not self._create_tables:
                     raise self._missing_error(missing, queue)
@@ -546,9 +545,12 @@ class DatabaseDriver:
         ).where(m.c.queue == queue)
         failed = sa.select(sa.func.count()).select_from(dl).where(dl.c.queue == queue)
         self.check_tables(queue)
-        with self._errors("stats", queue), self.engine.begin() as conn:
+
+        def work(conn: sa.Connection) -> tuple[Any, Any, Any, Any]:
             total, ready, in_flight = conn.execute(counts).one()
-            dead = conn.execute(failed).scalar_one()
+            return total, ready, in_flight, conn.execute(failed).scalar_one()
+
+        total, ready, in_flight, dead = self._transact("stats", queue, work)
         total, ready, in_flight = int(total), int(ready), int(in_flight)
         return QueueStats(queue, ready, total - ready - in_flight, in_flight, int(dead))
 
@@ -562,8 +564,7 @@ class DatabaseDriver:
             sa.or_(m.c.lease_expires_at.is_(None), m.c.lease_expires_at <= now),
         )
         self.check_tables(queue)
-        with self._errors("purge", queue), self.engine.begin() as conn:
-            return int(conn.execute(stmt).rowcount)
+        return self._transact("purge", queue, lambda conn: int(conn.execute(stmt).rowcount))
 
     def _dead_filter(self, queue: str, ids: Sequence[str] | None) -> list[Any]:
         dl = self.schema.dead_letters
@@ -578,8 +579,7 @@ class DatabaseDriver:
         dl = self.schema.dead_letters
         stmt = sa.select(dl).where(dl.c.queue == queue).order_by(dl.c.id).limit(limit)
         self.check_tables(queue)
-        with self._errors("listing dead letters", queue), self.engine.begin() as conn:
-            rows = conn.execute(stmt).all()
+        rows = self._transact("listing dead letters", queue, lambda c: c.execute(stmt).all())
         return [
             DeadLetter(
                 r.message_id,
@@ -608,7 +608,8 @@ class DatabaseDriver:
             select = select.with_for_update()
         now = time.time()
         self.check_tables(queue)
-        with self._errors("retrying dead letters", queue), self.engine.begin() as conn:
+
+        def work(conn: sa.Connection) -> int:
             rows = conn.execute(select).all()
             if not rows:
                 return 0
@@ -631,8 +632,11 @@ class DatabaseDriver:
                 conn.execute(sa.delete(dl).where(dl.c.id.in_(chunk)))
             if self._notify:
                 self._send_notify(conn, queue)
+            return len(rows)
+
+        moved = self._transact("retrying dead letters", queue, work)
         self._poke()
-        return len(rows)
+        return moved
 
     @hookimpl
     def pashq_failed_purge(self, queue: str, ids: Sequence[str] | None) -> int:
@@ -641,5 +645,6 @@ class DatabaseDriver:
             return 0
         stmt = sa.delete(self.schema.dead_letters).where(*self._dead_filter(queue, ids))
         self.check_tables(queue)
-        with self._errors("purging dead letters", queue), self.engine.begin() as conn:
-            return int(conn.execute(stmt).rowcount)
+        return self._transact(
+            "purging dead letters", queue, lambda conn: int(conn.execute(stmt).rowcount)
+        )
