@@ -356,21 +356,34 @@ PEERS: dict[str, Callable[[int], Phases]] = {
     "kombu sqlalchemy transport postgresql": _kombu,
 }
 
+
+def _run_both(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="pashq-database benchmark")
+    parser.add_argument("-n", type=int, default=20_000, help="messages per run (own cases)")
+    parser.add_argument("--peers-n", type=int, default=PEERS_N, help="messages per peer run")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", action="append", default=[])
+    parser.add_argument("--no-peers", action="store_true")
+    args = parser.parse_args(argv)
+    only = [x for o in args.only for x in ("--only", o)]
+    status = 0
+    runs = [(FAST, args.n, "pashq-database")]
+    if not args.no_peers:
+        runs.append((PEERS, args.peers_n, "PostgreSQL peers (smaller N: they are slow)"))
+    for cases, n, title in runs:
+        if args.only and not any(o in c for c in cases for o in args.only):
+            continue
+        try:
+            main(cases, title=title, argv=["-n", str(n), "--repeat", str(args.repeat), *only])
+        except SystemExit as exc:
+            status = status or int(exc.code or 0)
+    return status
+
+
 if __name__ == "__main__":
-    args = sys.argv[1:]
-    if "--child" in args:
+    if "--child" in sys.argv:
         main({**FAST, **PEERS})
     else:
-        status = 0
-        try:
-            main(FAST, default_n=20_000, title="pashq-database", argv=args)
-        except SystemExit as exc:
-            status = int(exc.code or 0)
-        if "--only" not in args or any(o in " ".join(PEERS) for o in args):
-            peer_args = [a for a in args if a != "-n"]
-            try:
-                main(PEERS, default_n=PEERS_N, title="PostgreSQL peers",
-                     argv=["-n", str(PEERS_N), *[a for a in args if not a.isdigit()]])
-            except SystemExit as exc:
-                status = status or int(exc.code or 0)
-        sys.exit(status)
+        sys.exit(_run_both(sys.argv[1:]))
