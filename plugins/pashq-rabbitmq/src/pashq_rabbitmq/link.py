@@ -633,7 +633,20 @@ class BrokerLink:
             if not todo:
                 jobs.popleft()
                 if not confirm:
-                    job.done.set()
+                    self._finish_when_flushed(job)
+
+    def _finish_when_flushed(self, job: PublishJob) -> None:
+        """Without confirms, a job is done once its data left pika's buffer for the socket."""
+        connection = self._connection
+        size = getattr(connection, "_get_write_buffer_size", None)
+        try:
+            pending = size() if size is not None and connection.is_open else 0
+        except Exception:  # pragma: no cover - transport already gone
+            pending = 0
+        if pending:
+            self._ioloop.call_later(0.001, functools.partial(self._finish_when_flushed, job))
+        else:
+            job.done.set()
 
     def _on_return(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
         # A Basic.Return precedes the Basic.Ack of the same message: mark it failed here.
