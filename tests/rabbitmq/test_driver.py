@@ -112,19 +112,19 @@ def test_delay_is_rounded_to_two_significant_digits_of_milliseconds() -> None:
 def test_delayed_dispatch_is_held_by_a_ttl_queue(
     connect: Callable[..., Connection], queue_name: str
 ) -> None:
-    """delay = 1.2 s goes through `<queue>.delay.1200`, dead-lettered back when due."""
+    """delay = 2.5 s goes through `<queue>.delay.2500`, dead-lettered back when due."""
     conn = connect()
     started = time.monotonic()
-    message_id = conn.dispatch(queue_name, Recorded("d", 1), delay=1.2)
-    assert f"{queue_name}.delay.1200" in conn.driver.declared_queues
+    message_id = conn.dispatch(queue_name, Recorded("d", 1), delay=2.5)
+    assert f"{queue_name}.delay.2500" in conn.driver.declared_queues
     raw = raw_connection()
     try:
-        declared = raw.channel().queue_declare(f"{queue_name}.delay.1200", passive=True)
+        declared = raw.channel().queue_declare(f"{queue_name}.delay.2500", passive=True)
         assert declared.method.message_count == 1
     finally:
         raw.close()
     (delivery,) = _pull_one(conn, queue_name)
-    assert time.monotonic() - started >= 1.1
+    assert time.monotonic() - started >= 2.4
     assert delivery.id == message_id and delivery.attempts == 1
     conn.hook.pashq_ack(queue=queue_name, deliveries=[delivery])
 
