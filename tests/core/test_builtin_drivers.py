@@ -94,8 +94,9 @@ def test_async_driver_dead_letters_invalid_messages_and_logs(
     with caplog.at_level(logging.WARNING, logger="pashq.worker"):
         Refused(key).dispatch()
         wait_for(lambda: pashq.queue().failed("default"), timeout=10)
+        # The worker logs right after it dead-letters: wait for the record, not a sleep.
+        wait_for(lambda: "validate_message() returned False" in caplog.text, timeout=10)
     assert key not in seen
-    assert "validate_message() returned False" in caplog.text
 
 
 def test_async_driver_drains_on_close() -> None:

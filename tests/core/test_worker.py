@@ -291,3 +291,40 @@ def test_sync_driver_runs_async_handlers_inside_a_running_loop() -> None:
 
     asyncio.run(main())
     assert len(calls[key]) == 1
+
+
+@attrs.define
+class Exits(Message, type_name="tests.worker.exits"):
+    key: str
+    exit_on: int
+
+    def process_message(self) -> None:
+        _record(self.key)
+        if len(calls[self.key]) == self.exit_on:
+            raise SystemExit(3)
+
+
+def test_system_exit_in_handler_keeps_acks_of_finished_messages(
+    memory: pashq.Connection,
+) -> None:
+    key = _key()
+    memory.dispatch_many("default", [Exits(key, exit_on=3) for _ in range(5)])
+    worker = Worker("default", poll_timeout=0.1, install_signal_handlers=False)
+    with pytest.raises(SystemExit):
+        worker.run(until_empty=True)
+    stats = memory.stats("default")
+    assert len(calls[key]) == 3
+    # Two finished and acked; the one that exited and the two unstarted stay leased.
+    assert stats.ready + stats.in_flight == 3
+
+
+def test_immediate_stop_with_threads_releases_queued_messages(memory: pashq.Connection) -> None:
+    key = _key()
+    memory.dispatch_many("default", [Slow(key, 0.5) for _ in range(8)])
+    worker = Worker("default", concurrency=2, poll_timeout=0.1, install_signal_handlers=False)
+    threading.Timer(0.2, lambda: worker.stop(immediate=True)).start()
+    stats = worker.run()
+    # Two were running (not acked, back after their lease); the rest were handed back.
+    assert stats.acked == 0
+    assert stats.released == 2
+    assert memory.stats("default").ready == 6

@@ -116,8 +116,24 @@ class _Group(click.Group):
         found = self._plugin_commands().get(name)
         if found is None:
             return None
-        loaded = found.load()
-        return loaded if isinstance(loaded, click.Command) else None
+        try:
+            loaded = found.load_checked()
+        except PashqError as exc:
+            return _broken_command(name, str(exc))
+        if not isinstance(loaded, click.Command):
+            return _broken_command(
+                name,
+                f"{COMMAND_GROUP} entry point {name!r} of {found.distribution} is "
+                f"{type(loaded).__name__}, not a click command",
+            )
+        return loaded
+
+
+def _broken_command(name: str, problem: str) -> click.Command:
+    def fail() -> None:
+        raise click.ClickException(problem)
+
+    return click.Command(name, callback=fail, help=f"(cannot be loaded: {problem})")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -253,7 +269,7 @@ def work(
         on_progress=on_progress,
     )
     logging.getLogger("pashq.cli").info(
-        "worker started: connection=%s driver=%s queues=%s concurrency=%d",
+        "starting worker: connection=%s driver=%s queues=%s concurrency=%d",
         conn.name,
         conn.config.type,
         ",".join(names),

@@ -297,6 +297,11 @@ def _from_text(value: str, base: str) -> Any:
         return value
 
 
+def _shown(key: str, value: Any) -> str:
+    """How a bad value appears in an error: its type only, for secret-looking keys."""
+    return type(value).__name__ if is_secret_key(key) else repr(redact(value))
+
+
 def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
     text = _annotation_text(annotation)
     optional = text.endswith("|None") or text.startswith("None|")
@@ -305,11 +310,11 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
         return None
     if base.startswith(("dict", "Mapping")):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: '{key}' must be a table, got {value!r}")
+            raise ConfigError(f"{where}: '{key}' must be a table, got {_shown(key, value)}")
         return dict(value)
     if base.startswith(("list", "tuple", "Sequence")):
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: '{key}' must be a list, got {value!r}")
+            raise ConfigError(f"{where}: '{key}' must be a list, got {_shown(key, value)}")
         return tuple(value) if base.startswith("tuple") else list(value)
     kinds = _SIMPLE.get(base)
     if kinds is None:
@@ -319,6 +324,5 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
     if isinstance(value, bool) and base != "bool":
         kinds = ()
     if not isinstance(value, kinds):
-        shown = type(value).__name__ if is_secret_key(key) else repr(redact(value))
-        raise ConfigError(f"{where}: '{key}' must be {base}, got {shown}")
+        raise ConfigError(f"{where}: '{key}' must be {base}, got {_shown(key, value)}")
     return float(value) if base == "float" else value  # value is int | float here

@@ -45,12 +45,16 @@ def run_awaitable(value: Awaitable[Any]) -> Any:
         pass
     else:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            return pool.submit(run_awaitable, value).result()
+            return pool.submit(asyncio.run, _awaited(value)).result()
     loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.new_event_loop()
         _loops.loop = loop
     return loop.run_until_complete(value)
+
+
+async def _awaited(value: Awaitable[Any]) -> Any:
+    return await value
 
 
 class Outcome(enum.Enum):

@@ -167,8 +167,9 @@ class Worker:
         caps = conn.capabilities
         if not caps.consume and not self._background:
             raise UnsupportedError(
-                f"connection {conn.name!r} uses driver {conn.config.type!r}, which runs or "
-                "drops messages at dispatch: there is nothing for a worker to consume"
+                f"connection {conn.name!r} uses driver {conn.config.type!r}, which keeps no "
+                "messages for other processes (it runs them in the dispatching process or "
+                "drops them): there is nothing for a worker to consume"
             )
         self._conn = conn
         self._hook = conn.hook
@@ -195,7 +196,14 @@ class Worker:
         except _Killed:
             self.stats.interrupted = True
             log.warning("worker stopped at once; unfinished messages were not acked")
+            self._release_queued()
             self._flush_acks()
+        except BaseException:
+            # SystemExit & co. from a handler: what finished is acked, the rest is released
+            # by its lease; then the exception goes on.
+            self._release_queued()
+            self._flush_acks()
+            raise
         finally:
             self._stop.set()
             self._finished = True
@@ -458,16 +466,37 @@ class Worker:
         except Exception as exc:
             self._backend_error(f"release of {len(deliveries)} message(s) on {name!r}", exc)
 
+    def _release_queued(self) -> None:
+        """Hand back deliveries queued for a handler thread that no thread has started."""
+        queued: list[Delivery] = []
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue_module.Empty:
+                break
+            if item is not None:
+                queued.append(item)
+        self._busy -= len(queued)
+        by_queue: dict[str, list[Delivery]] = {}
+        for delivery in queued:
+            by_queue.setdefault(delivery.queue, []).append(delivery)
+        for name, deliveries in by_queue.items():
+            self._release(name, deliveries)
+
     def _shutdown(self) -> None:
-        if self.concurrency > 1 and self._busy and not self._kill:
-            deadline = time.monotonic() + self.shutdown_timeout
-            while self._busy and time.monotonic() < deadline:
-                self._collect(block=True)
+        if self.concurrency > 1 and self._busy:
+            if self._kill:
+                self._release_queued()
+            else:
+                deadline = time.monotonic() + self.shutdown_timeout
+                while self._busy and time.monotonic() < deadline:
+                    self._collect(block=True)
+                self._release_queued()
+            self._collect(block=False)
             if self._busy:
                 log.warning(
-                    "%d message(s) still running after %gs; not acked",
+                    "%d message(s) still running at shutdown; not acked (their lease returns them)",
                     self._busy,
-                    self.shutdown_timeout,
                 )
         self._flush_acks()
 
@@ -476,7 +505,7 @@ class Worker:
     def _heartbeat(self) -> None:
         # Runs until run() returns: after a stop signal it keeps extending the leases of
         # work still in flight, so graceful shutdown does not cause redeliveries.
-        while not self._finished and not self._kill:
+        while not self._finished:
             time.sleep(_HEARTBEAT_SECONDS)
             now = time.monotonic()
             due: dict[str, list[Delivery]] = {}
