@@ -292,8 +292,8 @@ class BrokerLink:
             first = not self.ready and self._pub is not None
             self.ready = self._pub is not None
             self._cond.notify_all()
-        self._attempt = 0
         if first:
+            self._attempt = 0
             self.connections += 1
             if self.connections > 1:
                 log.warning("reconnected to RabbitMQ at %s", self.where)
@@ -352,7 +352,8 @@ class BrokerLink:
         if conn is None or not conn.is_open or self._closing:
             return
         text = _describe(reason)
-        if "acknowledgement timed out" in text or "consumer_timeout" in text:
+        # 3.10: "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out ..."
+        if "acknowledgement" in text and "timed out" in text:
             log.warning(_CONSUMER_TIMEOUT_HINT)
         self._set_error(f"RabbitMQ closed the consume channel: {text}")
         delay = min(self.reconnect_delay_max, 0.25 * 2**self._attempt)
@@ -758,6 +759,7 @@ class BrokerLink:
             self._consumer_tags[queue] = tag
 
         def consumed() -> None:
+            self._attempt = 0
             for future in self._consume_waiters.pop(queue, []):
                 _resolve(future, None)
 
