@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -291,3 +292,23 @@ def test_redeliveries_after_crashes_count_attempts(
     attempts.append(last.attempts)
     conn.hook.pashq_ack(queue=queue_name, deliveries=[last])
     assert attempts == [1, 2, third]
+
+
+def test_forked_child_opens_its_own_connection(
+    connect: Callable[..., Connection], queue_name: str
+) -> None:
+    """After a fork (pre-loading web servers), dispatching in the child works."""
+    conn = connect()
+    conn.dispatch(queue_name, Recorded("fork", 1))
+    pid = os.fork()
+    if pid == 0:  # the child: must not return into pytest
+        code = 1
+        try:
+            conn.dispatch(queue_name, Recorded("fork", 2))
+            conn.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    wait_for(lambda: conn.stats(queue_name).ready == 2, timeout=10, what="both messages")

@@ -43,6 +43,7 @@ Guarantees
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -113,7 +114,8 @@ class RabbitMQDriver:
     def __init__(self) -> None:
         self.options = RabbitMQOptions()
         self._link: BrokerLink | None = None
-        self._lock = threading.Lock()
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
         self._declared: dict[str, tuple[int, float]] = {}
         self._attached: set[str] = set()
         #: Every queue this driver declared (tests delete them; delay queues also expire).
@@ -136,8 +138,13 @@ class RabbitMQDriver:
             parameters.heartbeat = options.heartbeat
         self.options = options
         self.where = display_url(options.url)
-        self._link = BrokerLink(
-            parameters,
+        self._parameters = parameters
+        self._link = self._open_link()
+
+    def _open_link(self) -> BrokerLink:
+        options = self.options
+        link = BrokerLink(
+            self._parameters,
             where=self.where,
             prefetch=options.prefetch,
             confirm=options.confirm,
@@ -145,7 +152,9 @@ class RabbitMQDriver:
             reconnect_delay_max=options.reconnect_delay_max,
             consume_declare=self._consume_declare,
         )
-        self._link.start()
+        self._pid = os.getpid()
+        link.start()
+        return link
 
     @hookimpl
     def pashq_close(self) -> None:
@@ -158,6 +167,14 @@ class RabbitMQDriver:
         """The I/O thread of this connection."""
         if self._link is None:
             raise DriverError("the rabbitmq driver is not connected (pashq_connect not called)")
+        if self._pid != os.getpid():
+            # Forked (e.g. a pre-loading web server): the I/O thread stayed in the parent.
+            # Open a connection of our own; the parent's socket is left to the parent.
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._declared.clear()
+                    self._attached.clear()
+                    self._link = self._open_link()
         return self._link
 
     def __repr__(self) -> str:
