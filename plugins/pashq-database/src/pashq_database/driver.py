@@ -196,7 +196,8 @@ class DatabaseDriver:
 
         @sa.event.listens_for(engine, "begin")
         def _on_begin(connection: sa.Connection) -> None:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # Straight to sqlite3: this runs once per transaction, on the hot path.
+            connection.connection.driver_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
 
     def _build_statements(self, dialect: sa.Dialect) -> None:
         m, dl = self.schema.messages, self.schema.dead_letters
