@@ -1,7 +1,8 @@
 """Fixtures for the SQS driver tests: moto's standalone server in its own process.
 
-The server is started once per session on a free loopback port (``python -m
-moto.server``); boto3 talks HTTP to it through ``endpoint_url``. Dummy credentials and a
+The server is started once per session on a free loopback port (moto's own
+``moto.server.main`` through ``moto_launcher.py``, which only swaps in a faster clock);
+boto3 talks HTTP to it through ``endpoint_url``. Dummy credentials and a
 region are set in the environment so nothing can fall back to a real AWS account. If the
 server does not come up, the tests fail (they never skip).
 """
@@ -17,6 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -25,6 +27,7 @@ import pytest
 from pashq import Connection
 from pashq.testing import make_connection
 
+LAUNCHER = Path(__file__).with_name("moto_launcher.py")
 _DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -72,7 +75,7 @@ def moto_endpoint(
     log_path = tmp_path_factory.mktemp("moto") / "moto.log"
     log = log_path.open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -94,7 +97,7 @@ def moto_endpoint(
                     pytest.fail(
                         f"moto's server did not answer on {url} within 60 s "
                         f"(log: {log_path}); start it by hand with "
-                        f"`python -m moto.server -H 127.0.0.1 -p {port}` to see why"
+                        f"`python {LAUNCHER} -H 127.0.0.1 -p {port}` to see why"
                     )
                 time.sleep(0.1)
         yield url
