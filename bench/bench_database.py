@@ -30,6 +30,7 @@ Needs the ``bench`` extra for the peers: ``pip install -e "plugins/pashq-databas
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -86,9 +87,18 @@ def _prefix() -> str:
 def _pashq(backend: str, single: bool) -> Callable[[int], Phases]:
     def run(n: int) -> Phases:
         url = _url(backend)
-        pashq.configure({"queues": {"default": {
-            "type": "database", "url": url, "table_prefix": _prefix(), "create_tables": True,
-        }}})
+        pashq.configure(
+            {
+                "queues": {
+                    "default": {
+                        "type": "database",
+                        "url": url,
+                        "table_prefix": _prefix(),
+                        "create_tables": True,
+                    }
+                }
+            }
+        )
         conn = pashq.queue("default")
         driver: Any = conn.driver
         driver.create_tables()
@@ -102,8 +112,9 @@ def _pashq(backend: str, single: bool) -> Callable[[int], Phases]:
                 return Phases(pub.seconds, 0.0, ids)
             with Timer() as pub:
                 conn.dispatch_many("bench", messages)
-            worker = pashq.Worker("bench", connection=conn, install_signal_handlers=False,
-                                  poll_timeout=0.0)
+            worker = pashq.Worker(
+                "bench", connection=conn, install_signal_handlers=False, poll_timeout=0.0
+            )
             with Timer() as con:
                 worker.run(until_empty=True)
             return Phases(pub.seconds, con.seconds, list(consumed))
@@ -124,9 +135,18 @@ def _hooks(backend: str) -> Callable[[int], Phases]:
         from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
 
         url = _url(backend)
-        pashq.configure({"queues": {"default": {
-            "type": "database", "url": url, "table_prefix": _prefix(), "create_tables": True,
-        }}})
+        pashq.configure(
+            {
+                "queues": {
+                    "default": {
+                        "type": "database",
+                        "url": url,
+                        "table_prefix": _prefix(),
+                        "create_tables": True,
+                    }
+                }
+            }
+        )
         conn = pashq.queue("default")
         driver: Any = conn.driver
         driver.create_tables()
@@ -141,8 +161,9 @@ def _hooks(backend: str) -> Callable[[int], Phases]:
         try:
             with Timer() as pub:
                 for start in range(0, n, BATCH):
-                    hook.pashq_push(queue="bench", messages=outgoing[start : start + BATCH],
-                                    options={})
+                    hook.pashq_push(
+                        queue="bench", messages=outgoing[start : start + BATCH], options={}
+                    )
             with Timer() as con:
                 while True:
                     got = hook.pashq_pull(queue="bench", max_messages=BATCH, timeout=0)
@@ -176,6 +197,7 @@ def _raw_engine(backend: str) -> tuple[sa.Engine, Schema]:
         kwargs["isolation_level"] = "READ COMMITTED"
     engine = sa.create_engine(url, **kwargs)
     if backend == "sqlite":
+
         @sa.event.listens_for(engine, "connect")
         def _connect(dbapi: Any, record: Any) -> None:
             dbapi.isolation_level = None
@@ -198,15 +220,19 @@ def _claim_sql(backend: str, table: str) -> tuple[sa.TextClause, sa.TextClause |
             f"ORDER BY available_at, id LIMIT {BATCH} FOR UPDATE SKIP LOCKED"
         )
         update = sa.text(
-            f"UPDATE {table} SET attempts = attempts + 1, available_at = :until "
-            "WHERE id IN :ids"
+            f"UPDATE {table} SET attempts = attempts + 1, available_at = :until WHERE id IN :ids"
         ).bindparams(sa.bindparam("ids", expanding=True))
         return select, update
-    lock = " FOR UPDATE SKIP LOCKED" if backend == "postgresql" else ""
+    if backend == "postgresql":  # ANY(ARRAY(...)): PK lookups, not a hash join + seq scan
+        return sa.text(
+            f"UPDATE {table} SET attempts = attempts + 1, available_at = :until WHERE id = "
+            f"ANY(ARRAY(SELECT id FROM {table} WHERE queue = :q AND available_at <= :now "
+            f"ORDER BY available_at, id LIMIT {BATCH} FOR UPDATE SKIP LOCKED)) RETURNING id, body"
+        ), None
     return sa.text(
         f"UPDATE {table} SET attempts = attempts + 1, available_at = :until WHERE id IN "
         f"(SELECT id FROM {table} WHERE queue = :q AND available_at <= :now "
-        f"ORDER BY available_at, id LIMIT {BATCH}{lock}) RETURNING id, body"
+        f"ORDER BY available_at, id LIMIT {BATCH}) RETURNING id, body"
     ), None
 
 
@@ -219,8 +245,15 @@ def _raw(backend: str, single: bool) -> Callable[[int], Phases]:
         insert = sa.insert(table)
         now = time.time()
         rows = [
-            {"queue": "bench", "message_id": uuid.uuid4().hex, "body": body(i), "attempts": 0,
-             "available_at": now, "lease_expires_at": None, "created_at": now}
+            {
+                "queue": "bench",
+                "message_id": uuid.uuid4().hex,
+                "body": body(i),
+                "attempts": 0,
+                "available_at": now,
+                "lease_expires_at": None,
+                "created_at": now,
+            }
             for i in range(n)
         ]
         try:
@@ -331,11 +364,8 @@ def _kombu(n: int) -> Phases:
         with Timer() as con, conn.Consumer(queue, callbacks=[on_message], accept=["json"]):
             while len(seen) < n:
                 conn.drain_events(timeout=5)
-        channel = conn.default_channel
-        try:
-            channel.queue_delete(name)
-        except Exception:
-            pass
+        with contextlib.suppress(Exception):  # best effort: the table holds only this queue
+            conn.default_channel.queue_delete(name)
     return Phases(pub.seconds, con.seconds, seen)
 
 

@@ -69,9 +69,15 @@ def test_sql_prints_the_ddl_for_a_dialect(tmp_path: Path, dialect: str, expected
 
 
 def test_sql_defaults_to_the_configured_dialect(tmp_path: Path) -> None:
-    config = str(_config(tmp_path, {
-        "type": "database", "url": "postgresql+psycopg://u:pw@127.0.0.1:1/x",
-    }))
+    config = str(
+        _config(
+            tmp_path,
+            {
+                "type": "database",
+                "url": "postgresql+psycopg://u:pw@127.0.0.1:1/x",
+            },
+        )
+    )
     assert "BYTEA" in _invoke("database", "sql", "--config", config)
 
 
@@ -82,8 +88,18 @@ def test_migration_writes_an_alembic_revision_that_creates_the_tables(tmp_path: 
 
     url = f"sqlite:///{tmp_path}/app.sqlite3"
     config = str(_config(tmp_path, {"type": "database", "url": url, "table_prefix": "app_"}))
-    out = _invoke("database", "migration", "--config", config, "-d", str(tmp_path / "versions"),
-                  "--rev-id", "abc123", "--down-revision", "f00d")
+    out = _invoke(
+        "database",
+        "migration",
+        "--config",
+        config,
+        "-d",
+        str(tmp_path / "versions"),
+        "--rev-id",
+        "abc123",
+        "--down-revision",
+        "f00d",
+    )
     path = Path(out.strip())
     assert path.name == "abc123_create_pashq_tables.py"
     spec = importlib.util.spec_from_file_location("revision_abc123", path)
@@ -97,8 +113,9 @@ def test_migration_writes_an_alembic_revision_that_creates_the_tables(tmp_path: 
             module.upgrade()
         assert {"app_messages", "app_dead_letters"} <= _tables(url)
         # The driver works on the tables Alembic made (no create_tables).
-        conn = make_connection({"type": "database", "url": url, "table_prefix": "app_",
-                                "create_tables": False})
+        conn = make_connection(
+            {"type": "database", "url": url, "table_prefix": "app_", "create_tables": False}
+        )
         try:
             message = OutgoingMessage("m1", "t", b"{}")
             conn.hook.pashq_push(queue="q", messages=[message], options={})

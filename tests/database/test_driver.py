@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from pashq.connection import Connection
 from pashq.delivery import Delivery, OutgoingMessage
-from pashq.errors import ConfigError, DriverError, QueueNotFoundError
+from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
 from pashq.testing import make_connection, wait_for
 from pashq_database import DatabaseDriver
 
@@ -130,7 +130,10 @@ def test_dead_letter_moves_the_row_with_reason(connection: Connection, queue_nam
     )
     (dead,) = connection.failed(queue_name)
     assert (dead.id, dead.reason, dead.traceback, dead.attempts) == (
-        message_id, "boom", "Traceback: boom", 1
+        message_id,
+        "boom",
+        "Traceback: boom",
+        1,
     )
     assert dead.body == delivery.body
     stats = connection.stats(queue_name)
@@ -267,8 +270,9 @@ def test_notify_wakes_an_idle_puller_at_once(backends: Backends, queue_name: str
         for _ in range(3):  # grow the back-off to its 10 s cap
             _pull(consumer, queue_name, timeout=0.1)
         result: list[Delivery] = []
-        thread = threading.Thread(target=lambda: result.extend(
-            _pull(consumer, queue_name, timeout=15.0)))
+        thread = threading.Thread(
+            target=lambda: result.extend(_pull(consumer, queue_name, timeout=15.0))
+        )
         thread.start()
         time.sleep(0.5)  # let the puller start waiting (a late push would also be seen)
         pushed = time.monotonic()
@@ -306,8 +310,11 @@ def test_password_never_appears_in_errors(backend: str) -> None:
     """An unreachable server: the error names the host and hides the password."""
     scheme = "postgresql+psycopg" if backend == "postgresql" else "mysql+pymysql"
     conn = make_connection(
-        {"type": "database", "url": f"{scheme}://app:s3cr3t-pw@127.0.0.1:1/app",
-         "engine_options": {"connect_args": {"connect_timeout": 2}}}
+        {
+            "type": "database",
+            "url": f"{scheme}://app:s3cr3t-pw@127.0.0.1:1/app",
+            "engine_options": {"connect_args": {"connect_timeout": 2}},
+        }
     )
     try:
         with pytest.raises(DriverError) as info:
@@ -315,5 +322,25 @@ def test_password_never_appears_in_errors(backend: str) -> None:
         text = str(info.value)
         assert "s3cr3t-pw" not in text and "***" in text and "127.0.0.1" in text
         assert "s3cr3t-pw" not in repr(conn) and "s3cr3t-pw" not in repr(conn.driver)
+    finally:
+        conn.close()
+
+
+@pytest.mark.mariadb
+def test_message_over_max_allowed_packet_is_rejected_before_sending(
+    backends: Backends, queue_name: str
+) -> None:
+    """MariaDB would drop the connection; the driver refuses the batch up front, naming the
+    message and the server setting."""
+    conn = backends.connect("mariadb")
+    try:
+        with _driver(conn).engine.connect() as raw:
+            packet = raw.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one()
+        big = OutgoingMessage("too-big", "t", b"x" * (int(packet) + 1))
+        with pytest.raises(MessageTooLargeError, match=r"too-big.*max_allowed_packet"):
+            conn.hook.pashq_push(queue=queue_name, messages=[big], options={})
+        assert conn.stats(queue_name).ready == 0
+        _push(conn, queue_name, 1)  # the connection is still fine
+        assert conn.stats(queue_name).ready == 1
     finally:
         conn.close()

@@ -56,9 +56,24 @@ class Workers:
         )
         log = (self.dir / f"worker-{len(self.procs)}.log").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pashq", "work", self.queue, "--config", str(self.config),
-             "--import", "database_test_messages", "--poll-timeout", "0.5", *args],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir,
+            [
+                sys.executable,
+                "-m",
+                "pashq",
+                "work",
+                self.queue,
+                "--config",
+                str(self.config),
+                "--import",
+                "database_test_messages",
+                "--poll-timeout",
+                "0.5",
+                *args,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
         )
         self.procs.append(proc)
         return proc
@@ -126,14 +141,20 @@ def test_sigkilled_worker_loses_nothing(
     _dispatch(connection, queue_name)
     victim = workers.start("--batch-size", "50", sleep=0.002)
     survivor = workers.start("--batch-size", "50", "--until-empty", sleep=0.002)
-    wait_for(lambda: sum(workers.seen(victim.pid).values()) >= 200, timeout=60,
-             what="the victim to process 200 messages")
+    wait_for(
+        lambda: sum(workers.seen(victim.pid).values()) >= 200,
+        timeout=60,
+        what="the victim to process 200 messages",
+    )
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     workers.wait(survivor)
     # The victim's claimed rows come back when their 2 s lease ends.
-    wait_for(lambda: connection.stats(queue_name).in_flight == 0, timeout=30,
-             what="the killed worker's leases to expire")
+    wait_for(
+        lambda: connection.stats(queue_name).in_flight == 0,
+        timeout=30,
+        what="the killed worker's leases to expire",
+    )
     workers.wait(workers.start("--until-empty"))
     seen = workers.seen()
     assert set(seen) == set(range(COUNT)), f"lost: {sorted(set(range(COUNT)) - set(seen))[:20]}"
@@ -169,16 +190,25 @@ def test_poison_rows_are_dead_lettered_and_work_goes_on(
     driver = connection.driver
     assert isinstance(driver, DatabaseDriver)
     connection.dispatch_many(queue_name, [Tick(n) for n in range(5)])
-    unknown = {"v": 1, "id": uuid.uuid4().hex, "type": "nobody.knows.me", "body": {},
-               "created_at": "2026-11-27T18:00:00.000000Z", "headers": {}}
+    unknown = {
+        "v": 1,
+        "id": uuid.uuid4().hex,
+        "type": "nobody.knows.me",
+        "body": {},
+        "created_at": "2026-11-27T18:00:00.000000Z",
+        "headers": {},
+    }
     now = time.time()
     row = {"queue": queue_name, "attempts": 0, "available_at": now, "created_at": now}
     with driver.engine.begin() as conn:  # a plain INSERT, as another program would write
-        conn.execute(sa.insert(driver.schema.messages), [
-            {**row, "message_id": "corrupt-1", "body": b"{not json"},
-            {**row, "message_id": "corrupt-2", "body": b"\xff\xfe\x00"},
-            {**row, "message_id": unknown["id"], "body": json.dumps(unknown).encode()},
-        ])
+        conn.execute(
+            sa.insert(driver.schema.messages),
+            [
+                {**row, "message_id": "corrupt-1", "body": b"{not json"},
+                {**row, "message_id": "corrupt-2", "body": b"\xff\xfe\x00"},
+                {**row, "message_id": unknown["id"], "body": json.dumps(unknown).encode()},
+            ],
+        )
     connection.dispatch_many(queue_name, [Tick(n) for n in range(5, 10)])
     workers.wait(workers.start("--until-empty"))
     assert sorted(workers.seen()) == list(range(10))
@@ -204,8 +234,9 @@ def restartable_postgresql(backends: Backends) -> Iterator[Any]:
     url = backends.url("postgresql")
 
     def restart() -> None:
-        subprocess.run([*PG_CTL, *_cluster(), "restart"], check=True, timeout=120,
-                       capture_output=True)
+        subprocess.run(
+            [*PG_CTL, *_cluster(), "restart"], check=True, timeout=120, capture_output=True
+        )
 
     try:
         yield restart
@@ -215,6 +246,7 @@ def restartable_postgresql(backends: Backends) -> Iterator[Any]:
             subprocess.run([*PG_CTL, *_cluster(), "start"], capture_output=True, timeout=120)
         engine = sa.create_engine(url)
         try:
+
             def up() -> bool:
                 try:
                     with engine.connect() as conn:
@@ -242,8 +274,11 @@ def test_idle_worker_reconnects_after_postgresql_restart(
         wait_for(lambda: workers.seen()[-1] == 1, timeout=30, what="the worker to run")
         restartable_postgresql()
         _dispatch(connection, queue_name, 100)  # the pool reconnects (pre-ping)
-        wait_for(lambda: set(range(100)) <= set(workers.seen()), timeout=60,
-                 what=f"the worker to resume after the restart\n{workers.logs()}")
+        wait_for(
+            lambda: set(range(100)) <= set(workers.seen()),
+            timeout=60,
+            what=f"the worker to resume after the restart\n{workers.logs()}",
+        )
         assert worker.poll() is None, workers.logs()
         wait_for(lambda: _empty(connection, queue_name), timeout=30, what="an empty queue")
     finally:
@@ -260,11 +295,17 @@ def test_draining_worker_survives_postgresql_restart(
     try:
         _dispatch(connection, queue_name)
         worker = workers.start("--batch-size", "100", sleep=0.001)
-        wait_for(lambda: sum(workers.seen().values()) >= 300, timeout=60,
-                 what="the worker to process 300 messages")
+        wait_for(
+            lambda: sum(workers.seen().values()) >= 300,
+            timeout=60,
+            what="the worker to process 300 messages",
+        )
         restartable_postgresql()
-        wait_for(lambda: set(workers.seen()) == set(range(COUNT)), timeout=120,
-                 what=f"every message after the restart\n{workers.logs()}")
+        wait_for(
+            lambda: set(workers.seen()) == set(range(COUNT)),
+            timeout=120,
+            what=f"every message after the restart\n{workers.logs()}",
+        )
         wait_for(lambda: _empty(connection, queue_name), timeout=30, what="an empty queue")
         assert worker.poll() is None, workers.logs()
     finally:

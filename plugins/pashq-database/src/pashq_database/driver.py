@@ -55,7 +55,7 @@ from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
 from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
-from pashq.errors import ConfigError, DriverError, QueueNotFoundError
+from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
 from pashq.hookspecs import hookimpl
 from pashq_database.claim import Claim
 from pashq_database.listener import Listener
@@ -73,6 +73,10 @@ _FIRST_PAUSE = 0.02
 #: Most bound parameters per ``IN (...)`` list.
 _IN_CHUNK = 1000
 _MISSING_TABLE_CODES = {1146}  # MySQL/MariaDB ER_NO_SUCH_TABLE
+#: Largest value a column takes: PostgreSQL's 1 GiB field limit, SQLite's default
+#: SQLITE_MAX_LENGTH; MySQL/MariaDB's is read from max_allowed_packet.
+_MAX_BODY = {"postgresql": (1 << 30) - 1, "sqlite": 1_000_000_000}
+_PACKET_OVERHEAD = 64 * 1024
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -125,6 +129,7 @@ class DatabaseDriver:
         self._closed = False
         self._listener: Listener | None = None
         self._notify = False
+        self._max_body = 1 << 30
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -294,13 +299,23 @@ class DatabaseDriver:
         with self._tables_lock:
             if self._tables_ok.is_set():
                 return
-            missing = self._transact("checking tables", queue, self.schema.missing)
+            missing = self._transact("checking tables", queue, self._inspect)
             if missing:
                 if not self._create_tables:
                     raise self._missing_error(missing, queue)
                 log.info("creating tables %s in %s", ", ".join(missing), self.safe_url)
                 self.create_tables()
             self._tables_ok.set()
+
+    def _inspect(self, conn: sa.Connection) -> list[str]:
+        """Return the missing tables and learn the largest body the server accepts."""
+        name = conn.dialect.name
+        if name in ("mysql", "mariadb"):
+            packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+            self._max_body = packet - _PACKET_OVERHEAD
+        else:
+            self._max_body = _MAX_BODY.get(name, 1 << 30)
+        return self.schema.missing(conn)
 
     @contextmanager
     def _errors(self, what: str, queue: str | None) -> Iterator[None]:
@@ -395,12 +410,20 @@ class DatabaseDriver:
                 f"database driver: unknown dispatch option(s) {', '.join(sorted(unknown))}; "
                 "it accepts transaction=<SQLAlchemy Connection or Session>"
             )
+        if not self._tables_ok.is_set():
+            self.check_tables(queue)
+        limit = self._max_body
+        for m in messages:
+            if len(m.body) > limit:
+                raise MessageTooLargeError(
+                    f"message {m.id} ({m.type_name}) on queue {queue!r} is {len(m.body):,} "
+                    f"bytes; {self.url.get_backend_name()} at {self.safe_url} accepts at most "
+                    f"{limit:,} (for MySQL/MariaDB raise max_allowed_packet); nothing was sent"
+                )
         now = time.time()
         rows = [(queue, m.id, m.body, now + m.delay if m.delay > 0 else now, now) for m in messages]
         notify = self._notify and any(m.delay <= 0 for m in messages)
         transaction = options.get("transaction")
-        if not self._tables_ok.is_set():
-            self.check_tables(queue)
         if transaction is not None:
             with self._errors("push", queue):
                 self._write(self._caller_connection(transaction), queue, rows, notify)
