@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -61,9 +62,18 @@ def new_message_ids(count: int) -> list[str]:
     return ids
 
 
+_second: list[Any] = [-1, ""]  # the last whole second formatted, and its text
+
+
 def utc_timestamp() -> str:
     """Return the current UTC time as the envelope writes it (``...T...Z``, microseconds)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    now = time.time_ns() // 1000
+    seconds, micros = divmod(now, 1_000_000)
+    cached = _second
+    if cached[0] != seconds:  # format the date part once per second
+        text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        cached[0], cached[1] = seconds, text
+    return f"{cached[1]}.{micros:06d}Z"
 
 
 @attrs.frozen(slots=True)

@@ -156,7 +156,10 @@ def pashq_pull(queue: str, max_messages: int, timeout: float) -> list[Delivery]:
 
     :param queue: the queue name.
     :param max_messages: the most deliveries to return.
-    :param timeout: seconds to wait when nothing is available (0 = do not wait).
+    :param timeout: seconds to wait when nothing is available (0 = do not wait). With 0, a
+        push-based driver may return [] while deliveries are still in transit: a worker
+        running ``until_empty`` stops only after a further pull with a positive timeout
+        also returned nothing.
     :returns: the reserved deliveries (empty when there is nothing).
 
     Stops at first non-None result.

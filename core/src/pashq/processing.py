@@ -77,6 +77,8 @@ class Result:
 
 
 def _call(value: Any) -> Any:
+    if value is None or value is True or value is False:  # the sync handlers' answers
+        return value
     return run_awaitable(value) if inspect.isawaitable(value) else value
 
 

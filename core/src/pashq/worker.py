@@ -314,7 +314,8 @@ class Worker:
             raise
         except Exception as exc:
             self._backend_error(f"pull from {name!r}", exc)
-            self._stop.wait(min(30.0, 0.5 * 2 ** min(self._pull_failures, 6)))
+            # Drivers reconnect inside pull; this only keeps a dead backend from spinning.
+            self._stop.wait(min(5.0, 0.25 * 2 ** min(self._pull_failures, 5)))
             self._pull_failures += 1
             return []
         self._pull_failures = 0
