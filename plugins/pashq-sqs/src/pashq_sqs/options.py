@@ -6,6 +6,8 @@ from typing import Any
 
 import attrs
 
+from pashq_sqs.errors import safe_url
+
 __all__ = ["MAX_VISIBILITY_TIMEOUT", "MAX_WAIT_TIME", "SQSOptions"]
 
 #: SQS's longest long poll (``WaitTimeSeconds``).
@@ -66,7 +68,9 @@ class SQSOptions:
     """
 
     region: str | None = None
-    endpoint_url: str | None = None
+    endpoint_url: str | None = attrs.field(
+        default=None, repr=lambda v: safe_url(v) if v else "None"
+    )
     profile: str | None = None
     queue_urls: dict[str, str] = attrs.field(factory=dict, validator=_check_queue_urls)
     create_queues: bool = False
