@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import pytest
 
 from pashq import Connection, Delivery, OutgoingMessage
@@ -96,6 +97,20 @@ def test_unreachable_endpoint_names_it_without_credentials() -> None:
         assert "s3cret" not in str(info.value)
     finally:
         conn.close()
+
+
+def test_missing_region_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match="no AWS region"):
+        make_connection({"type": "sqs"})
+
+
+def test_options_repr_hides_endpoint_credentials(open_sqs: OpenSQS) -> None:
+    conn = open_sqs()
+    options = attrs.evolve(conn.driver.options, endpoint_url="http://me:s3cret@127.0.0.1:1")
+    assert "s3cret" not in repr(options)
 
 
 # -- queues, redrive, attempts ------------------------------------------------------------
