@@ -210,7 +210,7 @@ class BrokerLink:
             log.exception("the RabbitMQ I/O loop for %s crashed", self.where)
         finally:
             self._stopped = True
-            self._fail_all_jobs("the connection was closed")
+            self._fail_all_jobs()
             with self._cond:
                 self.ready = False
                 self._cond.notify_all()
@@ -317,7 +317,7 @@ class BrokerLink:
             self._cond.notify_all()
         self._requeue_unconfirmed()
         if self._closing:
-            self._fail_all_jobs("the connection was closed")
+            self._fail_all_jobs()
             self._ioloop.stop()
             return
         self._set_error(f"lost the connection to RabbitMQ at {self.where}: {_describe(reason)}")
@@ -454,10 +454,14 @@ class BrokerLink:
                 _close_quietly(channel)
                 return
             on_open(channel)
-            if not keep_open:
-                future.add_done_callback(
-                    lambda _f: self.submit(functools.partial(_close_quietly, channel))
-                )
+
+            def done(result: concurrent.futures.Future[Any]) -> None:
+                # Close the channel when the operation is over; one kept open for the
+                # caller is closed only if the caller gave up (it would hold messages).
+                if not keep_open or result.cancelled():
+                    self.submit(functools.partial(_close_quietly, channel))
+
+            future.add_done_callback(done)
 
         self._connection.channel(on_open_callback=opened)
 
@@ -502,7 +506,7 @@ class BrokerLink:
     def browse(self, queue: str, limit: int | None, *, timeout: float) -> Browsed:
         """Fetch up to ``limit`` messages of ``queue`` with ``basic.get``, without acking.
 
-        The channel stays open: pass the result to :meth:`settle_browsed`, which acks what
+        The channel stays open: pass the result to :meth:`release_browsed`, which acks what
         you chose and closes the channel (the broker requeues the rest in place).
         """
         what = f"reading queue {queue!r}"
@@ -534,7 +538,8 @@ class BrokerLink:
         return result
 
     def release_browsed(self, browsed: Browsed, ack: Iterable[int], timeout: float) -> None:
-        """Like :meth:`settle_browsed`, but wait until the broker confirmed the close."""
+        """Ack the chosen delivery tags of a :meth:`browse`, close its channel, and wait
+        until the broker confirmed the close (by then the rest is requeued)."""
         tags = sorted(set(ack))
 
         def operation(future: concurrent.futures.Future[None]) -> None:
@@ -720,7 +725,7 @@ class BrokerLink:
             if not was_queued and job not in self._jobs:
                 self._jobs.appendleft(job)
 
-    def _fail_all_jobs(self, reason: str) -> None:
+    def _fail_all_jobs(self) -> None:
         self._requeue_unconfirmed()
         while self._jobs:
             job = self._jobs.popleft()
