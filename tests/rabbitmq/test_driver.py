@@ -312,3 +312,18 @@ def test_forked_child_opens_its_own_connection(
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     wait_for(lambda: conn.stats(queue_name).ready == 2, timeout=10, what="both messages")
+
+
+def test_without_confirms_messages_still_arrive(
+    connect: Callable[..., Connection], queue_name: str
+) -> None:
+    """confirm = false publishes without waiting for the broker; messages arrive."""
+    conn = connect(confirm=False)
+    ids = conn.dispatch_many(queue_name, [Recorded("noconfirm", n) for n in range(200)])
+    got: list = []  # type: ignore[type-arg]
+    deadline = time.monotonic() + 20
+    while len(got) < 200 and time.monotonic() < deadline:
+        batch = conn.hook.pashq_pull(queue=queue_name, max_messages=100, timeout=1.0)
+        conn.hook.pashq_ack(queue=queue_name, deliveries=batch)
+        got += batch
+    assert sorted(d.id for d in got) == sorted(ids)
