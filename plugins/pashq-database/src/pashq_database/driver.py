@@ -70,6 +70,9 @@ T = TypeVar("T")
 
 #: First pause of an idle puller; doubles up to ``poll_interval``.
 _FIRST_PAUSE = 0.02
+#: A driver sends at most one NOTIFY per queue in this many seconds: pullers woken by the
+#: last one poll fast (from ``_FIRST_PAUSE``) for a while and find the later messages.
+_NOTIFY_GAP = 0.05
 #: Most bound parameters per ``IN (...)`` list.
 _IN_CHUNK = 1000
 _MISSING_TABLE_CODES = {1146}  # MySQL/MariaDB ER_NO_SUCH_TABLE
@@ -130,6 +133,7 @@ class DatabaseDriver:
         self._listener: Listener | None = None
         self._notify = False
         self._max_body = 1 << 30
+        self._notified: dict[str, float] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -370,9 +374,19 @@ class DatabaseDriver:
             self._generation += 1
             self._wake.notify_all()
 
+    def _notify_due(self, queue: str) -> bool:
+        now = time.monotonic()
+        if now - self._notified.get(queue, -_NOTIFY_GAP) < _NOTIFY_GAP:
+            return False
+        self._notified[queue] = now
+        return True
+
     def _wait(self, generation: int, seconds: float) -> None:
         if self._listener is not None:
             got = self._listener.wait(seconds)
+            if got:
+                # Poll fast for a while: pushes right after this one may not notify.
+                self._idle.clear()
             if got is not None:
                 return
         with self._wake:
@@ -422,8 +436,12 @@ class DatabaseDriver:
                 )
         now = time.time()
         rows = [(queue, m.id, m.body, now + m.delay if m.delay > 0 else now, now) for m in messages]
-        notify = self._notify and any(m.delay <= 0 for m in messages)
         transaction = options.get("transaction")
+        notify = (
+            self._notify
+            and any(m.delay <= 0 for m in messages)
+            and (transaction is not None or self._notify_due(queue))
+        )
         if transaction is not None:
             with self._errors("push", queue):
                 self._write(self._caller_connection(transaction), queue, rows, notify)

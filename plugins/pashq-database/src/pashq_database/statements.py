@@ -57,6 +57,9 @@ class HotPath:
                 f"lease_expires_at, created_at) VALUES ({m}, {m}, {m}, {zero}, {m}, {null}, {m})"
             )
             self._delete_sql = f"DELETE FROM {name} WHERE id "
+            self._insert_notify = (
+                f"WITH pashq_insert AS ({self._insert_sql}) SELECT pg_notify(%s, %s)"
+            )
         self._in_lists: dict[int, str] = {}
         # One statement with three array parameters, whatever the number of rows: short
         # enough for psycopg's query cache and for a server-side prepared statement.
@@ -99,6 +102,13 @@ class HotPath:
                     for r in rows
                 ],
             )
+            return False
+        if self._array and len(rows) == 1:
+            # One row: a plain VALUES insert is cheaper than building arrays.
+            if notify is not None:
+                connection.exec_driver_sql(self._insert_notify, (*rows[0], *notify))
+                return True
+            connection.exec_driver_sql(self._insert_sql, rows[0])
             return False
         if self._array:
             first = rows[0]
