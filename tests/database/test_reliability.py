@@ -169,7 +169,7 @@ def test_four_workers_process_every_message_exactly_once(
     """SKIP LOCKED claims: four concurrent workers, no faults, no duplicates."""
     workers = workers_for(backend, queue_name)
     _dispatch(connection, queue_name)
-    procs = [workers.start("--batch-size", "100", "--until-empty") for _ in range(4)]
+    procs = [workers.start("--batch-size", "100", "--until-empty", sleep=0.002) for _ in range(4)]
     for proc in procs:
         workers.wait(proc)
     wait_for(lambda: _empty(connection, queue_name), timeout=30, what="an empty queue")
