@@ -291,3 +291,22 @@ def test_outage_is_reported_not_hidden(connect: Callable[..., Connection], queue
         wait_for_broker()
     wait_for(lambda: conn.driver.link.ready, timeout=30, what="the link to reconnect")
     conn.dispatch(queue_name, Recorded("outage", 2))
+
+
+@pytest.mark.slow
+def test_blocked_broker_is_named_in_the_publish_error(
+    connect: Callable[..., Connection], queue_name: str
+) -> None:
+    """Under a memory alarm RabbitMQ blocks publishers: the push times out saying so,
+    and works again once the alarm clears."""
+    conn = connect(publish_timeout=2.0)
+    conn.dispatch(queue_name, Recorded("blocked", 0))
+    try:
+        rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
+        with pytest.raises(DriverError) as caught:
+            conn.dispatch(queue_name, Recorded("blocked", 1))
+        assert "blocked publishing" in str(caught.value)
+    finally:
+        rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+    wait_for(lambda: "blocked" not in conn.driver.link.status(), timeout=30)
+    conn.dispatch(queue_name, Recorded("blocked", 2))

@@ -257,7 +257,20 @@ class BrokerLink:
         self._retry_later()
 
     def _on_open(self, connection: Any) -> None:
+        connection.add_on_connection_blocked_callback(self._on_blocked)
+        connection.add_on_connection_unblocked_callback(self._on_unblocked)
         connection.channel(on_open_callback=self._on_pub_open)
+
+    def _on_blocked(self, connection: Any, frame: Any) -> None:
+        reason = getattr(frame.method, "reason", "") or "resource alarm"
+        self._set_error(
+            f"RabbitMQ at {self.where} blocked publishing ({reason}: low memory or disk on the "
+            "broker); pushes wait up to publish_timeout"
+        )
+
+    def _on_unblocked(self, connection: Any, frame: Any) -> None:
+        log.warning("RabbitMQ at %s unblocked publishing", self.where)
+        self.last_error = None
 
     def _on_pub_open(self, channel: Any) -> None:
         channel.add_on_close_callback(self._on_pub_closed)
