@@ -126,7 +126,7 @@ def test_handler_running_3x_the_visibility_timeout_is_not_delivered_twice(
     record = tmp_path / "slow.txt"
     monkeypatch.setenv("PASHQ_SQS_TEST_RECORD", str(record))
     queue = f"slow-{uuid.uuid4().hex[:8]}"
-    visibility = 2
+    visibility = 3  # the heartbeat extends with 1.5 s to spare, enough on a loaded machine
     conn = open_sqs(visibility_timeout=visibility)
     conn.dispatch(queue, Slow("job", 3.0 * visibility))
     worker = Worker(queue, connection=conn, install_signal_handlers=False, poll_timeout=1.0)

@@ -1,0 +1,124 @@
+"""``pashq sqs ...``: create queues and print the least-privilege IAM policy.
+
+Registered through the ``pashq.commands`` entry point ``sqs``::
+
+    pashq sqs create orders invoices        # queue + dead-letter queue + RedrivePolicy
+    pashq sqs policy orders invoices        # the IAM policy a worker needs, as JSON
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+import click
+
+from pashq.cli import connection_options, load_connection
+from pashq.errors import PashqError
+from pashq_sqs.driver import SQSDriver
+from pashq_sqs.errors import translated
+from pashq_sqs.queues import QueueDirectory
+
+__all__ = ["policy_document", "sqs"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: What a worker calls on its queues (batch actions are covered by these).
+WORKER_ACTIONS = (
+    "sqs:SendMessage",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes",
+)
+#: What a producer that only dispatches calls.
+PRODUCER_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueAttributes")
+
+
+def _errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PashqError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _driver(connection: str, config: str | None, imports: tuple[str, ...]) -> SQSDriver:
+    conn = load_connection(connection, config, imports)
+    if not isinstance(conn.driver, SQSDriver):
+        raise click.ClickException(
+            f"connection {connection!r} uses driver {conn.config.type!r}, not 'sqs'"
+        )
+    return conn.driver
+
+
+def policy_document(arns: list[str], actions: tuple[str, ...]) -> dict[str, Any]:
+    """Return an IAM policy allowing ``actions`` on the queues ``arns``."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": list(actions), "Resource": sorted(arns)}],
+    }
+
+
+@click.group()
+def sqs() -> None:
+    """Amazon SQS driver tools (pashq-sqs)."""
+
+
+@sqs.command()
+@click.argument("queues", nargs=-1, required=True)
+@connection_options
+@_errors
+def create(
+    queues: tuple[str, ...], connection: str, config: str | None, imports: tuple[str, ...]
+) -> None:
+    """Create QUEUES with their dead-letter queues and a RedrivePolicy (as create_queues
+    does); queues that exist are left as they are."""
+    driver = _driver(connection, config, imports)
+    assert driver.queues is not None
+    options = attrs.evolve(driver.options, create_queues=True)
+    directory = QueueDirectory(
+        driver.client, options, driver.queues.max_receive_count, driver.queues.where
+    )
+    for name in queues:
+        info = directory.get(name)
+        dlq = directory.dead_letter(name)
+        click.echo(f"{name}: {info.url}" + (f" (dead letters: {dlq.url})" if dlq else ""))
+
+
+@sqs.command()
+@click.argument("queues", nargs=-1, required=True)
+@connection_options
+@click.option("--producer", is_flag=True, help="Only what dispatching needs.")
+@_errors
+def policy(
+    queues: tuple[str, ...],
+    connection: str,
+    config: str | None,
+    imports: tuple[str, ...],
+    producer: bool,
+) -> None:
+    """Print the least-privilege IAM policy for QUEUES (and their dead-letter queues)."""
+    driver = _driver(connection, config, imports)
+    assert driver.queues is not None
+    arns = []
+    for name in queues:
+        found = [driver.queues.get(name)]
+        if not producer:
+            dlq = driver.queues.dead_letter(name)
+            if dlq is not None:
+                found.append(dlq)
+        for info in found:
+            with translated("GetQueueAttributes", info.name, driver.options.endpoint_url):
+                attributes = driver.client.get_queue_attributes(
+                    QueueUrl=info.url, AttributeNames=["QueueArn"]
+                )["Attributes"]
+            arns.append(attributes["QueueArn"])
+    actions = PRODUCER_ACTIONS if producer else WORKER_ACTIONS
+    click.echo(json.dumps(policy_document(arns, actions), indent=2))
