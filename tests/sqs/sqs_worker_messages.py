@@ -47,3 +47,16 @@ class Slow(Message, type_name="tests.sqs.slow"):
         record(f"start {self.key}")
         time.sleep(self.seconds)
         record(f"end {self.key}")
+
+
+@attrs.define
+class Grouped(Message, type_name="tests.sqs.grouped"):
+    """Records ``group:n``; its FIFO group is ``group``."""
+
+    group: str
+    n: int
+    group_by = "group"
+
+    def process_message(self) -> None:
+        """Record group and number."""
+        record(f"{self.group}:{self.n}")

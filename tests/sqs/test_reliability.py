@@ -2,6 +2,7 @@
 
 - a worker SIGKILLed mid-drain of 2,000 messages loses none of them;
 - a handler that runs 3x the visibility timeout is not delivered twice (heartbeat);
+- FIFO groups keep their order under a worker with handler threads;
 - (native redrive after maxReceiveCount receives is in ``test_driver.py``).
 """
 
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqs_worker_messages import Numbered, Slow
+from sqs_worker_messages import Grouped, Numbered, Slow
 
 from pashq import Connection, Worker, WorkerStats
 from pashq.testing import wait_for
@@ -150,3 +151,36 @@ def test_handler_running_3x_the_visibility_timeout_is_not_delivered_twice(
     assert results[0].acked == 1 and results[0].errors == 0
     stats = conn.stats(queue)
     assert (stats.ready, stats.in_flight) == (0, 0)
+
+
+def _run_groups(open_sqs: OpenSQS, record: Path, concurrency: int) -> dict[str, list[int]]:
+    queue = f"groups-{uuid.uuid4().hex[:8]}"
+    conn = open_sqs(fifo=True, visibility_timeout=10)
+    conn.dispatch_many(queue, [Grouped(group, n) for n in range(20) for group in "abc"])
+    worker = Worker(queue, connection=conn, install_signal_handlers=False, concurrency=concurrency)
+    assert worker.run(until_empty=True).acked == 60
+    seen: dict[str, list[int]] = {"a": [], "b": [], "c": []}
+    for line in _lines(record):
+        group, n = line.split(":")
+        seen[group].append(int(n))
+    return seen
+
+
+def test_fifo_groups_are_processed_in_order(
+    open_sqs: OpenSQS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = tmp_path / "grouped.txt"
+    monkeypatch.setenv("PASHQ_SQS_TEST_RECORD", str(record))
+    assert _run_groups(open_sqs, record, 1) == {group: list(range(20)) for group in "abc"}
+
+
+@pytest.mark.xfail(
+    reason="the core worker runs messages of one FIFO group pulled in one batch in "
+    "parallel handler threads (plugins/pashq-sqs/CORE_REQUESTS.md, item 5)"
+)
+def test_fifo_groups_keep_their_order_with_handler_threads(
+    open_sqs: OpenSQS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = tmp_path / "grouped.txt"
+    monkeypatch.setenv("PASHQ_SQS_TEST_RECORD", str(record))
+    assert _run_groups(open_sqs, record, 3) == {group: list(range(20)) for group in "abc"}
