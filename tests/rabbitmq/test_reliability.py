@@ -310,3 +310,31 @@ def test_blocked_broker_is_named_in_the_publish_error(
         rabbitmqctl("set_vm_memory_high_watermark", "0.4")
     wait_for(lambda: "blocked" not in conn.driver.link.status(), timeout=30)
     conn.dispatch(queue_name, Recorded("blocked", 2))
+
+
+@pytest.mark.slow
+def test_sigterm_hands_back_unstarted_messages_without_duplicates(
+    connect: Callable[..., Connection], queue_name: str, tmp_path: Path
+) -> None:
+    """A worker stopped with SIGTERM finishes its message and releases the prefetched
+    rest; a second worker processes those: every message exactly once."""
+    conn = connect()
+    total = 400
+    conn.dispatch_many(queue_name, [Recorded("term", n, 0.005) for n in range(total)])
+    record = tmp_path / "record.txt"
+    config = _config(tmp_path, prefetch=100)
+    first = _worker_process(queue_name, config, record)
+    try:
+        wait_for(lambda: len(_recorded(record)) >= 50, timeout=60, what="50 processed")
+        first.send_signal(signal.SIGTERM)
+        output, _ = first.communicate(timeout=60)
+        assert first.returncode == 0, output.decode()
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert len(_recorded(record)) < total
+    second = _worker_process(queue_name, config, record, "--until-empty")
+    output, _ = second.communicate(timeout=120)
+    assert second.returncode == 0, output.decode()
+    processed = _recorded(record)
+    assert sorted(processed) == list(range(total))
