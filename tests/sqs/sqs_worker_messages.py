@@ -51,7 +51,8 @@ class Slow(Message, type_name="tests.sqs.slow"):
 
 @attrs.define
 class Grouped(Message, type_name="tests.sqs.grouped"):
-    """Records ``group:n``; its FIFO group is ``group``."""
+    """Records ``group:n``; its FIFO group is ``group``. ``a:0`` takes 0.3 s, so a later
+    message of group ``a`` run in parallel would finish first."""
 
     group: str
     n: int
@@ -59,4 +60,6 @@ class Grouped(Message, type_name="tests.sqs.grouped"):
 
     def process_message(self) -> None:
         """Record group and number."""
+        if (self.group, self.n) == ("a", 0):
+            time.sleep(0.3)
         record(f"{self.group}:{self.n}")

@@ -175,8 +175,9 @@ def test_fifo_groups_are_processed_in_order(
 
 
 @pytest.mark.xfail(
+    strict=True,
     reason="the core worker runs messages of one FIFO group pulled in one batch in "
-    "parallel handler threads (plugins/pashq-sqs/CORE_REQUESTS.md, item 5)"
+    "parallel handler threads (plugins/pashq-sqs/CORE_REQUESTS.md, item 5)",
 )
 def test_fifo_groups_keep_their_order_with_handler_threads(
     open_sqs: OpenSQS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
