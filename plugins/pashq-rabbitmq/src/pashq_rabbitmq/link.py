@@ -30,13 +30,16 @@ connection, within their caller's ``publish_timeout``.
 
 from __future__ import annotations
 
+import atexit
 import collections
 import concurrent.futures
 import contextlib
 import functools
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -53,6 +56,20 @@ from pashq_rabbitmq.properties import attempts_of, message_id_of
 __all__ = ["BrokerLink", "Browsed", "Publish", "PublishJob", "Receipt"]
 
 log = logging.getLogger(__name__)
+
+#: Links still open; closed at interpreter exit so that acks already handed to an I/O
+#: thread reach the broker (a daemon thread is otherwise frozen mid-way, and the broker
+#: would redeliver messages that were processed and acked).
+_open_links: weakref.WeakSet[BrokerLink] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_links() -> None:
+    for link in list(_open_links):
+        if link.pid == os.getpid():  # not a parent's link inherited through fork
+            with contextlib.suppress(Exception):
+                link.close(timeout=5.0)
+
 
 _CONSUMER_TIMEOUT_HINT = (
     "RabbitMQ closed the consume channel because a delivery stayed unacknowledged longer "
@@ -183,11 +200,14 @@ class BrokerLink:
         self.connections = 0
         self.last_error: str | None = None
         self._stopped = False
+        self.pid = os.getpid()
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the I/O thread; it connects in the background."""
+        self.pid = os.getpid()
+        _open_links.add(self)
         self._thread.start()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -198,6 +218,7 @@ class BrokerLink:
             self._ioloop.add_callback_threadsafe(self._close_now)
         self._thread.join(timeout)
         self._stopped = True
+        _open_links.discard(self)
         with self._cond:
             self._buffers.clear()
             self._cond.notify_all()
