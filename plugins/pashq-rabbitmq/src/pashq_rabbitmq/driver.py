@@ -19,8 +19,8 @@ Options (``[queues.<name>]``)
     - ``queue_type`` (``"classic"``): or ``"quorum"`` (replicated; its ``x-delivery-count``
       also counts redeliveries after crashes exactly).
     - ``declare`` (``"auto"``): declare queues as needed; ``"passive"`` only checks that the
-      work and failed queues exist (for brokers where the application may not configure),
-      still declaring the delay queues that delays need.
+      work queue (and, when dead-lettering, ``<queue>.failed``) exists, for brokers where
+      the application may not configure; it still declares the delay queues delays need.
     - ``heartbeat`` (server's, 60 s): AMQP heartbeat in seconds, 0 = off.
     - ``publish_timeout`` (30 s): how long a push may wait for confirms, including waiting
       for a reconnection; past it the push raises :class:`~pashq.errors.DriverError`
