@@ -26,7 +26,7 @@ from pashq.capabilities import Capabilities
 from pashq.connection import Connection
 from pashq.discovery import COMMAND_GROUP, DRIVER_GROUP, installed
 from pashq.errors import PashqError
-from pashq.facade import configure, import_messages, queue, settings
+from pashq.facade import close, configure, import_messages, queue, settings
 from pashq.worker import Worker, WorkerStats
 
 __all__ = ["connection_options", "load_connection", "main"]
@@ -52,6 +52,11 @@ def load_connection(
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as celery and rq do: the app lives in the cwd
     configure(config)
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        # Close the driver when the command ends, so asynchronous settlements (acks handed
+        # to an I/O thread) reach the backend before the process exits.
+        ctx.call_on_close(close)
     import_messages(list(settings().imports) + list(imports))
     return queue(connection)
 
