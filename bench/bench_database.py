@@ -74,7 +74,18 @@ class InvoicePaid(pashq.Message, type_name="bench.invoice_paid"):
 def _url(backend: str) -> str:
     if backend == "sqlite":
         return f"sqlite:///{tempfile.mkdtemp(prefix='pashq-bench-')}/bench.sqlite3"
-    return POSTGRESQL_URL if backend == "postgresql" else MYSQL_URL
+    url = POSTGRESQL_URL if backend == "postgresql" else MYSQL_URL
+    _settle(url)
+    return url
+
+
+def _settle(url: str) -> None:
+    """Flush the previous case's writes (CHECKPOINT) so they do not slow this one."""
+    if url.startswith("postgresql"):
+        engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as c:
+            c.exec_driver_sql("CHECKPOINT")
+        engine.dispose()
 
 
 def _prefix() -> str:
@@ -387,6 +398,60 @@ PEERS: dict[str, Callable[[int], Phases]] = {
 }
 
 
+def _single_ratio(backend: str, n: int) -> tuple[float, float]:
+    """Interleave one raw SQLAlchemy INSERT+COMMIT and one ``dispatch()``, n times each, so
+    load changes on the machine hit both alike; return their median latencies (µs)."""
+    import statistics
+
+    url = _url(backend)
+    pashq.configure(
+        {
+            "queues": {
+                "default": {
+                    "type": "database",
+                    "url": url,
+                    "table_prefix": _prefix(),
+                    "create_tables": True,
+                }
+            }
+        }
+    )
+    conn = pashq.queue("default")
+    driver: Any = conn.driver
+    driver.create_tables()
+    engine, schema = _raw_engine(backend)
+    insert = sa.insert(schema.messages)
+    raw: list[float] = []
+    ours: list[float] = []
+    try:
+        for i in range(n):
+            message = InvoicePaid(**payload(i))  # type: ignore[arg-type]
+            now = time.time()
+            row = {
+                "queue": "bench",
+                "message_id": uuid.uuid4().hex,
+                "body": body(i),
+                "attempts": 0,
+                "available_at": now,
+                "lease_expires_at": None,
+                "created_at": now,
+            }
+            t0 = time.perf_counter()
+            with engine.begin() as c:
+                c.execute(insert, row)
+            t1 = time.perf_counter()
+            conn.dispatch("bench", message)
+            t2 = time.perf_counter()
+            raw.append(t1 - t0)
+            ours.append(t2 - t1)
+    finally:
+        driver.drop_tables()
+        schema.metadata.drop_all(engine)
+        engine.dispose()
+        pashq.close()
+    return statistics.median(raw) * 1e6, statistics.median(ours) * 1e6
+
+
 def _run_both(argv: list[str]) -> int:
     import argparse
 
@@ -396,6 +461,12 @@ def _run_both(argv: list[str]) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", action="append", default=[])
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument(
+        "--single-n",
+        type=int,
+        default=2_000,
+        help="interleaved single dispatch() vs INSERT+COMMIT pairs per backend",
+    )
     args = parser.parse_args(argv)
     only = [x for o in args.only for x in ("--only", o)]
     status = 0
@@ -409,6 +480,16 @@ def _run_both(argv: list[str]) -> int:
             main(cases, title=title, argv=["-n", str(n), "--repeat", str(args.repeat), *only])
         except SystemExit as exc:
             status = status or int(exc.code or 0)
+    if args.single_n and not args.only:
+        print(
+            "\nSingle dispatch() vs one raw SQLAlchemy INSERT+COMMIT, interleaved "
+            f"({args.single_n:,} pairs per backend, median latency)\n"
+        )
+        print("| backend | raw INSERT+COMMIT µs | pashq dispatch() µs | ratio |")
+        print("|---|---:|---:|---:|")
+        for backend in ("sqlite", "postgresql", "mariadb"):
+            raw, ours = _single_ratio(backend, args.single_n)
+            print(f"| {backend} | {raw:,.0f} | {ours:,.0f} | {ours / raw:.2f} |", flush=True)
     return status
 
 
