@@ -122,7 +122,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._kill = False
-        self._finished = False
+        self._finished = threading.Event()
         self._signals = 0
         self._held: dict[Delivery, float] = {}
         self._held_lock = threading.Lock()
@@ -178,7 +178,7 @@ class Worker:
         self.stats = WorkerStats()
         self._stop.clear()
         self._kill = False
-        self._finished = False
+        self._finished.clear()
         self._signals = 0
         for name in self.queues:
             self._hook.pashq_declare(queue=name)
@@ -206,7 +206,7 @@ class Worker:
             raise
         finally:
             self._stop.set()
-            self._finished = True
+            self._finished.set()
             for _ in self._threads:
                 self._jobs.put(None)
             self._threads.clear()
@@ -506,8 +506,7 @@ class Worker:
     def _heartbeat(self) -> None:
         # Runs until run() returns: after a stop signal it keeps extending the leases of
         # work still in flight, so graceful shutdown does not cause redeliveries.
-        while not self._finished:
-            time.sleep(_HEARTBEAT_SECONDS)
+        while not self._finished.wait(_HEARTBEAT_SECONDS):
             now = time.monotonic()
             due: dict[str, list[Delivery]] = {}
             with self._held_lock:
