@@ -328,3 +328,43 @@ def test_immediate_stop_with_threads_releases_queued_messages(memory: pashq.Conn
     assert stats.acked == 0
     assert stats.released == 2
     assert memory.stats("default").ready == 6
+
+
+@attrs.define
+class Ordered(Message, type_name="tests.worker.ordered"):
+    key: str
+    group: str
+    n: int
+    fail_first: bool = False
+    group_by = "group"
+
+    def process_message(self) -> None:
+        time.sleep(random.uniform(0, 0.01))
+        with _lock:
+            seen = calls.setdefault(f"{self.key}-{self.group}-tries", [])
+            seen.append(self.n)
+            if self.fail_first and seen.count(self.n) == 1:
+                raise RuntimeError("first try fails")
+            calls.setdefault(f"{self.key}-{self.group}", []).append(self.n)
+
+
+def test_threads_keep_the_order_of_a_fifo_group(memory: pashq.Connection) -> None:
+    key = _key()
+    messages = [Ordered(key, g, n) for n in range(15) for g in "abc"]
+    memory.dispatch_many("default", messages)
+    Worker("default", concurrency=4, batch_size=45, poll_timeout=0.1).run(until_empty=True)
+    for group in "abc":
+        assert calls[f"{key}-{group}"] == list(range(15))
+
+
+def test_later_group_messages_are_handed_back_after_a_failure(memory: pashq.Connection) -> None:
+    key = _key()
+    memory.dispatch_many(
+        "default",
+        [Ordered(key, "g", 0, fail_first=True), Ordered(key, "g", 1), Ordered(key, "g", 2)],
+    )
+    stats = Worker("default", batch_size=3, poll_timeout=0.1).run(until_empty=True)
+    # The first pass stopped the group at the failure and released 1 and 2 unrun.
+    assert calls[f"{key}-g-tries"][:1] == [0]
+    assert stats.released >= 2
+    assert sorted(calls[f"{key}-g"]) == [0, 1, 2]

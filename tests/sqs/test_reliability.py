@@ -174,11 +174,6 @@ def test_fifo_groups_are_processed_in_order(
     assert _run_groups(open_sqs, record, 1) == {group: list(range(20)) for group in "abc"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the core worker runs messages of one FIFO group pulled in one batch in "
-    "parallel handler threads (plugins/pashq-sqs/CORE_REQUESTS.md, item 5)",
-)
 def test_fifo_groups_keep_their_order_with_handler_threads(
     open_sqs: OpenSQS, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

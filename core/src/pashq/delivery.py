@@ -47,6 +47,9 @@ class Delivery:
         driver may replace it in ``pashq_extend``.
     :ivar lease: seconds the delivery stays reserved from the pull, or ``None`` when the
         backend has no lease (the worker heartbeats through ``pashq_extend`` before it ends).
+    :ivar group: the ordering group on FIFO backends: the worker processes deliveries of
+        one group one at a time, in pull order, and after a failure hands the rest of the
+        group back instead of running them ahead of the retry.
     """
 
     queue: str
@@ -55,6 +58,7 @@ class Delivery:
     attempts: int = 1
     receipt: Any = None
     lease: float | None = None
+    group: str | None = None
 
 
 @attrs.frozen(slots=True)

@@ -63,6 +63,7 @@ class Outcome(enum.Enum):
     ACK = "ack"
     RETRY = "retry"
     DEAD = "dead"
+    RELEASE = "release"  # not started: hand back at once, without counting a failure
 
 
 @attrs.frozen(slots=True)

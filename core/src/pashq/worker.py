@@ -9,6 +9,7 @@ pulled but not started. A second signal stops at once without acking unfinished 
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue as queue_module
@@ -130,6 +131,7 @@ class Worker:
         self._ack_since = 0.0
         self._retry_until = 0.0
         self._jobs: queue_module.SimpleQueue[Delivery | None] = queue_module.SimpleQueue()
+        self._groups: dict[str, collections.deque[Delivery]] = {}  # FIFO groups running
         self._results: queue_module.SimpleQueue[Result] = queue_module.SimpleQueue()
         self._busy = 0
         self._threads: list[threading.Thread] = []
@@ -346,14 +348,27 @@ class Worker:
         if self.concurrency > 1:
             for d in deliveries:
                 self._busy += 1
-                self._jobs.put(d)
+                if d.group is None:
+                    self._jobs.put(d)
+                elif d.group in self._groups:  # its group is running: wait behind it
+                    self._groups[d.group].append(d)
+                else:
+                    self._groups[d.group] = collections.deque()
+                    self._jobs.put(d)
             return
         run = self._processor.run
+        failed_groups: set[str] = set()
         for index, delivery in enumerate(deliveries):
             if self._stop.is_set():
                 self._release(name, deliveries[index:])
                 break
-            self._settle(run(delivery))
+            if delivery.group is not None and delivery.group in failed_groups:
+                self._release(name, [delivery])  # keep the group's order behind the retry
+                continue
+            result = run(delivery)
+            if delivery.group is not None and result.outcome is not Outcome.ACK:
+                failed_groups.add(delivery.group)
+            self._settle(result)
         self._flush_acks()
 
     def _start_threads(self) -> None:
@@ -374,14 +389,28 @@ class Worker:
                 return
             if self._stop.is_set():
                 # Pulled but not started: hand it back through the main thread.
-                self._results.put(Result(delivery, Outcome.RETRY, delay=0.0, reason="released"))
+                self._results.put(Result(delivery, Outcome.RELEASE))
                 continue
             try:
                 self._results.put(run(delivery))
             except BaseException as exc:  # SystemExit & co. from a handler: stop the worker
                 log.error("handler raised %s; stopping the worker", type(exc).__name__)
-                self._results.put(Result(delivery, Outcome.RETRY, delay=0.0, reason="released"))
+                self._results.put(Result(delivery, Outcome.RELEASE))
                 self.stop()
+
+    def _next_in_group(self, result: Result) -> None:
+        """Start the next delivery of a FIFO group, or after a failure hand them all back."""
+        group = result.delivery.group
+        if group is None or group not in self._groups:
+            return
+        waiting = self._groups[group]
+        if result.outcome is Outcome.ACK and waiting and not self._stop.is_set():
+            self._jobs.put(waiting.popleft())
+            return
+        del self._groups[group]
+        if waiting:
+            self._busy -= len(waiting)
+            self._release(result.delivery.queue, list(waiting))
 
     def _collect(self, block: bool) -> None:
         if self.concurrency == 1:
@@ -396,7 +425,8 @@ class Worker:
                 return
             self._busy -= 1
             timeout = None
-            if result.reason == "released" and result.outcome is Outcome.RETRY:
+            self._next_in_group(result)
+            if result.outcome is Outcome.RELEASE:
                 self._release(result.delivery.queue, [result.delivery])
             else:
                 self._settle(result)
@@ -477,6 +507,9 @@ class Worker:
                 break
             if item is not None:
                 queued.append(item)
+        for waiting in self._groups.values():  # FIFO deliveries waiting behind their group
+            queued.extend(waiting)
+        self._groups.clear()
         self._busy -= len(queued)
         by_queue: dict[str, list[Delivery]] = {}
         for delivery in queued:

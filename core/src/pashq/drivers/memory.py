@@ -40,11 +40,12 @@ class MemoryOptions:
 
 
 class _Entry:
-    __slots__ = ("attempts", "body", "id")
+    __slots__ = ("attempts", "body", "group", "id")
 
-    def __init__(self, id: str, body: bytes) -> None:
+    def __init__(self, id: str, body: bytes, group: str | None = None) -> None:
         self.id = id
         self.body = body
+        self.group = group
         self.attempts = 0
 
 
@@ -114,7 +115,7 @@ class MemoryDriver:
         with self._cond:
             q = self._queue(queue)
             for m in messages:
-                entry = _Entry(m.id, m.body)
+                entry = _Entry(m.id, m.body, m.group_id)
                 if m.delay > 0:
                     heapq.heappush(q.delayed, (now + m.delay, next(self._seq), entry))
                 else:
@@ -147,7 +148,11 @@ class MemoryDriver:
                 entry.attempts += 1
                 receipt = next(self._seq)
                 leased[receipt] = (entry, until)
-                out.append(Delivery(queue, entry.id, entry.body, entry.attempts, receipt, lease))
+                out.append(
+                    Delivery(
+                        queue, entry.id, entry.body, entry.attempts, receipt, lease, entry.group
+                    )
+                )
             return out
 
     @hookimpl
@@ -164,6 +169,7 @@ class MemoryDriver:
         with self._cond:
             q = self._queue(queue)
             at = time.monotonic() + delay
+            back = []
             for d in deliveries:
                 found = q.leased.pop(d.receipt, None)
                 if found is None:
@@ -171,7 +177,8 @@ class MemoryDriver:
                 if delay > 0:
                     heapq.heappush(q.delayed, (at, next(self._seq), found[0]))
                 else:
-                    q.ready.appendleft(found[0])
+                    back.append(found[0])
+            q.ready.extendleft(reversed(back))  # released messages keep their order
             self._cond.notify_all()
 
     @hookimpl

@@ -322,6 +322,8 @@ class SQSDriver:
                         system.get("MessageGroupId"),
                     ),
                     lease,
+                    # The worker keeps a FIFO group's order: one at a time, stop on failure.
+                    system.get("MessageGroupId") if info.fifo else None,
                 )
             )
         if early:
