@@ -360,6 +360,9 @@ def _kombu(n: int) -> Phases:
 
     url = sa.make_url(POSTGRESQL_URL).set(drivername="postgresql+psycopg")
     name = f"bench{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(POSTGRESQL_URL)
+    with admin.connect() as c:
+        existed = sa.inspect(c).has_table("kombu_message")
     seen: list[int] = []
     with Connection(f"sqla+{url.render_as_string(hide_password=False)}") as conn:
         queue = Queue(name)
@@ -377,6 +380,10 @@ def _kombu(n: int) -> Phases:
                 conn.drain_events(timeout=5)
         with contextlib.suppress(Exception):  # best effort: the table holds only this queue
             conn.default_channel.queue_delete(name)
+    if not existed:  # kombu created its two tables for this run: leave nothing behind
+        with admin.begin() as c:
+            c.exec_driver_sql("DROP TABLE IF EXISTS kombu_message, kombu_queue")
+    admin.dispose()
     return Phases(pub.seconds, con.seconds, seen)
 
 
