@@ -35,7 +35,11 @@ the caller's transaction, without committing: they exist only if the caller comm
 Guarantees: at-least-once; an ack after the lease ran out still deletes the message; a
 nack, extension or dead letter only applies while nobody else claimed the row again
 (``attempts`` is the fencing token). Leases and delays use the clocks of the client hosts
-(epoch seconds): keep them in sync (NTP).
+(epoch seconds): keep them in sync (NTP). A pooled connection that went stale (server
+restart) is replaced and its transaction run once more, before anything was written;
+while the server is down hooks raise :class:`~pashq.errors.DriverError` and the worker
+backs off. Messages larger than the server accepts (MySQL's ``max_allowed_packet``) raise
+:class:`~pashq.errors.MessageTooLargeError` before anything is sent.
 """
 
 from __future__ import annotations
