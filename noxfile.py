@@ -16,6 +16,9 @@ ROOT = pathlib.Path(__file__).parent
 PLUGINS = sorted(p for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").is_file())
 DISTRIBUTIONS = [ROOT / "core", *PLUGINS]
 EXAMPLE_DRIVER = ROOT / "examples" / "pashq-example-driver"
+# Pinned so a new release's rules cannot turn a green tree red overnight; bump on purpose.
+RUFF = "ruff==0.17.6"
+MYPY = "mypy==2.4.1"
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -41,7 +44,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole repository."""
-    session.install("ruff>=0.6")
+    session.install(RUFF)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -50,8 +53,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict, one distribution at a time."""
     _install_all(session)
-    session.install("mypy>=1.10")
-    for dist in DISTRIBUTIONS:
+    session.install(MYPY)
+    for dist in [*DISTRIBUTIONS, EXAMPLE_DRIVER]:
         session.run("mypy", "--strict", str(dist / "src"))
 
 

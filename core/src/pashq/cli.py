@@ -29,7 +29,9 @@ from pashq.errors import PashqError
 from pashq.facade import close, configure, import_messages, queue, settings
 from pashq.worker import Worker, WorkerStats
 
-__all__ = ["connection_options", "load_connection", "main"]
+__all__ = ["cli_errors", "connection_options", "load_connection", "load_driver", "main"]
+
+D = TypeVar("D")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,6 +61,22 @@ def load_connection(
         ctx.call_on_close(close)
     import_messages(list(settings().imports) + list(imports))
     return queue(connection)
+
+
+def load_driver(
+    driver_class: type[D], connection: str, config: str | None, imports: tuple[str, ...] = ()
+) -> D:
+    """Like :func:`load_connection`, for a driver's own commands: return the connection's
+    driver, or fail with a CLI error when the connection uses another driver."""
+    conn = load_connection(connection, config, imports)
+    driver = conn.driver
+    if not isinstance(driver, driver_class):
+        name = getattr(driver_class, "name", driver_class.__name__)
+        raise click.ClickException(
+            f"connection {conn.name!r} uses driver {conn.config.type!r}, not {name!r} "
+            "(pick another with --connection NAME)"
+        )
+    return driver
 
 
 def connection_options(func: F) -> F:
@@ -91,7 +109,9 @@ def connection_options(func: F) -> F:
     return func
 
 
-def _errors(func: F) -> F:
+def cli_errors(func: F) -> F:
+    """Turn :class:`~pashq.errors.PashqError` into a one-line CLI error (exit 1)."""
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -231,7 +251,7 @@ def _status_line(stats: WorkerStats, queues: list[str]) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON-lines logs and a JSON summary.")
 @click.option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
-@_errors
+@cli_errors
 def work(
     queues: tuple[str, ...],
     connection: str,
@@ -317,7 +337,7 @@ def _capability_names(caps: Capabilities) -> list[str]:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@cli_errors
 def drivers(as_json: bool) -> None:
     """List installed drivers: name, distribution, version, capabilities."""
     rows: list[dict[str, Any]] = []
@@ -353,7 +373,7 @@ def drivers(as_json: bool) -> None:
 @click.argument("queues", nargs=-1, required=True)
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@cli_errors
 def stats(
     queues: tuple[str, ...],
     connection: str,
@@ -386,7 +406,7 @@ def stats(
 @connection_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@cli_errors
 def purge(
     queue_name: str,
     connection: str,
@@ -417,7 +437,7 @@ def failed() -> None:
 @connection_options
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (with bodies).")
-@_errors
+@cli_errors
 def failed_list(
     queue_name: str,
     connection: str,
@@ -459,7 +479,7 @@ def failed_list(
 @connection_options
 @click.option("--id", "ids", multiple=True, help="Retry only this message id; repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@cli_errors
 def failed_retry(
     queue_name: str,
     connection: str,
@@ -482,7 +502,7 @@ def failed_retry(
 @click.option("--id", "ids", multiple=True, help="Delete only this message id; repeatable.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_errors
+@cli_errors
 def failed_purge(
     queue_name: str,
     connection: str,

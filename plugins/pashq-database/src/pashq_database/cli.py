@@ -6,25 +6,21 @@ as ``pashq database ...`` once this distribution is installed.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
-from pashq.cli import connection_options, load_connection
-from pashq.errors import PashqError
+from pashq.cli import cli_errors, connection_options, load_driver
 from pashq_database.driver import DatabaseDriver
 from pashq_database.migration import render_revision
 
 __all__ = ["database"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 _DIALECTS: dict[str, Callable[[], sa.Dialect]] = {
     "postgresql": postgresql.dialect,
     "mysql": mysql.dialect,
@@ -33,26 +29,8 @@ _DIALECTS: dict[str, Callable[[], sa.Dialect]] = {
 }
 
 
-def _errors(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PashqError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _driver(connection: str, config: str | None, imports: tuple[str, ...]) -> DatabaseDriver:
-    conn = load_connection(connection, config, imports)
-    driver = conn.driver
-    if not isinstance(driver, DatabaseDriver):
-        raise click.ClickException(
-            f"connection {conn.name!r} uses driver {conn.config.type!r}, not 'database' "
-            "(pick another with --connection NAME)"
-        )
-    return driver
+    return load_driver(DatabaseDriver, connection, config, imports)
 
 
 @click.group()
@@ -62,7 +40,7 @@ def database() -> None:
 
 @database.command()
 @connection_options
-@_errors
+@cli_errors
 def create(connection: str, config: str | None, imports: tuple[str, ...]) -> None:
     """Create the driver's tables and indexes (those that are missing)."""
     driver = _driver(connection, config, imports)
@@ -78,7 +56,7 @@ def create(connection: str, config: str | None, imports: tuple[str, ...]) -> Non
 @database.command()
 @connection_options
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@_errors
+@cli_errors
 def drop(connection: str, config: str | None, imports: tuple[str, ...], yes: bool) -> None:
     """Drop the driver's tables, with every message and dead letter in them."""
     driver = _driver(connection, config, imports)
@@ -96,7 +74,7 @@ def drop(connection: str, config: str | None, imports: tuple[str, ...], yes: boo
     type=click.Choice(sorted(_DIALECTS)),
     help="Print for this dialect instead of the configured database's.",
 )
-@_errors
+@cli_errors
 def sql(connection: str, config: str | None, imports: tuple[str, ...], dialect: str | None) -> None:
     """Print the CREATE statements (DDL) for the configured dialect."""
     driver = _driver(connection, config, imports)
@@ -120,7 +98,7 @@ def sql(connection: str, config: str | None, imports: tuple[str, ...], dialect: 
 )
 @click.option("--rev-id", help="Revision id (default: random, as Alembic makes them).")
 @click.option("--down-revision", help="The revision this one follows (your current head).")
-@_errors
+@cli_errors
 def migration(
     connection: str,
     config: str | None,

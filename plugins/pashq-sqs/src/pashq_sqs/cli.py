@@ -8,23 +8,19 @@ Registered through the ``pashq.commands`` entry point ``sqs``::
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import click
 
-from pashq.cli import connection_options, load_connection
-from pashq.errors import PashqError
+from pashq.cli import cli_errors, connection_options, load_driver
 from pashq_sqs.driver import SQSDriver
 from pashq_sqs.errors import translated
 from pashq_sqs.queues import QueueDirectory
 
 __all__ = ["policy_document", "sqs"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: What a worker calls on its queues (batch actions are covered by these).
 WORKER_ACTIONS = (
@@ -38,24 +34,8 @@ WORKER_ACTIONS = (
 PRODUCER_ACTIONS = ("sqs:SendMessage", "sqs:GetQueueAttributes")
 
 
-def _errors(func: F) -> F:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PashqError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _driver(connection: str, config: str | None, imports: tuple[str, ...]) -> SQSDriver:
-    conn = load_connection(connection, config, imports)
-    if not isinstance(conn.driver, SQSDriver):
-        raise click.ClickException(
-            f"connection {connection!r} uses driver {conn.config.type!r}, not 'sqs'"
-        )
-    return conn.driver
+    return load_driver(SQSDriver, connection, config, imports)
 
 
 def policy_document(arns: list[str], actions: tuple[str, ...]) -> dict[str, Any]:
@@ -74,7 +54,7 @@ def sqs() -> None:
 @sqs.command()
 @click.argument("queues", nargs=-1, required=True)
 @connection_options
-@_errors
+@cli_errors
 def create(
     queues: tuple[str, ...], connection: str, config: str | None, imports: tuple[str, ...]
 ) -> None:
@@ -96,7 +76,7 @@ def create(
 @click.argument("queues", nargs=-1, required=True)
 @connection_options
 @click.option("--producer", is_flag=True, help="Only what dispatching needs.")
-@_errors
+@cli_errors
 def policy(
     queues: tuple[str, ...],
     connection: str,
