@@ -24,6 +24,7 @@ from pashq.connection import Connection
 from pashq.testing import make_connection
 
 URL = os.environ.get("PASHQ_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+MANAGEMENT_URL = os.environ.get("PASHQ_TEST_RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
 _HINT = "start it with `rabbitmq-server -detached` (or set PASHQ_TEST_RABBITMQ_URL)"
 
 

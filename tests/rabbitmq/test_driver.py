@@ -16,7 +16,7 @@ from pashq.errors import ConfigError, DriverError, QueueNotFoundError
 from pashq.testing import make_connection, wait_for
 from pashq_rabbitmq.topology import delay_milliseconds
 
-from .conftest import URL, raw_connection
+from .conftest import MANAGEMENT_URL, URL, raw_connection
 from .rabbitmq_test_messages import Recorded
 
 pytestmark = pytest.mark.rabbitmq
@@ -255,6 +255,35 @@ def test_stats_of_missing_queue_is_queue_not_found(connect: Callable[..., Connec
     """stats on a queue that does not exist says so."""
     with pytest.raises(QueueNotFoundError):
         connect().stats(f"missing-{uuid.uuid4().hex[:8]}")
+
+
+def test_stats_with_management_api_count_unacked_messages(
+    connect: Callable[..., Connection], queue_name: str
+) -> None:
+    """With management_url, stats report unacknowledged (in-flight) messages too.
+
+    Needs the management plugin (`rabbitmq-plugins enable rabbitmq_management`); the
+    broker refreshes these figures every few seconds, hence the waits.
+    """
+    conn = connect(management_url=MANAGEMENT_URL)
+    conn.dispatch_many(queue_name, [Recorded("mgmt", i) for i in range(3)])
+    wait_for(lambda: conn.stats(queue_name).ready == 3, timeout=30, what="3 ready")
+    held = _pull_one(conn, queue_name)
+    assert held
+    wait_for(
+        lambda: conn.stats(queue_name).in_flight == len(held),
+        timeout=30,
+        what=f"{len(held)} unacknowledged",
+    )
+    conn.hook.pashq_ack(queue=queue_name, deliveries=held)
+    with pytest.raises(QueueNotFoundError):
+        conn.stats(f"missing-{uuid.uuid4().hex[:8]}")
+
+
+def test_management_url_must_be_http(connect: Callable[..., Connection]) -> None:
+    """A management_url that is not http(s) is a config error naming the key."""
+    with pytest.raises(ConfigError, match="'management_url' must be an http"):
+        connect(management_url="amqp://127.0.0.1:15672")
 
 
 def test_plain_pika_consumer_sees_attempts_header_on_retry(

@@ -28,6 +28,9 @@ Options (``[queues.<name>]``)
     - ``reconnect_delay_max`` (5 s): the longest pause between reconnection attempts.
     - ``max_in_flight`` (10000): unconfirmed publishes per connection (a larger window
       hides the broker's fsync latency; a lost connection republishes at most this many).
+    - ``management_url`` (none): the management API (``http://host:15672``); with it,
+      ``stats`` also reports unacknowledged (in-flight) messages. AMQP alone gives only
+      the ready count.
 
 Guarantees
     At-least-once. A push returns only when the broker confirmed every message (a nack, an
@@ -59,6 +62,7 @@ from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
 from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
 from pashq.hookspecs import hookimpl
 from pashq_rabbitmq.link import BrokerLink, Publish, Receipt
+from pashq_rabbitmq.management import queue_counts
 from pashq_rabbitmq.options import RabbitMQOptions, display_url
 from pashq_rabbitmq.properties import (
     ATTEMPTS_HEADER,
@@ -373,16 +377,22 @@ class RabbitMQDriver:
 
     @hookimpl
     def pashq_stats(self, queue: str) -> QueueStats:
-        """Ready messages of the queue and its failed queue (passive declares)."""
+        """Ready messages of the queue and its failed queue (passive declares); with
+        ``management_url``, ready and unacknowledged counts from the management API."""
         timeout = self.options.publish_timeout
-        ready = self.link.declare(queue, None, passive=True, timeout=timeout)
+        in_flight: int | None = None
+        if self.options.management_url is not None:
+            counts = queue_counts(self.options.management_url, self.options.url, queue, timeout)
+            ready, in_flight = counts.ready, counts.unacknowledged
+        else:
+            ready = self.link.declare(queue, None, passive=True, timeout=timeout)
         try:
             failed: int | None = self.link.declare(
                 failed_queue(queue), None, passive=True, timeout=timeout
             )
         except QueueNotFoundError:
             failed = None
-        return QueueStats(queue, ready=ready, delayed=None, in_flight=None, failed=failed)
+        return QueueStats(queue, ready=ready, delayed=None, in_flight=in_flight, failed=failed)
 
     @hookimpl
     def pashq_purge(self, queue: str) -> int:

@@ -24,6 +24,7 @@ class RabbitMQOptions:
     publish_timeout: float = 30.0
     reconnect_delay_max: float = 5.0
     max_in_flight: int = 10_000
+    management_url: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if urllib.parse.urlsplit(self.url).scheme not in ("amqp", "amqps"):
@@ -34,6 +35,12 @@ class RabbitMQOptions:
         for key in ("prefetch", "publish_timeout", "reconnect_delay_max", "max_in_flight"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"'{key}' must be > 0, got {getattr(self, key)!r}")
+        if self.management_url is not None and urllib.parse.urlsplit(
+            self.management_url
+        ).scheme not in ("http", "https"):
+            raise ValueError(
+                "'management_url' must be an http:// or https:// URL (e.g. http://127.0.0.1:15672)"
+            )
         if self.prefetch > 65535:
             raise ValueError(f"'prefetch' must be <= 65535 (AMQP limit), got {self.prefetch}")
         if self.heartbeat is not None and self.heartbeat < 0:
