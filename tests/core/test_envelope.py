@@ -85,3 +85,12 @@ def test_new_message_ids_are_uuid4_hex() -> None:
     ids = new_message_ids(500)
     assert len(set(ids)) == 500
     assert all(len(i) == 32 and uuid.UUID(i).version == 4 for i in ids)
+
+
+def test_surrounding_whitespace_is_accepted_and_trailing_data_is_not() -> None:
+    text = json.dumps(GOOD)
+    assert decode_envelope(f" \n{text}\r\n".encode()) == Envelope.from_dict(GOOD)
+    with pytest.raises(EnvelopeError, match="data after the JSON value"):
+        decode_envelope(f"{text} {{}}".encode())
+    with pytest.raises(EnvelopeError, match="not valid UTF-8 JSON"):
+        decode_envelope(b"   ")

@@ -44,6 +44,7 @@ def _reject_constant(name: str) -> Any:
 
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
+_WHITESPACE = " \t\n\r"
 
 
 def new_message_id() -> str:
@@ -197,7 +198,11 @@ def decode_envelope(data: bytes | str) -> Envelope:
         )
         if not isinstance(text, str):
             raise EnvelopeError(f"envelope must be bytes or str, got {type(data).__name__}")
-        value = _decoder.decode(text)
+        if text[:1] in _WHITESPACE:
+            text = text.lstrip(_WHITESPACE)
+        value, end = _decoder.raw_decode(text)  # no regex pass: the hot path of every pull
+        if end != len(text) and text[end:].strip(_WHITESPACE):
+            raise EnvelopeError(f"envelope has data after the JSON value (at {end})")
     except EnvelopeError:
         raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:

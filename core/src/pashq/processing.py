@@ -28,7 +28,7 @@ from pashq.message import Message, build_message
 from pashq.retry import backoff_delay, policy_for
 from pashq.serializer import default_only
 
-__all__ = ["Outcome", "Processor", "Result", "run_awaitable"]
+__all__ = ["Outcome", "Processor", "Result", "close_thread_loop", "run_awaitable"]
 
 _loops = threading.local()
 
@@ -51,6 +51,14 @@ def run_awaitable(value: Awaitable[Any]) -> Any:
         loop = asyncio.new_event_loop()
         _loops.loop = loop
     return loop.run_until_complete(value)
+
+
+def close_thread_loop() -> None:
+    """Close this thread's handler event loop, if :func:`run_awaitable` made one."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
+    if loop is not None and not loop.is_closed():
+        loop.close()
+    _loops.loop = None
 
 
 async def _awaited(value: Awaitable[Any]) -> Any:

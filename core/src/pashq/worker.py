@@ -26,7 +26,7 @@ from pashq.connection import Connection
 from pashq.delivery import Delivery
 from pashq.errors import ConfigError, UnsupportedError
 from pashq.facade import queue as get_connection
-from pashq.processing import Outcome, Processor, Result
+from pashq.processing import Outcome, Processor, Result, close_thread_loop
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -215,6 +215,8 @@ class Worker:
             if heartbeat is not None:
                 heartbeat.join(timeout=2)
             self._restore_signals(previous)
+            if self.concurrency == 1:
+                close_thread_loop()  # async handlers ran on this thread's loop
             self._report(force=True)
         return self.stats
 
@@ -386,6 +388,7 @@ class Worker:
         while True:
             delivery = self._jobs.get()
             if delivery is None:
+                close_thread_loop()
                 return
             if self._stop.is_set():
                 # Pulled but not started: hand it back through the main thread.
