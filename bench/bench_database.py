@@ -95,24 +95,29 @@ def _prefix() -> str:
 # -- pashq ------------------------------------------------------------------------------------
 
 
-def _pashq(backend: str, single: bool) -> Callable[[int], Phases]:
-    def run(n: int) -> Phases:
-        url = _url(backend)
-        pashq.configure(
-            {
-                "queues": {
-                    "default": {
-                        "type": "database",
-                        "url": url,
-                        "table_prefix": _prefix(),
-                        "create_tables": True,
-                    }
+def _open(backend: str) -> tuple[pashq.Connection, Any]:
+    """Configure pashq on a fresh table set of ``backend``; return the connection and driver."""
+    pashq.configure(
+        {
+            "queues": {
+                "default": {
+                    "type": "database",
+                    "url": _url(backend),
+                    "table_prefix": _prefix(),
+                    "create_tables": True,
                 }
             }
-        )
-        conn = pashq.queue("default")
-        driver: Any = conn.driver
-        driver.create_tables()
+        }
+    )
+    conn = pashq.queue("default")
+    driver: Any = conn.driver
+    driver.create_tables()
+    return conn, driver
+
+
+def _pashq(backend: str, single: bool) -> Callable[[int], Phases]:
+    def run(n: int) -> Phases:
+        conn, driver = _open(backend)
         messages = [InvoicePaid(**payload(i)) for i in range(n)]  # type: ignore[arg-type]
         try:
             if single:
@@ -145,22 +150,7 @@ def _hooks(backend: str) -> Callable[[int], Phases]:
         from pashq.delivery import OutgoingMessage
         from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
 
-        url = _url(backend)
-        pashq.configure(
-            {
-                "queues": {
-                    "default": {
-                        "type": "database",
-                        "url": url,
-                        "table_prefix": _prefix(),
-                        "create_tables": True,
-                    }
-                }
-            }
-        )
-        conn = pashq.queue("default")
-        driver: Any = conn.driver
-        driver.create_tables()
+        conn, driver = _open(backend)
         hook = conn.hook
         ts = utc_timestamp()
         outgoing = []

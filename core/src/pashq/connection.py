@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import pluggy
@@ -92,8 +92,13 @@ class Connection:
 
     # -- dispatch ------------------------------------------------------------------------------
 
+    @staticmethod
     def _outgoing(
-        self, message: Message, delay: float | None, created_at: str, message_id: str
+        serialize: Callable[..., bytes],
+        message: Message,
+        delay: float | None,
+        created_at: str,
+        message_id: str,
     ) -> OutgoingMessage:
         if not isinstance(message, Message):
             raise TypeError(
@@ -101,7 +106,7 @@ class Connection:
             )
         cls = type(message)
         envelope = Envelope(message_id, cls.type_name, body_of(message), created_at, {})
-        data = self._serialize(envelope=envelope)
+        data = serialize(envelope=envelope)
         return OutgoingMessage(
             envelope.id,
             cls.type_name,
@@ -157,11 +162,11 @@ class Connection:
         self._check_delay(queue, delay)
         created_at = utc_timestamp()
         # Once per batch, so a plugin registered on the manager later is still honoured.
-        self._serialize = default_only(self.hook.pashq_serialize, encode_envelope)
+        serialize = default_only(self.hook.pashq_serialize, encode_envelope)
         messages = messages if isinstance(messages, list | tuple) else list(messages)
         fresh_ids = new_message_ids(len(messages))
         batch = [
-            self._outgoing(m, delay, created_at, i)
+            self._outgoing(serialize, m, delay, created_at, i)
             for m, i in zip(messages, fresh_ids, strict=True)
         ]
         if not batch:

@@ -134,6 +134,7 @@ class Worker:
         self._groups: dict[str, collections.deque[Delivery]] = {}  # FIFO groups running
         self._results: queue_module.SimpleQueue[Result] = queue_module.SimpleQueue()
         self._busy = 0
+        self._pull_failures = 0  # consecutive failed pulls: the backoff's exponent
         self._threads: list[threading.Thread] = []
         self._main_thread: int | None = None
         self._last_progress = 0.0
@@ -182,6 +183,7 @@ class Worker:
         self._kill = False
         self._finished.clear()
         self._signals = 0
+        self._pull_failures = 0
         for name in self.queues:
             self._hook.pashq_declare(queue=name)
         previous = self._install_signals()
@@ -331,8 +333,6 @@ class Worker:
             for d in deliveries:
                 self._held[d] = now + (d.lease or 0.0)
         return deliveries
-
-    _pull_failures = 0
 
     def _backend_error(self, what: str, exc: Exception) -> None:
         self.stats.errors += 1
