@@ -20,7 +20,7 @@ from pashq.config import ConnectionConfig
 from pashq.delivery import DeadLetter, OutgoingMessage, QueueStats
 from pashq.discovery import DRIVER_GROUP, PLUGIN_GROUP, find
 from pashq.envelope import Envelope, encode_envelope, new_message_ids, utc_timestamp
-from pashq.errors import ConfigError, PashqError, UnsupportedError
+from pashq.errors import ConfigError, PashqError, QueueNameError, UnsupportedError
 from pashq.message import Message, body_of
 from pashq.serializer import JsonSerializer, default_only
 
@@ -73,6 +73,7 @@ class Connection:
         self.hook = self.plugin_manager.hook
         self._closed = False
         self._lock = threading.Lock()
+        self._valid_queues: set[str] = set()
         self.hook.pashq_connect(connection=self)
 
     # -- what drivers read at connect time ---------------------------------------------------
@@ -116,9 +117,29 @@ class Connection:
             message.get_deduplication_id(),
         )
 
-    def _check_queue(self, queue: str) -> None:
+    def check_queue_name(self, queue: str) -> None:
+        """Raise :class:`~pashq.errors.QueueNameError` if the backend cannot hold ``queue``.
+
+        Asks the driver once per name (``pashq_check_queue_name``) and remembers the names
+        that passed.
+        """
+        if queue in self._valid_queues:
+            return
         if not isinstance(queue, str) or not queue:
-            raise ValueError(f"queue must be a non-empty string, got {queue!r}")
+            raise QueueNameError(f"queue must be a non-empty string, got {queue!r}")
+        problem = "contains NUL" if "\x00" in queue else None
+        if problem is None:
+            problem = self.hook.pashq_check_queue_name(queue=queue)
+        if problem:
+            shown = queue if len(queue) <= 80 else f"{queue[:60]!r}... ({len(queue)} characters)"
+            raise QueueNameError(
+                f"queue name {shown!r} cannot be used on connection {self.name!r} "
+                f"(driver {self.config.type!r}): it {problem}"
+            )
+        self._valid_queues.add(queue)
+
+    def _check_queue(self, queue: str) -> None:
+        self.check_queue_name(queue)
 
     def _check_delay(self, queue: str, delay: float | None) -> None:
         if not delay:

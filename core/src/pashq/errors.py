@@ -15,6 +15,7 @@ __all__ = [
     "MessageRejectedError",
     "MessageTooLargeError",
     "PashqError",
+    "QueueNameError",
     "QueueNotFoundError",
     "RegistryError",
     "SerializationError",
@@ -29,6 +30,10 @@ class PashqError(Exception):
 
 class ConfigError(PashqError):
     """The configuration is wrong: a missing or unknown key, a bad value, an unreadable file."""
+
+
+class QueueNameError(ConfigError, ValueError):
+    """A queue name that the connection's backend cannot hold (length, characters)."""
 
 
 class DriverNotFoundError(ConfigError):

@@ -109,6 +109,31 @@ def pashq_declare(queue: str) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def pashq_check_queue_name(queue: str) -> str | None:
+    """Say what is wrong with a queue name on this backend, or ``None`` when it is fine.
+
+    Called once per name and connection, before the first push to it and before a worker
+    declares it; the core raises :class:`~pashq.errors.QueueNameError` with the answer.
+    Check everything the backend will refuse later (length including any suffix the driver
+    adds, such as ``.failed``; characters; NUL), so a bad name fails with a clear error
+    instead of a broken connection or a raw backend error.
+
+    :param queue: the queue name (a non-empty ``str``; the core checks that much).
+    :returns: a short description of the problem, or ``None``.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_check_queue_name(self, queue):
+            if len(queue) > 200:
+                return f"is {len(queue)} characters long; the most is 200"
+            return None
+    """
+
+
 # -------------------------------------------------------------------------------------------
 # The data path (batched)
 # -------------------------------------------------------------------------------------------

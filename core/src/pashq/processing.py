@@ -27,6 +27,7 @@ from pashq.errors import EnvelopeError, SerializationError, UnknownMessageTypeEr
 from pashq.message import Message, build_message
 from pashq.retry import backoff_delay, policy_for
 from pashq.serializer import default_only
+from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
 
 __all__ = ["Outcome", "Processor", "Result", "close_thread_loop", "run_awaitable"]
 
@@ -74,15 +75,27 @@ class Outcome(enum.Enum):
     RELEASE = "release"  # not started: hand back at once, without counting a failure
 
 
+def _safe_reason(text: str) -> str:
+    return safe_text(text, REASON_LIMIT)
+
+
+def _safe_traceback(text: str | None) -> str | None:
+    return None if text is None else safe_text(text, TRACEBACK_LIMIT, keep="tail")
+
+
 @attrs.frozen(slots=True)
 class Result:
-    """The outcome of one delivery, with the retry delay or dead-letter reason."""
+    """The outcome of one delivery, with the retry delay or dead-letter reason.
+
+    The reason and traceback are made storable on every backend (:func:`pashq.text.safe_text`):
+    no NUL, no lone surrogates, capped in length with a marker.
+    """
 
     delivery: Delivery
     outcome: Outcome
     delay: float = 0.0
-    reason: str = ""
-    traceback: str | None = None
+    reason: str = attrs.field(default="", converter=_safe_reason)
+    traceback: str | None = attrs.field(default=None, converter=_safe_traceback)
 
 
 def _call(value: Any) -> Any:

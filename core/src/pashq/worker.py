@@ -185,6 +185,7 @@ class Worker:
         self._signals = 0
         self._pull_failures = 0
         for name in self.queues:
+            conn.check_queue_name(name)
             self._hook.pashq_declare(queue=name)
         previous = self._install_signals()
         heartbeat = None

@@ -6,16 +6,21 @@ driver does not declare the capability it needs. :class:`DriverContract` combine
 
 from __future__ import annotations
 
+import os
+import signal
+import tempfile
 import time
+import traceback
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from pashq.delivery import Delivery, OutgoingMessage
 from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
-from pashq.testing.messages import AlwaysFails, Recorded, Rejected, processed
+from pashq.testing.messages import AlwaysFails, AppendToFile, Recorded, Rejected, processed
 from pashq.testing.support import QueueUnderTest, drain, wait_for
 from pashq.worker import Worker
 
@@ -27,6 +32,7 @@ __all__ = [
     "DeadLetterContract",
     "DelayContract",
     "DriverContract",
+    "ForkContract",
     "IsolationContract",
     "LeaseContract",
     "NackContract",
@@ -490,6 +496,109 @@ class WorkerContract(_Contract):
         assert "unknown message type 'nobody.registered.this'" in reasons
 
 
+def _in_forked_children(
+    count: int, work: Callable[[int, Path], None], folder: Path, timeout: float = 90.0
+) -> None:
+    """Run ``work(index, folder)`` in ``count`` processes forked from this one, at once.
+
+    A child never returns into the test runner: it leaves through ``os._exit``, with its
+    traceback written to ``folder/child-<index>.error`` if ``work`` raised. Fails the test
+    with those tracebacks, or when a child outlives ``timeout`` (it is killed).
+    """
+    if not hasattr(os, "fork"):
+        pytest.skip("os.fork is not available on this platform")
+    pids: dict[int, int] = {}
+    for index in range(count):
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                work(index, folder)
+                code = 0
+            except BaseException:
+                (folder / f"child-{index}.error").write_text(traceback.format_exc())
+            finally:
+                os._exit(code)
+        pids[pid] = index
+    deadline = time.monotonic() + timeout
+    problems: list[str] = []
+    while pids:
+        pid, status = os.waitpid(-1, os.WNOHANG)
+        if pid == 0:
+            if time.monotonic() > deadline:
+                for stuck, index in pids.items():
+                    os.kill(stuck, signal.SIGKILL)
+                    os.waitpid(stuck, 0)
+                    problems.append(f"child {index} still ran after {timeout}s (killed)")
+                break
+            time.sleep(0.02)
+            continue
+        index = pids.pop(pid, -1)
+        if os.waitstatus_to_exitcode(status) != 0:
+            error = folder / f"child-{index}.error"
+            text = error.read_text() if error.exists() else f"exit status {status}"
+            problems.append(f"child {index} failed:\n{text}")
+    assert not problems, "\n".join(problems)
+
+
+class ForkContract(_Contract):
+    """A connection used before ``os.fork`` keeps every promise in the parent and the children.
+
+    Pre-fork servers (gunicorn ``--preload``), ``multiprocessing`` with the ``fork`` start
+    method and supervisors fork after the connection was used. The driver must not share a
+    socket, a pooled session or a lock between processes: each process gets its own (the
+    pid check in the driver), and the child's ``close()`` must not close the parent's.
+    """
+
+    def test_dispatch_from_forked_children_is_stored(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """Parent and three forked children dispatch at once: every returned id is stored."""
+        _require(queue_under_test, "consume", "persistent")
+        conn = queue_under_test.connection
+        name = queue_under_test.name
+        key = uuid.uuid4().hex
+        ids = [conn.dispatch(name, Recorded(key, -1))]  # used before the fork
+
+        def child(index: int, folder: Path) -> None:
+            sent = [conn.dispatch(name, Recorded(key, index * 1000 + n)) for n in range(40)]
+            conn.close()
+            (folder / f"child-{index}.ids").write_text("\n".join(sent))
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            _in_forked_children(3, child, folder)
+            for index in range(3):
+                ids += (folder / f"child-{index}.ids").read_text().split("\n")
+        ids += [conn.dispatch(name, Recorded(key, -2))]  # and still works after
+        got = drain(conn, name, len(ids), timeout=60)
+        assert sorted(d.id for d in got) == sorted(ids)
+        assert _pull(queue_under_test, timeout=0.5) == []
+
+    def test_forked_workers_process_each_message_once(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """Two Workers forked from a used connection share one queue: each message runs once."""
+        _require(queue_under_test, "consume", "persistent")
+        conn = queue_under_test.connection
+        name = queue_under_test.name
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            log = str(folder / "processed.log")
+            conn.dispatch_many(name, [AppendToFile(log, n) for n in range(60)])
+
+            def child(index: int, folder: Path) -> None:
+                _worker(queue_under_test, concurrency=2).run(until_empty=True)
+                conn.close()
+
+            _in_forked_children(2, child, folder)
+            # The parent's connection still works, and the queue is empty.
+            conn.dispatch(name, AppendToFile(log, 60))
+            _worker(queue_under_test).run(until_empty=True)
+            done = Path(log).read_text().split()
+        assert sorted(int(n) for n in done) == list(range(61))
+
+
 class DriverContract(
     BasicContract,
     BatchContract,
@@ -503,5 +612,6 @@ class DriverContract(
     StatsContract,
     PurgeContract,
     WorkerContract,
+    ForkContract,
 ):
     """The whole contract: subclass it and override the ``queue_under_test`` fixture."""

@@ -9,7 +9,7 @@ import attrs
 
 from pashq.message import Message
 
-__all__ = ["AlwaysFails", "Recorded", "Rejected", "processed"]
+__all__ = ["AlwaysFails", "AppendToFile", "Recorded", "Rejected", "processed"]
 
 _lock = threading.Lock()
 _processed: dict[str, list[int]] = collections.defaultdict(list)
@@ -65,3 +65,20 @@ class Rejected(Message, type_name="pashq.testing.rejected"):
         """Must never run."""
         with _lock:
             _processed[self.key].append(1)
+
+
+@attrs.define
+class AppendToFile(Message, type_name="pashq.testing.append_to_file"):
+    """Appends ``value`` as a line to the file at ``path`` when processed.
+
+    Used where the processing happens in another process (a forked worker), so the
+    in-memory record of :class:`Recorded` cannot be read back.
+    """
+
+    path: str
+    value: int
+
+    def process_message(self) -> None:
+        """Append the value (one ``write`` on an ``O_APPEND`` file, so lines never mix)."""
+        with open(self.path, "a", encoding="ascii") as out:
+            out.write(f"{self.value}\n")
