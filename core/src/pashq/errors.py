@@ -6,6 +6,8 @@ what went wrong (the queue, the key, the id, the file) and what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 __all__ = [
     "ConfigError",
     "DriverError",
@@ -14,6 +16,7 @@ __all__ = [
     "EnvelopeError",
     "MessageRejectedError",
     "MessageTooLargeError",
+    "PartialPushError",
     "PashqError",
     "QueueNameError",
     "QueueNotFoundError",
@@ -70,6 +73,19 @@ class DriverError(PashqError):
 
 class QueueNotFoundError(DriverError):
     """The backend has no such queue (or table) and the driver will not create it."""
+
+
+class PartialPushError(DriverError):
+    """A batched push failed part-way: some messages were stored, the others were not.
+
+    :ivar stored: ids of the messages the backend confirmed (they will be delivered).
+    :ivar not_stored: ids of the messages that were not stored (dispatch them again).
+    """
+
+    def __init__(self, message: str, stored: Sequence[str], not_stored: Sequence[str]) -> None:
+        super().__init__(message)
+        self.stored: list[str] = list(stored)
+        self.not_stored: list[str] = list(not_stored)
 
 
 class MessageTooLargeError(DriverError):
