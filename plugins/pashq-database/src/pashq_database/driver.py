@@ -46,7 +46,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
+import weakref
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -84,6 +86,19 @@ _MISSING_TABLE_CODES = {1146}  # MySQL/MariaDB ER_NO_SUCH_TABLE
 #: SQLITE_MAX_LENGTH; MySQL/MariaDB's is read from max_allowed_packet.
 _MAX_BODY = {"postgresql": (1 << 30) - 1, "sqlite": 1_000_000_000}
 _PACKET_OVERHEAD = 64 * 1024
+#: Pools and listeners a forked child inherited: referenced for ever, so that garbage
+#: collection in the child never closes (or sends a goodbye on) the parent's sockets.
+_INHERITED: list[Any] = []
+#: Every open driver, to reset in a child right after ``os.fork``.
+_DRIVERS: weakref.WeakSet[DatabaseDriver] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for driver in list(_DRIVERS):
+        driver._check_fork()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -138,6 +153,8 @@ class DatabaseDriver:
         self._notify = False
         self._max_body = 1 << 30
         self._notified: dict[str, float] = {}
+        self._pid = os.getpid()
+        _DRIVERS.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -236,9 +253,40 @@ class DatabaseDriver:
             )
         )
 
+    def _check_fork(self) -> None:
+        """In a forked child, stop using anything the parent process also uses.
+
+        Runs right after ``os.fork`` (``os.register_at_fork``) and, as a fallback for forks
+        that bypass it, on every use (one ``getpid`` per transaction). The child gets a new,
+        empty pool; the parent's pooled connections are dereferenced without being closed
+        (``engine.dispose(close=False)``) and kept alive in :data:`_INHERITED`, so neither a
+        close nor garbage collection in the child touches the parent's sessions. Locks and
+        the LISTEN connection are replaced too: another thread of the parent may have held
+        them at the moment of the fork.
+        """
+        pid = os.getpid()
+        if pid == self._pid:
+            return
+        self._pid = pid
+        self._tables_lock = threading.Lock()
+        self._wake = threading.Condition()
+        tables_ok, self._tables_ok = self._tables_ok, threading.Event()
+        if tables_ok.is_set():
+            self._tables_ok.set()
+        self._idle = {}
+        self._notified = {}
+        if self._engine is not None:
+            _INHERITED.append(self._engine.pool)
+            self._engine.dispose(close=False)
+        if self._listener is not None:
+            _INHERITED.append(self._listener)
+            self._listener = Listener(self._listen_connection, self.channel)
+
     @property
     def engine(self) -> sa.Engine:
-        """The SQLAlchemy engine (after :meth:`open`)."""
+        """The SQLAlchemy engine (after :meth:`open`), this process's own."""
+        if self._pid != os.getpid():
+            self._check_fork()
         if self._engine is None:
             raise DriverError("the database driver is not connected (pashq_connect not called)")
         return self._engine
@@ -261,8 +309,13 @@ class DatabaseDriver:
 
     @hookimpl
     def pashq_close(self) -> None:
-        """Stop waiting pullers, close the LISTEN connection and the pool."""
+        """Stop waiting pullers, close the LISTEN connection and the pool.
+
+        In a forked child this closes only the child's own connections.
+        """
+        self._check_fork()
         self._closed = True
+        _DRIVERS.discard(self)
         with self._wake:
             self._generation += 1
             self._wake.notify_all()
@@ -374,6 +427,7 @@ class DatabaseDriver:
     # -- wake-ups ----------------------------------------------------------------------------
 
     def _poke(self) -> None:
+        self._check_fork()
         with self._wake:
             self._generation += 1
             self._wake.notify_all()
@@ -386,6 +440,7 @@ class DatabaseDriver:
         return True
 
     def _wait(self, generation: int, seconds: float) -> None:
+        self._check_fork()
         if self._listener is not None:
             got = self._listener.wait(seconds)
             if got:
