@@ -81,8 +81,10 @@ def test_second_signal_stops_at_once_without_acking_unfinished_work() -> None:
     assert report["interrupted"]
     assert report["processed"] == []
     assert report["acked"] == 0
-    # Nothing settled: every pulled message stays leased, and its lease brings it back.
-    assert report["in_flight"] == 40
+    # The interrupted message stays leased (its lease brings it back); the 39 pulled but
+    # never started are handed back at once.
+    assert report["in_flight"] == 1
+    assert report["released"] == 39 and report["ready"] == 39
 
 
 def test_shutdown_timeout_bounds_the_graceful_stop() -> None:

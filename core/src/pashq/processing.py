@@ -133,8 +133,10 @@ class Processor:
 
     def run(self, delivery: Delivery) -> Result:
         """Process one delivery and return what to do with it. Never raises ``Exception``."""
+        if delivery.attempts < 1:  # a hostile or broken attempts header/column: never below 1
+            delivery.attempts = 1
         try:
-            _, message = self.decode(delivery.body)
+            envelope, message = self.decode(delivery.body)
         except EnvelopeError as exc:
             return Result(delivery, Outcome.DEAD, reason=f"undecodable envelope: {exc}")
         except UnknownMessageTypeError as exc:
@@ -148,6 +150,10 @@ class Processor:
                 reason=f"cannot decode message: {type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc(),
             )
+        if envelope.id != delivery.id:
+            # The envelope's id is the message's identity on every driver; a transport id
+            # (a foreign producer's AMQP message_id, a missing pashq-id) never replaces it.
+            delivery.id = envelope.id
         policy = self.policy_of(type(message))
         if delivery.attempts > policy.max_attempts:
             # Only a worker that died mid-message (crash, OOM kill) lets a delivery exceed

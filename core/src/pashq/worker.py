@@ -127,6 +127,12 @@ class Worker:
         self._signals = 0
         self._held: dict[Delivery, float] = {}
         self._held_lock = threading.Lock()
+        # Held while a delivery is settled (forgotten, then acked/nacked/dead-lettered) and
+        # while the heartbeat extends leases: an extension never lands after a settlement.
+        self._settle_lock = threading.RLock()
+        self._cleaning_up = False  # a stop is being cleaned up: further signals are ignored
+        self._timer: threading.Timer | None = None
+        self._unstarted: tuple[str, list[Delivery]] = ("", [])
         self._acks: dict[str, list[Delivery]] = {}
         self._ack_since = 0.0
         self._retry_until = 0.0
@@ -178,12 +184,7 @@ class Worker:
         self._hook = conn.hook
         self._processor = Processor(conn.hook, conn.config.retry)
         self._batch = max(1, min(self.batch_size or caps.batch_size, caps.batch_size))
-        self.stats = WorkerStats()
-        self._stop.clear()
-        self._kill = False
-        self._finished.clear()
-        self._signals = 0
-        self._pull_failures = 0
+        self._reset_run_state()
         for name in self.queues:
             conn.check_queue_name(name)
             self._hook.pashq_declare(queue=name)
@@ -191,7 +192,7 @@ class Worker:
         heartbeat = None
         if caps.extend_lease:
             heartbeat = threading.Thread(
-                target=self._heartbeat, name="pashq-heartbeat", daemon=True
+                target=self._heartbeat, args=(self._finished,), name="pashq-heartbeat", daemon=True
             )
             heartbeat.start()
         self._start_threads()
@@ -199,6 +200,7 @@ class Worker:
             self._loop(until_empty)
             self._shutdown()
         except _Killed:
+            self._cleaning_up = True
             self.stats.interrupted = True
             log.warning("worker stopped at once; unfinished messages were not acked")
             self._release_queued()
@@ -206,10 +208,15 @@ class Worker:
         except BaseException:
             # SystemExit & co. from a handler: what finished is acked, the rest is released
             # by its lease; then the exception goes on.
+            self._cleaning_up = True
             self._release_queued()
             self._flush_acks()
             raise
         finally:
+            self._cleaning_up = True
+            if self._timer is not None:
+                self._timer.cancel()  # a shutdown timer must not fire into a later run
+                self._timer = None
             self._stop.set()
             self._finished.set()
             for _ in self._threads:
@@ -222,6 +229,31 @@ class Worker:
                 close_thread_loop()  # async handlers ran on this thread's loop
             self._report(force=True)
         return self.stats
+
+    def _reset_run_state(self) -> None:
+        """Start a run with nothing left over from an earlier one.
+
+        A run that ended uncleanly (a handler outlived ``shutdown_timeout``, a second signal)
+        leaves handler threads behind; they keep the queues and the event they were started
+        with, so fresh ones here keep their late results out of this run.
+        """
+        self.stats = WorkerStats()
+        self._stop.clear()
+        self._kill = False
+        self._finished = threading.Event()
+        self._signals = 0
+        self._pull_failures = 0
+        self._cleaning_up = False
+        self._held = {}
+        self._acks = {}
+        self._ack_since = 0.0
+        self._retry_until = 0.0
+        self._jobs = queue_module.SimpleQueue()
+        self._groups = {}
+        self._results = queue_module.SimpleQueue()
+        self._busy = 0
+        self._threads = []
+        self._unstarted = ("", [])
 
     # -- signals -----------------------------------------------------------------------------
 
@@ -243,6 +275,12 @@ class Worker:
         self._main_thread = None
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._cleaning_up:
+            # Already stopping at once: raising here would abandon the acks being flushed.
+            log.warning(
+                "received %s while stopping; finishing the stop", signal.Signals(signum).name
+            )
+            return
         self._signals += 1
         if self._signals == 1 and not self._kill:
             log.info(
@@ -251,16 +289,16 @@ class Worker:
                 self.shutdown_timeout,
             )
             self._stop.set()
-            timer = threading.Timer(self.shutdown_timeout, self._interrupt_main)
-            timer.daemon = True
-            timer.start()
+            self._timer = threading.Timer(self.shutdown_timeout, self._interrupt_main)
+            self._timer.daemon = True
+            self._timer.start()
             return
         self._kill = True
         self._stop.set()
         raise _Killed()
 
     def _interrupt_main(self) -> None:
-        if self._main_thread is not None and not self._kill:
+        if self._main_thread is not None and not self._kill and not self._cleaning_up:
             log.warning("shutdown timeout of %gs passed; stopping at once", self.shutdown_timeout)
             # A real signal (not interrupt_main) also interrupts a blocking sleep or read.
             os.kill(os.getpid(), signal.SIGINT)
@@ -362,6 +400,8 @@ class Worker:
         run = self._processor.run
         failed_groups: set[str] = set()
         for index, delivery in enumerate(deliveries):
+            # What a stop at once (a second signal raised in the handler) must hand back.
+            self._unstarted = (name, deliveries[index + 1 :])
             if self._stop.is_set():
                 self._release(name, deliveries[index:])
                 break
@@ -372,6 +412,7 @@ class Worker:
             if delivery.group is not None and result.outcome is not Outcome.ACK:
                 failed_groups.add(delivery.group)
             self._settle(result)
+        self._unstarted = ("", [])
         self._flush_acks()
 
     def _start_threads(self) -> None:
@@ -379,28 +420,38 @@ class Worker:
             return
         for number in range(self.concurrency):
             thread = threading.Thread(
-                target=self._thread_main, name=f"pashq-handler-{number}", daemon=True
+                target=self._thread_main,
+                args=(self._jobs, self._results),
+                name=f"pashq-handler-{number}",
+                daemon=True,
             )
             thread.start()
             self._threads.append(thread)
 
-    def _thread_main(self) -> None:
+    def _thread_main(
+        self,
+        jobs: queue_module.SimpleQueue[Delivery | None],
+        results: queue_module.SimpleQueue[Result],
+    ) -> None:
+        # The queues are this run's: a thread that outlives its run never feeds a later one.
         run = self._processor.run
+        stop = self._stop
         while True:
-            delivery = self._jobs.get()
+            delivery = jobs.get()
             if delivery is None:
                 close_thread_loop()
                 return
-            if self._stop.is_set():
+            if stop.is_set() or results is not self._results:
                 # Pulled but not started: hand it back through the main thread.
-                self._results.put(Result(delivery, Outcome.RELEASE))
+                results.put(Result(delivery, Outcome.RELEASE))
                 continue
             try:
-                self._results.put(run(delivery))
+                results.put(run(delivery))
             except BaseException as exc:  # SystemExit & co. from a handler: stop the worker
                 log.error("handler raised %s; stopping the worker", type(exc).__name__)
-                self._results.put(Result(delivery, Outcome.RELEASE))
-                self.stop()
+                results.put(Result(delivery, Outcome.RELEASE))
+                if results is self._results:
+                    self.stop()
 
     def _next_in_group(self, result: Result) -> None:
         """Start the next delivery of a FIFO group, or after a failure hand them all back."""
@@ -443,6 +494,12 @@ class Worker:
                 self._held.pop(d, None)
 
     def _settle(self, result: Result) -> None:
+        with self._settle_lock:
+            self._settle_locked(result)
+        if self._ack_since and time.monotonic() - self._ack_since > _ACK_FLUSH_SECONDS:
+            self._flush_acks()
+
+    def _settle_locked(self, result: Result) -> None:
         delivery = result.delivery
         name = delivery.queue
         if result.outcome is not Outcome.ACK:
@@ -476,33 +533,38 @@ class Worker:
                 log.warning("message %s on %r dead-lettered: %s", delivery.id, name, result.reason)
         except Exception as exc:
             self._backend_error(f"settling message {delivery.id} on {name!r}", exc)
-        if self._ack_since and time.monotonic() - self._ack_since > _ACK_FLUSH_SECONDS:
-            self._flush_acks()
 
     def _flush_acks(self) -> None:
         self._ack_since = 0.0
         if not self._acks:
             return
-        acks, self._acks = self._acks, {}
-        for name, deliveries in acks.items():
-            try:
-                self._hook.pashq_ack(queue=name, deliveries=deliveries)
-            except Exception as exc:
-                self._backend_error(f"ack of {len(deliveries)} message(s) on {name!r}", exc)
-            self._forget(deliveries)
+        with self._settle_lock:
+            acks, self._acks = self._acks, {}
+            for name, deliveries in acks.items():
+                try:
+                    self._hook.pashq_ack(queue=name, deliveries=deliveries)
+                except Exception as exc:
+                    self._backend_error(f"ack of {len(deliveries)} message(s) on {name!r}", exc)
+                self._forget(deliveries)
 
     def _release(self, name: str, deliveries: Sequence[Delivery]) -> None:
         if not deliveries:
             return
-        self._forget(deliveries)
-        try:
-            self._hook.pashq_nack(queue=name, deliveries=list(deliveries), delay=0.0)
-            self.stats.released += len(deliveries)
-        except Exception as exc:
-            self._backend_error(f"release of {len(deliveries)} message(s) on {name!r}", exc)
+        with self._settle_lock:
+            self._forget(deliveries)
+            try:
+                self._hook.pashq_nack(queue=name, deliveries=list(deliveries), delay=0.0)
+                self.stats.released += len(deliveries)
+            except Exception as exc:
+                self._backend_error(f"release of {len(deliveries)} message(s) on {name!r}", exc)
 
     def _release_queued(self) -> None:
-        """Hand back deliveries queued for a handler thread that no thread has started."""
+        """Hand back deliveries pulled but not started (queued for a thread, or the rest of
+        the batch the worker's own thread was running)."""
+        name, rest = self._unstarted
+        self._unstarted = ("", [])
+        if rest:
+            self._release(name, rest)
         queued: list[Delivery] = []
         while True:
             try:
@@ -540,27 +602,33 @@ class Worker:
 
     # -- heartbeat and progress ---------------------------------------------------------------
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, finished: threading.Event) -> None:
         # Runs until run() returns: after a stop signal it keeps extending the leases of
         # work still in flight, so graceful shutdown does not cause redeliveries.
-        while not self._finished.wait(_HEARTBEAT_SECONDS):
-            now = time.monotonic()
-            due: dict[str, list[Delivery]] = {}
+        while not finished.wait(_HEARTBEAT_SECONDS):
+            with self._settle_lock:  # nothing is settled between the snapshot and the extension
+                if finished.is_set():
+                    return
+                self._extend_due()
+
+    def _extend_due(self) -> None:
+        now = time.monotonic()
+        due: dict[str, list[Delivery]] = {}
+        with self._held_lock:
+            for delivery, deadline in self._held.items():
+                if delivery.lease and deadline - now < delivery.lease / 2:
+                    due.setdefault(delivery.queue, []).append(delivery)
+        for name, deliveries in due.items():
+            seconds = max(d.lease or 0.0 for d in deliveries)
+            try:
+                self._hook.pashq_extend(queue=name, deliveries=deliveries, seconds=seconds)
+            except Exception as exc:
+                self._backend_error(f"lease extension on {name!r}", exc)
+                continue
             with self._held_lock:
-                for delivery, deadline in self._held.items():
-                    if delivery.lease and deadline - now < delivery.lease / 2:
-                        due.setdefault(delivery.queue, []).append(delivery)
-            for name, deliveries in due.items():
-                seconds = max(d.lease or 0.0 for d in deliveries)
-                try:
-                    self._hook.pashq_extend(queue=name, deliveries=deliveries, seconds=seconds)
-                except Exception as exc:
-                    self._backend_error(f"lease extension on {name!r}", exc)
-                    continue
-                with self._held_lock:
-                    for d in deliveries:
-                        if d in self._held:
-                            self._held[d] = now + (d.lease or 0.0)
+                for d in deliveries:
+                    if d in self._held:
+                        self._held[d] = now + (d.lease or 0.0)
 
     def _report(self, force: bool = False) -> None:
         if self.on_progress is None:

@@ -205,7 +205,7 @@ class MemoryDriver:
             entry = found[0]
             q.dead.append(
                 DeadLetter(
-                    entry.id,
+                    delivery.id or entry.id,  # the envelope's id, once the worker decoded it
                     queue,
                     entry.body,
                     reason,
