@@ -15,7 +15,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import attrs
@@ -36,9 +36,18 @@ D = TypeVar("D")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _iso_utc(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a ``Z`` (``2026-12-01T18:00:00.000000Z``); naive means UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.isoformat()
+        return _iso_utc(value)
     return str(value)
 
 
@@ -51,16 +60,19 @@ def load_connection(
 ) -> Connection:
     """Configure pashq from ``config`` (or the usual search), import message modules and
     return the named connection. For drivers' own CLI groups."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as celery and rq do: the app lives in the cwd
     configure(config)
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         # Close the driver when the command ends, so asynchronous settlements (acks handed
         # to an I/O thread) reach the backend before the process exits.
         ctx.call_on_close(close)
+    # The driver (and the client library it imports) loads from site-packages before the
+    # current directory joins sys.path, so a stray pika.py or boto3/ in it never runs.
+    conn = queue(connection)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as celery and rq do: the app lives in the cwd
     import_messages(list(settings().imports) + list(imports))
-    return queue(connection)
+    return conn
 
 
 def load_driver(
@@ -209,15 +221,17 @@ def _setup_logging(as_json: bool, interactive: bool, verbose: int) -> None:
 
 
 def _status_line(stats: WorkerStats, queues: list[str]) -> str:
+    from rich.markup import escape
+
     elapsed = max(time.monotonic() - stats.started_at, 1e-9)
     state = "consuming" if stats.consuming else "NOT consuming (see last error)"
     line = (
-        f"[bold]pashq work[/] {', '.join(queues)}  {state}  acked {stats.acked}  "
+        f"[bold]pashq work[/] {escape(', '.join(queues))}  {state}  acked {stats.acked}  "
         f"retried {stats.retried}  dead {stats.dead_lettered}  "
         f"{stats.handled / elapsed:,.0f} msg/s"
     )
     if stats.last_error and not stats.consuming:
-        line += f"\n[red]last error:[/] {stats.last_error}"
+        line += f"\n[red]last error:[/] {escape(stats.last_error)}"  # the error is data
     return line
 
 
@@ -389,14 +403,16 @@ def stats(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("queue", "ready", "delayed", "in flight", "failed")
     for row in rows:
         table.add_row(
+            Text(row["queue"]),
             *(
                 str("-" if row[k] is None else row[k])
-                for k in ("queue", "ready", "delayed", "in_flight", "failed")
-            )
+                for k in ("ready", "delayed", "in_flight", "failed")
+            ),
         )
     Console().print(table)
 
@@ -467,10 +483,12 @@ def failed_list(
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("id", "attempts", "failed at", "reason")
     for d in dead:
-        table.add_row(d.id, str(d.attempts), str(d.failed_at or "-"), d.reason)
+        # Text(), not markup: a reason is message data and may hold "[/bold]" or "[blink]".
+        table.add_row(Text(d.id), str(d.attempts), _iso_utc(d.failed_at) or "-", Text(d.reason))
     Console().print(table)
 
 

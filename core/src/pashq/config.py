@@ -22,6 +22,7 @@ Sources, first match wins: the ``path_or_mapping`` given to :func:`pashq.configu
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -97,8 +98,21 @@ class Settings:
     source: str
 
 
+class _FromEnvironment(str):
+    """A value that ``${VAR}`` expansion produced: errors show the template, never the value."""
+
+    template: str
+
+    def __new__(cls, value: str, template: str) -> _FromEnvironment:
+        made = super().__new__(cls, value)
+        made.template = template
+        return made
+
+
 def _expand(value: Any, where: str) -> Any:
     if isinstance(value, str):
+        if not _VAR.search(value):
+            return value
 
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
@@ -112,7 +126,7 @@ def _expand(value: Any, where: str) -> Any:
                 return default
             return found
 
-        return _VAR.sub(replace, value)
+        return _FromEnvironment(_VAR.sub(replace, value), value)
     if isinstance(value, dict):
         return {k: _expand(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list):
@@ -121,12 +135,13 @@ def _expand(value: Any, where: str) -> Any:
 
 
 def _number(value: Any, key: str, where: str, *, integer: bool = False, minimum: float) -> Any:
+    shown = _shown(key, value)
     if isinstance(value, str):
         value = _from_text(value, "int" if integer else "float")  # ${VAR} gives text
     ok = isinstance(value, int) if integer else isinstance(value, int | float)
-    if isinstance(value, bool) or not ok or value < minimum:
-        kind = "an integer" if integer else "a number"
-        raise ConfigError(f"{where}: '{key}' must be {kind} >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not ok or not math.isfinite(value) or value < minimum:
+        kind = "an integer" if integer else "a finite number"
+        raise ConfigError(f"{where}: '{key}' must be {kind} >= {minimum}, got {shown}")
     return value if integer else float(value)
 
 
@@ -298,7 +313,10 @@ def _from_text(value: str, base: str) -> Any:
 
 
 def _shown(key: str, value: Any) -> str:
-    """How a bad value appears in an error: its type only, for secret-looking keys."""
+    """How a bad value appears in an error: its type only, for secret-looking keys; the
+    ``${VAR}`` template, for values read from the environment."""
+    if isinstance(value, _FromEnvironment):
+        return f"{value.template!r} (from the environment)"
     return type(value).__name__ if is_secret_key(key) else repr(redact(value))
 
 
@@ -319,10 +337,15 @@ def _coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
     kinds = _SIMPLE.get(base)
     if kinds is None:
         return value
+    shown = _shown(key, value)
     if isinstance(value, str) and base != "str":
         value = _from_text(value, base)  # ${VAR} always expands to text
     if isinstance(value, bool) and base != "bool":
         kinds = ()
     if not isinstance(value, kinds):
-        raise ConfigError(f"{where}: '{key}' must be {base}, got {_shown(key, value)}")
-    return float(value) if base == "float" else value  # value is int | float here
+        raise ConfigError(f"{where}: '{key}' must be {base}, got {shown}")
+    if base == "float":
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: '{key}' must be a finite number, got {shown}")
+        return float(value)
+    return str(value) if base == "str" else value

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import threading
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -90,6 +91,12 @@ def close() -> None:
         connection.close()
 
 
+def _raised_at(exc: BaseException) -> str:
+    """`` (at file:line)`` of the innermost frame that raised ``exc``, or ``""``."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
 def import_messages(modules: tuple[str, ...] | list[str] | None = None) -> None:
     """Import the modules that define message classes (the config's ``imports`` by default).
 
@@ -101,3 +108,8 @@ def import_messages(modules: tuple[str, ...] | list[str] | None = None) -> None:
             importlib.import_module(name)
         except ImportError as exc:
             raise ConfigError(f"cannot import message module {name!r}: {exc}") from exc
+        except Exception as exc:  # the module itself is broken: say where, not a traceback
+            raise ConfigError(
+                f"importing message module {name!r} failed: {type(exc).__name__}: {exc}"
+                f"{_raised_at(exc)}"
+            ) from exc

@@ -13,14 +13,17 @@ from typing import Any
 
 __all__ = ["is_secret_key", "redact", "redact_url"]
 
-_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s]*(?=@)")
+# The password runs to the LAST "@" before the host (an unencoded "@" in it is common).
+_URL_PASSWORD = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^\s]*@(?=[^@\s/]*(?:[/?#\s'\"]|$))"
+)
 _SECRET_KEY = re.compile(r"(password|passwd|secret|token|credential|_key$|^key$)", re.I)
 MASK = "***"
 
 
 def redact_url(text: str) -> str:
     """Mask the password part of every URL in ``text``."""
-    return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
 
 
 def is_secret_key(key: str) -> bool:

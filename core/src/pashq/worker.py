@@ -16,6 +16,7 @@ import queue as queue_module
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
@@ -27,6 +28,7 @@ from pashq.delivery import Delivery
 from pashq.errors import ConfigError, UnsupportedError
 from pashq.facade import queue as get_connection
 from pashq.processing import Outcome, Processor, Result, close_thread_loop
+from pashq.redaction import redact_url
 
 __all__ = ["Worker", "WorkerStats"]
 
@@ -376,14 +378,13 @@ class Worker:
     def _backend_error(self, what: str, exc: Exception) -> None:
         self.stats.errors += 1
         self.stats.consuming = False
-        self.stats.last_error = f"{what}: {type(exc).__name__}: {exc}"
-        log.warning(
-            "%s failed on connection %r: %s",
-            what,
-            self._conn.name,
-            exc,
-            exc_info=self.stats.errors == 1,
-        )
+        # Client errors may quote a URL with its password (botocore's "Could not connect to
+        # the endpoint URL"): redact the text and the traceback the log shows.
+        text = redact_url(str(exc))
+        self.stats.last_error = f"{what}: {type(exc).__name__}: {text}"
+        if self.stats.errors == 1:
+            text += "\n" + redact_url("".join(traceback.format_exception(exc)).rstrip())
+        log.warning("%s failed on connection %r: %s", what, self._conn.name, text)
 
     def _handle(self, name: str, deliveries: list[Delivery]) -> None:
         if self.concurrency > 1:
