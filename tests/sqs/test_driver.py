@@ -6,6 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
@@ -266,15 +267,19 @@ def test_delay_over_900_seconds_is_sent_with_deliver_at(open_sqs: OpenSQS, queue
     (params,) = [p for action, p in calls if action == "SendMessageBatch"]
     (entry,) = params["Entries"]
     assert entry["DelaySeconds"] == 900
-    deliver_at = float(entry["MessageAttributes"]["pashq-deliver-at"]["StringValue"])
-    assert before + 3599 <= deliver_at <= time.time() + 3601
+    attribute = entry["MessageAttributes"]["pashq-deliver-at"]
+    assert attribute["DataType"] == "String" and attribute["StringValue"].endswith("Z")
+    deliver_at = datetime.fromisoformat(attribute["StringValue"])
+    assert deliver_at.utcoffset() == timedelta(0)  # ISO 8601 UTC
+    assert before + 3599 <= deliver_at.timestamp() <= time.time() + 3601
     assert conn.stats(queue_name).delayed == 1
 
 
 def test_message_received_before_deliver_at_is_redelayed_not_delivered(
     open_sqs: OpenSQS, queue_name: str, sqs_client: Any
 ) -> None:
-    """What a 900 s hop of a long delay looks like on receive: re-sent, not delivered."""
+    """What a 900 s hop of a long delay looks like on receive: re-sent, not delivered
+    (here with the Unix-time ``Number`` form pashq-sqs 0.1.0 wrote)."""
     conn = open_sqs()
     conn.hook.pashq_declare(queue=queue_name)
     url = sqs_client.get_queue_url(QueueName=queue_name)["QueueUrl"]
@@ -401,6 +406,26 @@ def test_dead_letters_keep_reason_attempts_and_traceback(
     assert dead.failed_at is not None
     assert conn.stats(queue_name).failed == 1
     assert conn.failed(queue_name) != []  # listing twice sees it again (released)
+
+
+def test_dead_letter_failed_at_is_utc_aware_even_when_written_without_a_zone(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    conn = open_sqs()
+    _dead_letter(conn, queue_name, "mine")
+    dlq = sqs_client.get_queue_url(QueueName=f"{queue_name}-failed")["QueueUrl"]
+    sqs_client.send_message(
+        QueueUrl=dlq,
+        MessageBody=outgoing().body.decode(),
+        MessageAttributes={
+            "pashq-failed-at": {"DataType": "String", "StringValue": "2026-12-01T10:00:00"}
+        },
+    )
+    letters = wait_for(
+        lambda: len(found := conn.failed(queue_name)) == 2 and found, timeout=20, what="both"
+    )
+    assert all(d.failed_at is not None and d.failed_at.utcoffset() == timedelta(0) for d in letters)
+    assert datetime(2026, 12, 1, 10, tzinfo=UTC) in [d.failed_at for d in letters]
 
 
 def test_failed_retry_and_purge_by_id(open_sqs: OpenSQS, queue_name: str) -> None:

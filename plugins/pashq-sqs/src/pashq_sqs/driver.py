@@ -59,7 +59,13 @@ from pashq.config import parse_options
 from pashq.connection import Connection
 from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
 from pashq.envelope import decode_envelope
-from pashq.errors import ConfigError, DriverError, EnvelopeError, MessageTooLargeError
+from pashq.errors import (
+    ConfigError,
+    DriverError,
+    EnvelopeError,
+    MessageTooLargeError,
+    PashqError,
+)
 from pashq.hookspecs import hookimpl
 from pashq_sqs import wire
 from pashq_sqs.batching import Failure, call_batch, split
@@ -79,6 +85,8 @@ _CAP_SLACK = 5.0
 _BROWSE_VISIBILITY = 30
 # A message due within this many seconds is delivered rather than re-delayed.
 _EARLY_SLACK = 1.0
+# SentTimestamp (milliseconds) of the end of year 9999.
+_LATEST_MILLIS = 253_402_300_799_000
 _REASON_CHARS = 4_096
 _TRACEBACK_CHARS = 32_768
 
@@ -250,7 +258,7 @@ class SQSDriver:
                 entry["MessageGroupId"] = wire.fifo_token(m.group_id)
             delay = _whole_seconds(m.delay)
             if delay > MAX_DELAY_SECONDS:
-                attributes[wire.DELIVER_AT] = wire.number(round(time.time() + m.delay, 3))
+                attributes[wire.DELIVER_AT] = wire.text(wire.iso_time(time.time() + m.delay))
                 delay = MAX_DELAY_SECONDS
             if delay:
                 entry["DelaySeconds"] = delay
@@ -284,7 +292,13 @@ class SQSDriver:
 
     @hookimpl
     def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
-        """ReceiveMessage with long polling; attempts = ApproximateReceiveCount."""
+        """ReceiveMessage with long polling; attempts = ApproximateReceiveCount.
+
+        What goes wrong with one received message stays with it: a message whose
+        attributes cannot be read is dead-lettered with the reason, a message that is not
+        due yet and cannot be re-delayed is left to come back after its visibility
+        timeout, and the others of the receive are delivered either way.
+        """
         info = self._queue(queue)
         wait = 0 if timeout <= 0 else min(self.options.wait_time, math.ceil(timeout))
         messages = self._receive(
@@ -293,42 +307,81 @@ class SQSDriver:
         if not messages:
             return []
         received_at = time.monotonic()
-        lease = float(self.options.visibility_timeout)
         out: list[Delivery] = []
         early: list[tuple[dict[str, Any], float]] = []
+        unreadable: list[tuple[Delivery, str]] = []
         now = time.time()
         for message in messages:
+            delivery = self._delivery(info, message, received_at)
             attributes = message.get("MessageAttributes") or {}
             deliver_at = wire.attribute_value(attributes, wire.DELIVER_AT)
             if deliver_at is not None and not info.fifo:
                 try:
-                    remaining = float(deliver_at) - now
-                except ValueError:
-                    remaining = 0.0
+                    remaining = wire.parse_time(deliver_at) - now
+                except ValueError as exc:
+                    unreadable.append(
+                        (
+                            delivery,
+                            f"its {wire.DELIVER_AT} attribute is not a Unix time or an "
+                            f"ISO 8601 UTC time: {exc}",
+                        )
+                    )
+                    continue
                 if remaining > _EARLY_SLACK:
                     early.append((message, remaining))
                     continue
-            system = message.get("Attributes") or {}
-            out.append(
-                Delivery(
-                    queue,
-                    wire.attribute_value(attributes, wire.ID) or "",
-                    wire.decode_body(message["Body"], attributes),
-                    int(system.get("ApproximateReceiveCount", "1")),
-                    Receipt(
-                        message["ReceiptHandle"],
-                        received_at,
-                        message["MessageId"],
-                        system.get("MessageGroupId"),
-                    ),
-                    lease,
-                    # The worker keeps a FIFO group's order: one at a time, stop on failure.
-                    system.get("MessageGroupId") if info.fifo else None,
-                )
-            )
+            out.append(delivery)
         if early:
             self._redelay(info, early)
+        for delivery, reason in unreadable:
+            self._dead_letter_unreadable(queue, delivery, reason)
         return out
+
+    def _delivery(self, info: QueueInfo, message: dict[str, Any], received_at: float) -> Delivery:
+        """Build the delivery of one received message; never raises for odd attributes."""
+        attributes = message.get("MessageAttributes") or {}
+        system = message.get("Attributes") or {}
+        body = wire.decode_body(str(message.get("Body", "")), attributes)
+        group = system.get("MessageGroupId")
+        return Delivery(
+            info.name,
+            self._id_of(attributes, body),
+            body,
+            max(1, wire.parse_count(system.get("ApproximateReceiveCount"), 1)),
+            Receipt(
+                message["ReceiptHandle"], received_at, str(message.get("MessageId", "")), group
+            ),
+            float(self.options.visibility_timeout),
+            # The worker keeps a FIFO group's order: one at a time, stop on failure.
+            group if info.fifo else None,
+        )
+
+    @staticmethod
+    def _id_of(attributes: Mapping[str, Any], body: bytes) -> str:
+        """The pashq id of a message: its ``pashq-id`` copy when usable, else the envelope's
+        id, else ``""`` (never SQS's MessageId, which pashq knows nothing by)."""
+        found = wire.usable_id(wire.attribute_value(attributes, wire.ID))
+        if found is not None:
+            return found
+        try:  # sent without pashq-id (plain boto3, another language): read the envelope
+            return decode_envelope(body).id
+        except (EnvelopeError, ValueError, TypeError):
+            return ""
+
+    def _dead_letter_unreadable(self, queue: str, delivery: Delivery, reason: str) -> None:
+        try:
+            self.pashq_dead_letter(queue, delivery, reason, None)
+        except Exception as exc:  # it must not fail the pull: SQS redrive is the backstop
+            log.warning(
+                "queue %r: message %s cannot be delivered (%s) and could not be "
+                "dead-lettered (%s); it comes back after the visibility timeout",
+                queue,
+                delivery.id or delivery.receipt.message_id,
+                reason,
+                exc,
+            )
+        else:
+            log.warning("message %s on %r dead-lettered: %s", delivery.id, queue, reason)
 
     def _receive(
         self, info: QueueInfo, count: int, wait: int, visibility: int
@@ -353,7 +406,12 @@ class SQSDriver:
     def _redelay(self, info: QueueInfo, early: list[tuple[dict[str, Any], float]]) -> None:
         """Send messages that arrived before their ``pashq-deliver-at`` again, then delete
         them: a re-send keeps the receive count for real attempts (a visibility change
-        would count one per 15 minutes and trip the RedrivePolicy)."""
+        would count one per 15 minutes and trip the RedrivePolicy).
+
+        Never raises: a message whose copy was not sent is not deleted (it comes back
+        after its visibility timeout and is re-delayed then), and a message whose copy was
+        sent but that could not be deleted comes back too (a duplicate, never a loss).
+        """
         entries = []
         for index, (message, remaining) in enumerate(early):
             entry: dict[str, Any] = {
@@ -363,30 +421,43 @@ class SQSDriver:
                 "DelaySeconds": min(MAX_DELAY_SECONDS, _whole_seconds(remaining)),
             }
             entries.append(entry)
-        with self._call("SendMessageBatch", info.name):
-            failures = []
-            for batch in split(entries):
-                failures += call_batch(
-                    lambda b: self.client.send_message_batch(QueueUrl=info.url, Entries=b),
-                    batch,
-                )
+        failures: list[Failure] = []
+        # Split by count and total size: two 600 KB messages do not fit one batch.
+        for batch in split(entries, _entry_size, wire.MAX_BATCH_BYTES):
+            try:
+                with self._call("SendMessageBatch", info.name):
+                    failures += call_batch(
+                        lambda b: self.client.send_message_batch(QueueUrl=info.url, Entries=b),
+                        batch,
+                    )
+            except PashqError as exc:  # throttled, denied, unreachable: only this batch
+                failures += [Failure(e, type(exc).__name__, str(exc), False) for e in batch]
         failed = {f.entry["Id"] for f in failures}
         sent = [early[int(e["Id"])][0] for e in entries if e["Id"] not in failed]
-        if failed:
+        if failures:
             log.warning(
-                "queue %r: %d delayed message(s) could not be re-delayed; they "
-                "come back after the visibility timeout",
+                "queue %r: %d message(s) not due yet could not be re-delayed and come back "
+                "after the visibility timeout: %s",
                 info.name,
-                len(failed),
+                len(failures),
+                "; ".join(
+                    f"{self._message_id(early[int(f.entry['Id'])][0]) or '?'} ({f.code}: "
+                    f"{f.message})"
+                    for f in failures
+                ),
             )
-        self._delete(
-            info,
-            [m["ReceiptHandle"] for m in sent],
-            [
-                wire.attribute_value(m.get("MessageAttributes") or {}, wire.ID) or m["MessageId"]
-                for m in sent
-            ],
-        )
+        try:
+            self._delete(
+                info, [m["ReceiptHandle"] for m in sent], [self._message_id(m) for m in sent]
+            )
+        except PashqError as exc:
+            log.warning(
+                "queue %r: re-delayed message(s) were sent again but the received copies "
+                "could not be deleted; they come back after the visibility timeout and are "
+                "re-delayed again (a duplicate, not a loss): %s",
+                info.name,
+                exc,
+            )
 
     # -- settle -------------------------------------------------------------------------------
 
@@ -501,17 +572,28 @@ class SQSDriver:
         dlq = self._dead_letter_queue(queue)
         receipt: Receipt = delivery.receipt
         body, base64 = wire.encode_body(delivery.body)
-        attributes = {wire.ID: wire.text(delivery.id or receipt.message_id)}
+        attributes: dict[str, dict[str, str]] = {}
+        if wire.usable_id(delivery.id):
+            # Otherwise left out: a listing reads the id from the envelope.
+            attributes[wire.ID] = wire.text(delivery.id)
         if base64:
             attributes[wire.ENCODING] = wire.text("base64")
-        attributes[wire.REASON] = wire.text(reason[:_REASON_CHARS] or "(no reason)")
+        # The text may come from anyone (message data, a third-party caller): make it
+        # text SQS stores, or the send fails and the message can never be dead-lettered.
+        attributes[wire.REASON] = wire.text(
+            wire.safe_attribute(reason or "(no reason)", _REASON_CHARS)
+        )
         attributes[wire.ATTEMPTS] = wire.number(delivery.attempts)
-        attributes[wire.FAILED_AT] = wire.text(datetime.now(UTC).isoformat())
+        attributes[wire.FAILED_AT] = wire.text(wire.iso_time(time.time()))
         attributes[wire.SOURCE] = wire.text(queue)
         if traceback:
-            attributes[wire.TRACEBACK] = wire.text(traceback[-_TRACEBACK_CHARS:])
+            attributes[wire.TRACEBACK] = wire.text(
+                wire.safe_attribute(traceback, _TRACEBACK_CHARS, keep="tail")
+            )
         if wire.message_size(body, attributes) > dlq.max_size:
             attributes.pop(wire.TRACEBACK, None)
+        if wire.message_size(body, attributes) > dlq.max_size:
+            attributes[wire.REASON] = wire.text(wire.safe_attribute(reason, 200))
         params: dict[str, Any] = {
             "QueueUrl": dlq.url,
             "MessageBody": body,
@@ -567,16 +649,9 @@ class SQSDriver:
                         _BROWSE_VISIBILITY,
                     )
 
-    @staticmethod
-    def _message_id(message: Mapping[str, Any]) -> str:
+    def _message_id(self, message: Mapping[str, Any]) -> str:
         attributes = message.get("MessageAttributes") or {}
-        found = wire.attribute_value(attributes, wire.ID)
-        if found:
-            return found
-        try:  # a message pashq did not send: the envelope may still say
-            return decode_envelope(wire.decode_body(message["Body"], attributes)).id
-        except EnvelopeError:
-            return str(message["MessageId"])
+        return self._id_of(attributes, wire.decode_body(str(message.get("Body", "")), attributes))
 
     def _matcher(self, wanted: set[str] | None) -> Callable[[dict[str, Any]], bool]:
         ids = None if wanted is None else frozenset(wanted)
@@ -589,23 +664,23 @@ class SQSDriver:
             "moved by the queue's SQS RedrivePolicy: received maxReceiveCount times without "
             "being deleted (worker crashed or timed out)"
         )
-        attempts = wire.attribute_value(attributes, wire.ATTEMPTS)
         failed_at: datetime | None = None
         stamp = wire.attribute_value(attributes, wire.FAILED_AT)
         if stamp:
             try:
-                failed_at = datetime.fromisoformat(stamp)
-            except ValueError:
+                failed_at = datetime.fromtimestamp(wire.parse_time(stamp), UTC)
+            except (ValueError, OverflowError, OSError):
                 failed_at = None
-        if failed_at is None and system.get("SentTimestamp"):
-            failed_at = datetime.fromtimestamp(int(system["SentTimestamp"]) / 1000, UTC)
+        if failed_at is None:
+            sent = wire.parse_count(system.get("SentTimestamp"), 0, most=_LATEST_MILLIS)
+            failed_at = datetime.fromtimestamp(sent / 1000, UTC) if sent else None
         return DeadLetter(
             self._message_id(message),
             queue,
-            wire.decode_body(message["Body"], attributes),
+            wire.decode_body(str(message.get("Body", "")), attributes),
             reason,
             wire.attribute_value(attributes, wire.TRACEBACK),
-            int(float(attempts)) if attempts else 0,
+            wire.parse_count(wire.attribute_value(attributes, wire.ATTEMPTS), 0),
             failed_at,
         )
 
