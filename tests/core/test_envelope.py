@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import pathlib
+from typing import Any
 
 import pytest
 
@@ -94,3 +96,107 @@ def test_surrounding_whitespace_is_accepted_and_trailing_data_is_not() -> None:
         decode_envelope(f"{text} {{}}".encode())
     with pytest.raises(EnvelopeError, match="not valid UTF-8 JSON"):
         decode_envelope(b"   ")
+
+
+def _with(**changes: object) -> bytes:
+    data = dict(GOOD, **changes)
+    return json.dumps(data).encode()
+
+
+@pytest.mark.parametrize(
+    "message_id", ["a", "A-z_0.9:x", "0f8e5c2a9b7d4e1f8a6b3c2d1e0f9a8b", "x" * 64]
+)
+def test_ids_of_the_allowed_characters_up_to_64_decode(message_id: str) -> None:
+    assert decode_envelope(_with(id=message_id)).id == message_id
+
+
+@pytest.mark.parametrize("message_id", ["x" * 65, "has space", "a/b", "é", "a\x00b", "semi;colon"])
+def test_other_ids_are_rejected_on_decode_and_encode(message_id: str) -> None:
+    with pytest.raises(EnvelopeError, match="envelope id"):
+        decode_envelope(_with(id=message_id))
+    with pytest.raises(EnvelopeError, match="envelope id"):
+        encode_envelope(Envelope(message_id, "t", {}, GOOD["created_at"], {}))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    ["2026-11-27T18:00:00Z", "2026-11-27T18:00:00.123Z", "2026-11-27T18:00:00.000000+01:00"],
+)
+def test_created_at_is_iso_8601_with_an_offset(created_at: str) -> None:
+    assert decode_envelope(_with(created_at=created_at)).created_at == created_at
+
+
+@pytest.mark.parametrize(
+    "created_at", ["now", "2026-11-27", "2026-11-27 18:00:00Z", "2026-11-27T18:00:00"]
+)
+def test_other_created_at_values_are_rejected(created_at: str) -> None:
+    with pytest.raises(EnvelopeError, match="created_at"):
+        decode_envelope(_with(created_at=created_at))
+
+
+@pytest.mark.parametrize(
+    ("headers", "problem"),
+    [
+        ({"": "v"}, "header name"),
+        ({"-lead": "v"}, "header name"),
+        ({"with space": "v"}, "header name"),
+        ({"x" * 129: "v"}, "header name"),
+        ({"h": "v" * 8193}, "at most 8192"),
+        ({f"h{i}": "v" for i in range(65)}, "the most is 64"),
+    ],
+)
+def test_headers_break_no_rule(headers: dict[str, str], problem: str) -> None:
+    with pytest.raises(EnvelopeError, match=problem):
+        decode_envelope(_with(headers=headers))
+    with pytest.raises(EnvelopeError, match=problem):
+        encode_envelope(Envelope("i", "t", {}, GOOD["created_at"], headers))
+
+
+def test_a_header_value_with_a_lone_surrogate_is_rejected() -> None:
+    data = _with(headers={"h": "\udc80"})  # json.dumps writes it as an escape
+    with pytest.raises(EnvelopeError, match="valid Unicode"):
+        decode_envelope(data)
+
+
+def test_a_body_with_a_lone_surrogate_cannot_be_encoded() -> None:
+    with pytest.raises(EnvelopeError, match="not JSON"):
+        encode_envelope(Envelope("i", "t", {"s": "\udc80"}, GOOD["created_at"], {}))
+
+
+def test_a_type_name_over_255_characters_is_rejected() -> None:
+    with pytest.raises(EnvelopeError, match="the most is 255"):
+        decode_envelope(_with(type="t" * 256))
+
+
+SCHEMA = json.loads(
+    (pathlib.Path(__file__).parents[2] / "docs" / "envelope.schema.json").read_text()
+)
+SAMPLES = [
+    GOOD,
+    dict(GOOD, id="x" * 64),
+    dict(GOOD, id="x" * 65),
+    dict(GOOD, id="a/b"),
+    dict(GOOD, created_at="now"),
+    dict(GOOD, created_at="2026-11-27T18:00:00+02:00"),
+    dict(GOOD, headers={"traceparent": "00-abc-01", "x.y_z": ""}),
+    dict(GOOD, headers={"-x": "v"}),
+    dict(GOOD, headers={"h": "v" * 8193}),
+    dict(GOOD, headers={f"h{i}": "v" for i in range(65)}),
+    dict(GOOD, type="t" * 256),
+    dict(GOOD, type=""),
+    dict(GOOD, extra=1),
+]
+
+
+@pytest.mark.parametrize("sample", SAMPLES, ids=range(len(SAMPLES)))
+def test_the_json_schema_accepts_exactly_what_the_decoder_accepts(sample: dict[str, Any]) -> None:
+    """docs/envelope.schema.json is exact: it agrees with decode_envelope on every sample."""
+    import jsonschema
+
+    schema_ok = jsonschema.Draft202012Validator(SCHEMA).is_valid(sample)
+    try:
+        decode_envelope(json.dumps(sample).encode())
+        decoder_ok = True
+    except EnvelopeError:
+        decoder_ok = False
+    assert schema_ok == decoder_ok

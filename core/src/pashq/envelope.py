@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -27,6 +28,11 @@ from pashq.errors import EnvelopeError
 
 __all__ = [
     "ENVELOPE_VERSION",
+    "HEADERS_LIMIT",
+    "HEADER_NAME",
+    "HEADER_VALUE_LIMIT",
+    "MESSAGE_ID",
+    "TYPE_NAME_LIMIT",
     "Envelope",
     "decode_envelope",
     "encode_envelope",
@@ -35,6 +41,20 @@ __all__ = [
 ]
 
 ENVELOPE_VERSION = 1
+#: A message id: 1 to 64 of ``A-Z a-z 0-9 _ . : -`` (fits an AMQP shortstr, an SQS
+#: attribute, the database column and a command line without quoting).
+MESSAGE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: ``created_at``: ISO 8601 / RFC 3339 date and time with an offset (pashq writes ``Z``).
+CREATED_AT = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
+#: A header name: a letter or digit, then up to 127 of ``A-Z a-z 0-9 _ . -``.
+HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+#: The most characters of one header value, and the most headers.
+HEADER_VALUE_LIMIT = 8192
+HEADERS_LIMIT = 64
+#: The most characters of a type name.
+TYPE_NAME_LIMIT = 255
 _KEYS = frozenset({"v", "id", "type", "body", "created_at", "headers"})
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -128,11 +148,11 @@ class Envelope:
             )
             if (
                 type(id_) is str
-                and id_
+                and _id_ok(id_)
                 and type(type_) is str
-                and type_
+                and 0 < len(type_) <= TYPE_NAME_LIMIT
                 and type(created_at) is str
-                and created_at
+                and _created_ok(created_at)
                 and type(headers) is dict
                 and not headers
             ):
@@ -147,12 +167,73 @@ class Envelope:
             value = data[key]
             if not isinstance(value, str) or not value:
                 raise EnvelopeError(f"envelope key {key!r} must be a non-empty string")
+        check_message_id(data["id"])
+        if len(data["type"]) > TYPE_NAME_LIMIT:
+            raise EnvelopeError(
+                f"envelope 'type' is {len(data['type'])} characters; the most is {TYPE_NAME_LIMIT}"
+            )
+        if not _created_ok(data["created_at"]):
+            raise EnvelopeError(
+                f"envelope 'created_at' {_shown(data['created_at'])} is not an ISO 8601 UTC "
+                "time such as 2026-11-27T18:00:00.000000Z"
+            )
         headers = data["headers"]
         if not isinstance(headers, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
         ):
             raise EnvelopeError("envelope key 'headers' must be an object of strings")
+        check_headers(headers)
         return cls(data["id"], data["type"], data["body"], data["created_at"], headers)
+
+
+_id_ok = MESSAGE_ID.fullmatch
+_created_seen: list[str] = [""]  # a batch shares one created_at: check each distinct one once
+
+
+def _created_ok(text: str) -> bool:
+    if text == _created_seen[0]:
+        return True
+    if CREATED_AT.fullmatch(text) is None:
+        return False
+    _created_seen[0] = text
+    return True
+
+
+def _shown(value: str) -> str:
+    return repr(value if len(value) <= 70 else value[:60] + "...")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_message_id(message_id: str) -> None:
+    """Raise :class:`EnvelopeError` unless ``message_id`` is a valid envelope id."""
+    if not _id_ok(message_id):
+        raise EnvelopeError(
+            f"envelope id {_shown(message_id)} is not 1 to 64 of A-Z a-z 0-9 _ . : -"
+        )
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Raise :class:`EnvelopeError` unless ``headers`` follow the envelope's header rules."""
+    if len(headers) > HEADERS_LIMIT:
+        raise EnvelopeError(f"envelope has {len(headers)} headers; the most is {HEADERS_LIMIT}")
+    for name, value in headers.items():
+        if not HEADER_NAME.fullmatch(name):
+            raise EnvelopeError(
+                f"envelope header name {_shown(name)} is not a letter or digit followed by up "
+                "to 127 of A-Z a-z 0-9 _ . -"
+            )
+        if len(value) > HEADER_VALUE_LIMIT or not _encodable(value):
+            raise EnvelopeError(
+                f"envelope header {name!r} must be valid Unicode text of at most "
+                f"{HEADER_VALUE_LIMIT} characters"
+            )
 
 
 _encoded_strings: dict[str, str] = {}
@@ -169,7 +250,15 @@ def _json_string(value: str) -> str:
 
 
 def encode_envelope(envelope: Envelope) -> bytes:
-    """Serialize an envelope to UTF-8 JSON bytes."""
+    """Serialize an envelope to UTF-8 JSON bytes.
+
+    :raises EnvelopeError: the id or headers break the envelope's rules, or the body is not
+        JSON (pashq never writes what it could not read back).
+    """
+    if not _id_ok(envelope.id):
+        check_message_id(envelope.id)
+    if envelope.headers:
+        check_headers(envelope.headers)
     try:
         if not envelope.headers:
             # The common case, written directly: same bytes as encoding to_dict().
@@ -179,7 +268,7 @@ def encode_envelope(envelope: Envelope) -> bytes:
                 f'"created_at":{_json_string(envelope.created_at)},"headers":{{}}}}'
             ).encode()
         return _encoder.encode(envelope.to_dict()).encode("utf-8")
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (lone surrogates) included
         raise EnvelopeError(
             f"message {envelope.id} ({envelope.type}) has a body that is not JSON: {exc}"
         ) from exc
