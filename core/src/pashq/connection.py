@@ -131,9 +131,11 @@ class Connection:
         if problem is None:
             problem = self.hook.pashq_check_queue_name(queue=queue)
         if problem:
-            shown = queue if len(queue) <= 80 else f"{queue[:60]!r}... ({len(queue)} characters)"
+            shown = (
+                repr(queue) if len(queue) <= 80 else f"{queue[:60]!r}... ({len(queue)} characters)"
+            )
             raise QueueNameError(
-                f"queue name {shown!r} cannot be used on connection {self.name!r} "
+                f"queue name {shown} cannot be used on connection {self.name!r} "
                 f"(driver {self.config.type!r}): it {problem}"
             )
         self._valid_queues.add(queue)
