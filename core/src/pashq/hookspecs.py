@@ -149,7 +149,9 @@ def pashq_push(
     only after every message is durably accepted (a commit, a publisher confirm, a
     successful SendMessageBatch entry); if any message could not be stored, raise
     :class:`~pashq.errors.DriverError` naming the ids that failed: never report success
-    for a message the backend does not hold.
+    for a message the backend does not hold. When some backend calls of the batch stored
+    their messages and a later one failed, raise
+    :class:`~pashq.errors.PartialPushError` with the ``stored`` and ``not_stored`` ids.
 
     :param queue: the queue name.
     :param messages: the messages, in dispatch order, each with its serialized envelope
@@ -238,7 +240,10 @@ def pashq_dead_letter(queue: str, delivery: Delivery, reason: str, traceback: st
     """Move one delivery to the dead letters of ``queue`` for good, keeping the reason.
 
     Must be atomic: the message ends up either still in the queue or among the dead
-    letters, never lost and never in both.
+    letters, never lost and never in both. Must not fail on text: the worker passes
+    ``reason`` and ``traceback`` through :func:`pashq.text.safe_text`, other callers may
+    not, so store them through it too (a dead letter that fails is redelivered for ever).
+    Key it by ``delivery.id``: the worker sets it to the envelope's id once decoded.
 
     :param queue: the queue the delivery came from.
     :param delivery: the delivery to dead-letter.
@@ -258,10 +263,11 @@ def pashq_dead_letter(queue: str, delivery: Delivery, reason: str, traceback: st
 def pashq_extend(queue: str, deliveries: Sequence[Delivery], seconds: float) -> None:
     """Extend the lease of deliveries still being processed (heartbeat; optional).
 
-    Called by the worker before a lease runs out, for drivers with ``extend_lease``. A
-    driver whose receipt changes when the lease is extended (a renamed file, say) may
-    assign ``delivery.receipt``: the core always settles the same ``Delivery`` objects it
-    pulled and never copies them.
+    Called by the worker before a lease runs out, for drivers with ``extend_lease``. The
+    worker never calls it while it settles (acks, nacks, dead-letters) a delivery, nor for
+    a delivery whose settlement began. A driver whose receipt changes when the lease is
+    extended (a renamed file, say) may assign ``delivery.receipt``: the core always
+    settles the same ``Delivery`` objects it pulled and never copies them.
 
     :param queue: the queue the deliveries came from.
     :param deliveries: deliveries still in progress.
