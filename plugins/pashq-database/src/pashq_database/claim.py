@@ -9,7 +9,9 @@
   takes no gap locks that would block concurrent inserts.
 
 The claim increments ``attempts`` and sets ``available_at`` (and ``lease_expires_at``) to
-the end of the lease.
+the end of the lease. "Ready" and "the end of the lease" are on the database server's clock
+(:mod:`pashq_database.clock`), so a worker with a wrong clock can neither take a live
+lease nor hold one longer than ``lease`` seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from pashq_database.clock import db_now, now_sql
 from pashq_database.schema import Schema
 
 __all__ = ["Claim", "ClaimedRow"]
@@ -33,35 +36,31 @@ class Claim:
     def __init__(self, schema: Schema, dialect: sa.Dialect) -> None:
         """Build the statements once; SQLAlchemy caches their compiled form."""
         m = schema.messages
+        now = db_now()
         self.returning = dialect.name in ("postgresql", "sqlite")
         ready = (
             sa.select(m.c.id)
-            .where(m.c.queue == sa.bindparam("b_queue"), m.c.available_at <= sa.bindparam("b_now"))
+            .where(m.c.queue == sa.bindparam("b_queue"), m.c.available_at <= now)
             .order_by(m.c.available_at, m.c.id)
             .limit(sa.bindparam("b_limit", type_=sa.Integer))
         )
-        if dialect.name != "sqlite":
-            ready = ready.with_for_update(skip_locked=True)
-        lease = {
-            "attempts": m.c.attempts + 1,
-            "available_at": sa.bindparam("b_until", type_=sa.Double),
-            "lease_expires_at": sa.bindparam("b_until", type_=sa.Double),
-        }
+        until = now + sa.bindparam("b_lease", type_=sa.Double)
+        lease = {"attempts": m.c.attempts + 1, "available_at": until, "lease_expires_at": until}
         if dialect.name == "postgresql":
             # ``id = ANY(ARRAY(subquery))`` runs the locking subquery once and fetches the
             # rows by primary key; ``id IN (subquery)`` lets the planner pick a hash semi
             # join over a sequential scan of the whole table, O(backlog) per claim.
             table = dialect.identifier_preparer.format_table(m)
+            clock = now_sql(dialect.name)
             self._update_returning: sa.Executable = sa.text(
-                f"UPDATE {table} SET attempts = attempts + 1, available_at = :b_until, "
-                "lease_expires_at = :b_until WHERE id = ANY(ARRAY("
-                f"SELECT id FROM {table} WHERE queue = :b_queue AND available_at <= :b_now "
+                f"UPDATE {table} SET attempts = attempts + 1, available_at = {clock} + "
+                f":b_lease, lease_expires_at = {clock} + :b_lease WHERE id = ANY(ARRAY("
+                f"SELECT id FROM {table} WHERE queue = :b_queue AND available_at <= {clock} "
                 "ORDER BY available_at, id LIMIT :b_limit FOR UPDATE SKIP LOCKED)) "
                 "RETURNING id, message_id, body, attempts"
             ).bindparams(
-                sa.bindparam("b_until", type_=sa.Double),
+                sa.bindparam("b_lease", type_=sa.Double),
                 sa.bindparam("b_queue", type_=sa.String),
-                sa.bindparam("b_now", type_=sa.Double),
                 sa.bindparam("b_limit", type_=sa.Integer),
             )
         elif self.returning:
@@ -75,9 +74,7 @@ class Claim:
             # MySQL cannot LIMIT inside IN (subquery): select the locked rows directly.
             self._select = (
                 sa.select(m.c.id, m.c.message_id, m.c.body, m.c.attempts)
-                .where(
-                    m.c.queue == sa.bindparam("b_queue"), m.c.available_at <= sa.bindparam("b_now")
-                )
+                .where(m.c.queue == sa.bindparam("b_queue"), m.c.available_at <= now)
                 .order_by(m.c.available_at, m.c.id)
                 .limit(sa.bindparam("b_limit", type_=sa.Integer))
                 .with_for_update(skip_locked=True)
@@ -87,18 +84,14 @@ class Claim:
             )
 
     def run(
-        self, connection: sa.Connection, queue: str, limit: int, now: float, until: float
+        self, connection: sa.Connection, queue: str, limit: int, lease: float
     ) -> list[ClaimedRow]:
-        """Claim up to ``limit`` rows of ``queue`` inside the caller's open transaction.
+        """Claim up to ``limit`` rows of ``queue`` for ``lease`` seconds (server clock),
+        inside the caller's open transaction.
 
         :returns: the claimed rows in claim order, ``attempts`` already counting this one.
         """
-        params: dict[str, Any] = {
-            "b_queue": queue,
-            "b_now": now,
-            "b_limit": limit,
-            "b_until": until,
-        }
+        params: dict[str, Any] = {"b_queue": queue, "b_limit": limit, "b_lease": lease}
         if self.returning:
             rows: Sequence[Any] = connection.execute(self._update_returning, params).all()
             claimed = [(r[0], r[1], bytes(r[2]), r[3]) for r in rows]
@@ -107,5 +100,5 @@ class Claim:
         rows = connection.execute(self._select, params).all()
         if not rows:
             return []
-        connection.execute(self._update, {"ids": [r[0] for r in rows], "b_until": until})
+        connection.execute(self._update, {"ids": [r[0] for r in rows], "b_lease": lease})
         return [(r[0], r[1], bytes(r[2]), r[3] + 1) for r in rows]

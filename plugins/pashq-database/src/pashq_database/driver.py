@@ -32,10 +32,13 @@ Options (``[queues.<name>]`` with ``type = "database"``):
 Dispatch option: ``transaction=<sqlalchemy Connection or Session>`` writes the messages in
 the caller's transaction, without committing: they exist only if the caller commits.
 
-Guarantees: at-least-once; an ack after the lease ran out still deletes the message; a
-nack, extension or dead letter only applies while nobody else claimed the row again
-(``attempts`` is the fencing token). Leases and delays use the clocks of the client hosts
-(epoch seconds): keep them in sync (NTP). A pooled connection that went stale (server
+Guarantees: at-least-once; every settle (ack, nack, extension, dead letter) only applies
+while the row still holds the same claim (row id, ``attempts`` and the stored message id):
+a settle after the lease ran out and someone else claimed the row is a no-op. Multi-row
+statements lock rows in id order. Leases, delays and ready times are on the database
+server's clock (:mod:`pashq_database.clock`). Dead-letter text is made storable
+(:func:`pashq.text.safe_text`). Safe across ``os.fork``: a child never uses the parent's
+pooled connections. A pooled connection that went stale (server
 restart) is replaced and its transaction run once more, before anything was written;
 while the server is down hooks raise :class:`~pashq.errors.DriverError` and the worker
 backs off. Messages larger than the server accepts (MySQL's ``max_allowed_packet``) raise
@@ -48,8 +51,8 @@ import functools
 import logging
 import os
 import threading
-import weakref
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -63,11 +66,13 @@ from pashq.connection import Connection
 from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
 from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
 from pashq.hookspecs import hookimpl
+from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
 from pashq_database.claim import Claim
+from pashq_database.clock import db_now
 from pashq_database.listener import Listener
 from pashq_database.options import DatabaseOptions
 from pashq_database.schema import Schema
-from pashq_database.statements import HotPath
+from pashq_database.statements import HotPath, Receipt
 
 __all__ = ["DatabaseDriver"]
 
@@ -233,20 +238,23 @@ class DatabaseDriver:
         m, dl = self.schema.messages, self.schema.dead_letters
         self._claim = Claim(self.schema, dialect)
         self._hot = HotPath(self.schema, dialect)
-        self._insert = sa.insert(m)
-        self._insert_dead = sa.insert(dl)
-        fenced = (m.c.id == sa.bindparam("rid"), m.c.attempts == sa.bindparam("att"))
-        self._release = (
-            sa.update(m)
-            .where(*fenced)
-            .values(available_at=sa.bindparam("until"), lease_expires_at=None)
+        # Every settle names the claim: row id, its attempt count and the stored message id
+        # (SQLite reuses the row id of a deleted top row, so the id alone is not enough).
+        fenced = (
+            m.c.id == sa.bindparam("rid"),
+            m.c.attempts == sa.bindparam("att"),
+            m.c.message_id == sa.bindparam("mid"),
         )
-        self._extend = (
-            sa.update(m)
-            .where(*fenced)
-            .values(available_at=sa.bindparam("until"), lease_expires_at=sa.bindparam("until"))
-        )
+        later = db_now() + sa.bindparam("seconds", type_=sa.Double)
+        self._release = sa.update(m).where(*fenced).values(available_at=later)
+        self._release = self._release.values(lease_expires_at=None)
+        self._extend = sa.update(m).where(*fenced).values(available_at=later)
+        self._extend = self._extend.values(lease_expires_at=later)
         self._delete_fenced = sa.delete(m).where(*fenced)
+        self._insert_dead = sa.insert(dl).values(failed_at=db_now())
+        self._insert_retried = sa.insert(m).values(
+            attempts=0, lease_expires_at=None, available_at=db_now(), created_at=db_now()
+        )
         self._pg_notify = sa.select(
             sa.func.pg_notify(
                 sa.bindparam("channel", type_=sa.String), sa.bindparam("queue", type_=sa.String)
@@ -493,8 +501,7 @@ class DatabaseDriver:
                     f"bytes; {self.url.get_backend_name()} at {self.safe_url} accepts at most "
                     f"{limit:,} (for MySQL/MariaDB raise max_allowed_packet); nothing was sent"
                 )
-        now = time.time()
-        rows = [(queue, m.id, m.body, now + m.delay if m.delay > 0 else now, now) for m in messages]
+        rows = [(queue, m.id, m.body, m.delay if m.delay > 0 else 0.0) for m in messages]
         transaction = options.get("transaction")
         notify = (
             self._notify
@@ -538,18 +545,17 @@ class DatabaseDriver:
         claim = self._claim.run
         while True:
             generation = self._generation
-            now = time.time()
             if not self._tables_ok.is_set():
                 self.check_tables(queue)
             rows = self._transact(
                 "pull",
                 queue,
-                functools.partial(claim, queue=queue, limit=limit, now=now, until=now + lease),
+                functools.partial(claim, queue=queue, limit=limit, lease=lease),
             )
             if rows:
                 self._idle.pop(queue, None)
                 return [
-                    Delivery(queue, mid, body, attempts, (rid, attempts), lease)
+                    Delivery(queue, mid, body, attempts, (rid, attempts, mid), lease)
                     for rid, mid, body, attempts in rows
                 ]
             remaining = deadline - time.monotonic()
@@ -559,28 +565,50 @@ class DatabaseDriver:
             self._idle[queue] = min(pause * 2, self.options.poll_interval)
             self._wait(generation, min(pause, remaining))
 
+    @staticmethod
+    def _receipts(deliveries: Sequence[Delivery]) -> list[Receipt]:
+        """The claims of ``deliveries``, sorted by row id: every multi-row statement locks
+        rows in that one order, so two transactions never deadlock on each other."""
+        receipts: list[Receipt] = [d.receipt for d in deliveries]
+        receipts.sort()
+        return receipts
+
     @hookimpl
     def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        """Delete the rows in one transaction (even if their lease ran out meanwhile)."""
-        ids = [d.receipt[0] for d in deliveries]
-        if not ids:
+        """Delete the rows still held by these deliveries, in one transaction.
+
+        Fenced on the claim: a delivery whose row was claimed again since (its lease ran
+        out) deletes nothing; the current holder settles it.
+        """
+        receipts = self._receipts(deliveries)
+        if not receipts:
             return
 
-        def work(conn: sa.Connection) -> None:
-            for chunk in _chunks(ids, _IN_CHUNK):
-                self._hot.delete(conn, chunk)
+        def work(conn: sa.Connection) -> int:
+            return sum(self._hot.delete(conn, chunk) for chunk in _chunks(receipts, _IN_CHUNK))
 
-        self._transact("ack", queue, work)
+        deleted = self._transact("ack", queue, work)
+        if deleted < len(receipts):
+            log.info(
+                "%d of %d acks on %r came after their lease ended and the message was "
+                "claimed again (or settled); left to the current holder",
+                len(receipts) - deleted,
+                len(receipts),
+                queue,
+            )
 
-    def _fenced(self, deliveries: Sequence[Delivery], until: float) -> list[dict[str, Any]]:
-        return [{"rid": d.receipt[0], "att": d.receipt[1], "until": until} for d in deliveries]
+    def _fenced(self, deliveries: Sequence[Delivery], seconds: float) -> list[dict[str, Any]]:
+        return [
+            {"rid": rid, "att": att, "mid": mid, "seconds": seconds}
+            for rid, att, mid in self._receipts(deliveries)
+        ]
 
     @hookimpl
     def pashq_nack(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
         """Make the rows claimable after ``delay`` seconds; the attempt count stays."""
         if not deliveries:
             return
-        params = self._fenced(deliveries, time.time() + max(delay, 0.0))
+        params = self._fenced(deliveries, max(delay, 0.0))
 
         def work(conn: sa.Connection) -> None:
             conn.execute(self._release, params)
@@ -595,38 +623,44 @@ class DatabaseDriver:
         """Move the lease end of rows still held by this delivery to ``now + seconds``."""
         if not deliveries:
             return
-        params = self._fenced(deliveries, time.time() + seconds)
+        params = self._fenced(deliveries, seconds)
         self._transact("lease extension", queue, lambda conn: conn.execute(self._extend, params))
 
     @hookimpl
     def pashq_dead_letter(
         self, queue: str, delivery: Delivery, reason: str, traceback: str | None
     ) -> None:
-        """Move the row to the dead letters in one transaction."""
-        rid, attempts = delivery.receipt
+        """Move the row to the dead letters in one transaction.
+
+        The reason and traceback are made storable here (:func:`pashq.text.safe_text`):
+        text a database refuses (NUL, lone surrogates) would otherwise fail the move and
+        bring the message back every lease, for ever.
+        """
+        rid, attempts, mid = delivery.receipt
+        # The envelope's id (the core sets it) if the column can hold it, else the row's.
+        message_id = delivery.id if delivery.id and len(delivery.id) <= 64 else mid
+        row = {
+            "queue": queue,
+            "message_id": safe_text(message_id),
+            "body": delivery.body,
+            "reason": safe_text(reason, REASON_LIMIT),
+            "traceback": (
+                None if traceback is None else safe_text(traceback, TRACEBACK_LIMIT, keep="tail")
+            ),
+            "attempts": attempts,
+        }
 
         def work(conn: sa.Connection) -> None:
-            deleted = conn.execute(self._delete_fenced, {"rid": rid, "att": attempts})
+            deleted = conn.execute(self._delete_fenced, {"rid": rid, "att": attempts, "mid": mid})
             if deleted.rowcount != 1:
                 log.info(
-                    "message %s on %r was claimed again before it could be "
+                    "message %s on %r was claimed again (or settled) before it could be "
                     "dead-lettered; left in the queue",
                     delivery.id,
                     queue,
                 )
                 return
-            conn.execute(
-                self._insert_dead,
-                {
-                    "queue": queue,
-                    "message_id": delivery.id,
-                    "body": delivery.body,
-                    "reason": reason,
-                    "traceback": traceback,
-                    "attempts": attempts,
-                    "failed_at": time.time(),
-                },
-            )
+            conn.execute(self._insert_dead, row)
 
         self._transact("dead-letter", queue, work)
 
@@ -636,7 +670,7 @@ class DatabaseDriver:
     def pashq_stats(self, queue: str) -> QueueStats:
         """Count ready, delayed, in-flight and dead rows of ``queue``."""
         m, dl = self.schema.messages, self.schema.dead_letters
-        now = time.time()
+        now = db_now()
         one = sa.literal(1)
         leased = sa.and_(m.c.lease_expires_at.is_not(None), m.c.lease_expires_at > now)
         counts = sa.select(
@@ -659,13 +693,36 @@ class DatabaseDriver:
     def pashq_purge(self, queue: str) -> int:
         """Delete the waiting rows of ``queue`` (leased rows and dead letters stay)."""
         m = self.schema.messages
-        now = time.time()
-        stmt = sa.delete(m).where(
+        now = db_now()
+        waiting = (
             m.c.queue == queue,
             sa.or_(m.c.lease_expires_at.is_(None), m.c.lease_expires_at <= now),
         )
         self.check_tables(queue)
-        return self._transact("purge", queue, lambda conn: int(conn.execute(stmt).rowcount))
+        # Rows a claim is taking right now are skipped: they are about to be leased.
+        return self._transact(
+            "purge", queue, lambda conn: self._delete_in_id_order(conn, m, waiting, skip=True)
+        )
+
+    @staticmethod
+    def _delete_in_id_order(
+        conn: sa.Connection, table: sa.Table, where: Sequence[Any], skip: bool = False
+    ) -> int:
+        """Delete the rows matching ``where``, locking them in id order first (as every
+        multi-row statement of the driver does, so none deadlocks with another)."""
+        if conn.dialect.name == "sqlite":  # one writer at a time: no row locks
+            return int(conn.execute(sa.delete(table).where(*where)).rowcount)
+        locked = (
+            sa.select(table.c.id)
+            .where(*where)
+            .order_by(table.c.id)
+            .with_for_update(skip_locked=skip)
+        )
+        ids = list(conn.execute(locked).scalars())
+        deleted = 0
+        for chunk in _chunks(ids, _IN_CHUNK):
+            deleted += int(conn.execute(sa.delete(table).where(table.c.id.in_(chunk))).rowcount)
+        return deleted
 
     def _dead_filter(self, queue: str, ids: Sequence[str] | None) -> list[Any]:
         dl = self.schema.dead_letters
@@ -706,8 +763,7 @@ class DatabaseDriver:
             .order_by(dl.c.id)
         )
         if self.engine.dialect.name != "sqlite":
-            select = select.with_for_update()
-        now = time.time()
+            select = select.with_for_update()  # in id order (ORDER BY id)
         self.check_tables(queue)
 
         def work(conn: sa.Connection) -> int:
@@ -715,19 +771,8 @@ class DatabaseDriver:
             if not rows:
                 return 0
             conn.execute(
-                self._insert,
-                [
-                    {
-                        "queue": queue,
-                        "message_id": r.message_id,
-                        "body": bytes(r.body),
-                        "attempts": 0,
-                        "available_at": now,
-                        "lease_expires_at": None,
-                        "created_at": now,
-                    }
-                    for r in rows
-                ],
+                self._insert_retried,
+                [{"queue": queue, "message_id": r.message_id, "body": bytes(r.body)} for r in rows],
             )
             for chunk in _chunks([r.id for r in rows], _IN_CHUNK):
                 conn.execute(sa.delete(dl).where(dl.c.id.in_(chunk)))
@@ -744,8 +789,8 @@ class DatabaseDriver:
         """Delete dead letters of ``queue`` for good."""
         if ids is not None and not ids:
             return 0
-        stmt = sa.delete(self.schema.dead_letters).where(*self._dead_filter(queue, ids))
+        dl, where = self.schema.dead_letters, self._dead_filter(queue, ids)
         self.check_tables(queue)
         return self._transact(
-            "purging dead letters", queue, lambda conn: int(conn.execute(stmt).rowcount)
+            "purging dead letters", queue, lambda conn: self._delete_in_id_order(conn, dl, where)
         )

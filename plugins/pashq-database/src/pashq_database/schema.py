@@ -5,10 +5,12 @@
 - ``id``: an auto-increment key (SQLite's rowid); the receipt of a delivery and the
   tie-breaker of the claim order.
 - ``queue``, ``message_id``, ``body`` (the serialized envelope, bytes).
-- ``attempts``: deliveries so far; incremented by the claim, so it is also the fencing
-  token of a lease (a nack, extension or dead-letter only touches the row if nobody claimed
-  it again meanwhile).
-- ``available_at``: when the row may be claimed next (epoch seconds). A delay, a retry
+- ``attempts``: deliveries so far; incremented by the claim, so ``(id, attempts,
+  message_id)`` names one claim and fences every settle (an ack, nack, extension or
+  dead-letter only touches the row if nobody claimed it again meanwhile; the message id
+  guards against SQLite reusing the id of a deleted top row).
+- ``available_at``: when the row may be claimed next (epoch seconds on the database
+  server's clock, see :mod:`pashq_database.clock`). A delay, a retry
   back-off *and* a lease are all this one column: a claim sets it to ``now + lease``, so an
   expired lease makes the row claimable again by the very same query, with no sweeper.
 - ``lease_expires_at``: set by the claim, cleared by a nack; only for ``stats`` (tells
