@@ -9,6 +9,7 @@ server does not come up, the tests fail (they never skip).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from pashq import Connection
 from pashq.testing import make_connection
 
 LAUNCHER = Path(__file__).with_name("moto_launcher.py")
+PROXY = Path(__file__).with_name("keep_alive_proxy.py")
 _DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -66,28 +68,19 @@ def aws_environment() -> Iterator[dict[str, str]]:
             os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint(
-    aws_environment: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """Start ``python -m moto.server`` on a free 127.0.0.1 port; yield its URL."""
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+@contextlib.contextmanager
+def _server(command: list[str], url: str, log_path: Path, what: str) -> Iterator[str]:
+    """Run ``command`` until the test session ends; yield ``url`` once it answers."""
     log = log_path.open("wb")
-    process = subprocess.Popen(
-        [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     try:
         while True:
             if process.poll() is not None:
                 pytest.fail(
-                    f"moto's server exited with {process.returncode} before serving "
+                    f"{what} exited with {process.returncode} before serving "
                     f"(log: {log_path}): {log_path.read_text(errors='replace')[-2000:]}\n"
-                    "Install it with: pip install 'moto[server]>=5'"
+                    "Install moto's server with: pip install 'moto[server]>=5'"
                 )
             try:
                 with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):
@@ -95,9 +88,8 @@ def moto_endpoint(
             except (urllib.error.URLError, OSError):
                 if time.monotonic() > deadline:
                     pytest.fail(
-                        f"moto's server did not answer on {url} within 60 s "
-                        f"(log: {log_path}); start it by hand with "
-                        f"`python {LAUNCHER} -H 127.0.0.1 -p {port}` to see why"
+                        f"{what} did not answer on {url} within 60 s (log: {log_path}); "
+                        f"start it by hand with `{' '.join(command)}` to see why"
                     )
                 time.sleep(0.1)
         yield url
@@ -109,6 +101,32 @@ def moto_endpoint(
             process.kill()
             process.wait()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(
+    aws_environment: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """Start ``python -m moto.server`` on a free 127.0.0.1 port; yield its URL."""
+    port = _free_port()
+    command = [sys.executable, str(LAUNCHER), "-H", "127.0.0.1", "-p", str(port)]
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    with _server(command, f"http://127.0.0.1:{port}", log_path, "moto's server") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def moto_keep_alive_endpoint(
+    moto_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The same moto server behind a proxy that keeps HTTP/1.1 connections open between
+    requests, as SQS does (moto closes each one), so a socket shared by two processes
+    shows (``keep_alive_proxy.py``)."""
+    port = _free_port()
+    command = [sys.executable, str(PROXY), str(port), moto_endpoint]
+    log_path = tmp_path_factory.mktemp("moto") / "keep-alive-proxy.log"
+    with _server(command, f"http://127.0.0.1:{port}", log_path, "the keep-alive proxy") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from pashq.delivery import OutgoingMessage
 from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
 from pashq.testing import (
     DriverContract,
+    ForkContract,
     QueueUnderTest,
     contract_override,
     drain,
@@ -84,3 +85,21 @@ class TestFifoQueueContract(DriverContract):
         (delivery,) = drain(queue_under_test.connection, queue_under_test.name, 1)
         assert delivery.id == message.id
         assert time.monotonic() - started < 10
+
+
+class TestForkOnKeepAliveServer(ForkContract):
+    """The fork tests on a server that keeps connections open, as SQS does: stock moto
+    closes each connection after one response, so a pooled socket shared by a parent and
+    its forked children would go unnoticed on the other classes."""
+
+    @pytest.fixture
+    def queue_under_test(self, moto_keep_alive_endpoint: str) -> Iterator[QueueUnderTest]:
+        table = _table(moto_keep_alive_endpoint)
+        connection = make_connection(table)
+        yield QueueUnderTest(
+            connection,
+            f"fork-{uuid.uuid4().hex[:8]}",
+            open_connection=lambda: make_connection(table),
+            lease=float(LEASE),
+        )
+        connection.close()

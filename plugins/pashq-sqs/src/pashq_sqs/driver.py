@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -91,6 +93,18 @@ _REASON_CHARS = 4_096
 _TRACEBACK_CHARS = 32_768
 
 
+# Every driver of this process, to fix up after os.fork (see SQSDriver._after_fork_in_child).
+_DRIVERS: weakref.WeakSet[SQSDriver] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for driver in list(_DRIVERS):
+        driver._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @attrs.frozen(slots=True)
 class Receipt:
     """The driver's handle on one received message (``Delivery.receipt``).
@@ -131,13 +145,60 @@ class SQSDriver:
     )
 
     def __init__(self) -> None:
-        self.client: Any = None
         self.options = SQSOptions()
         self.queues: QueueDirectory | None = None
         self._system_attributes_param = "MessageSystemAttributeNames"
         self._cap_warned = threading.Event()
+        self._client: Any = None
+        self._client_pid = os.getpid()
+        self._client_lock = threading.Lock()
+        # Clients built by a parent process: never used or closed here (their pooled
+        # sockets are the parent's), only kept so that garbage collection leaves them be.
+        self._inherited: list[Any] = []
+        self._region = ""
+        self._config: botocore.config.Config | None = None
+        _DRIVERS.add(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The boto3 SQS client of this process (built again after ``os.fork``)."""
+        if self._client_pid != os.getpid():
+            return self._client_for_this_process()
+        return self._client
+
+    def _client_for_this_process(self) -> Any:
+        with self._client_lock:
+            if self._client_pid != os.getpid() and self._client is not None:
+                # A child of a fork: the parent's client shares its sockets, session and
+                # credential locks with the parent, so build a fresh one, leave that be.
+                self._inherited.append(self._client)
+                self._client = self._build_client()
+            self._client_pid = os.getpid()
+            return self._client
+
+    def _after_fork_in_child(self) -> None:
+        # Locks held by another thread of the parent at the fork stay held for ever in
+        # the child: replace them (the client itself is rebuilt on first use).
+        self._client_lock = threading.Lock()
+        warned = self._cap_warned.is_set()
+        self._cap_warned = threading.Event()
+        if warned:
+            self._cap_warned.set()
+        if self.queues is not None:
+            self.queues.after_fork_in_child()
+
+    def _build_client(self) -> Any:
+        session = boto3.session.Session(
+            profile_name=self.options.profile, region_name=self.options.region
+        )
+        return session.client(
+            "sqs",
+            region_name=self._region,
+            endpoint_url=self.options.endpoint_url,
+            config=self._config,
+        )
 
     @hookimpl
     def pashq_connect(self, connection: Connection) -> None:
@@ -160,7 +221,7 @@ class SQSDriver:
                     "or AWS_REGION in the environment"
                 )
             region = "us-east-1"  # only signs requests to a local endpoint
-        config = botocore.config.Config(
+        self._config = botocore.config.Config(
             retries={"mode": "standard", "max_attempts": 5},
             connect_timeout=5,
             # Longer than the longest long poll, as AWS advises.
@@ -169,14 +230,19 @@ class SQSDriver:
             user_agent_extra="pashq-sqs/0.1.0",
         )
         self.options = options
-        self.client = session.client(
-            "sqs", region_name=region, endpoint_url=options.endpoint_url, config=config
-        )
-        receive = self.client.meta.service_model.operation_model("ReceiveMessage")
+        self._region = region
+        with self._client_lock:
+            self._client = session.client(
+                "sqs", region_name=region, endpoint_url=options.endpoint_url, config=self._config
+            )
+            self._client_pid = os.getpid()
+        receive = self._client.meta.service_model.operation_model("ReceiveMessage")
         if "MessageSystemAttributeNames" not in receive.input_shape.members:
             self._system_attributes_param = "AttributeNames"  # botocore before 1.34.x
         max_receive = options.max_receive_count or connection.config.retry.max_attempts
-        self.queues = QueueDirectory(self.client, options, max_receive, connection.where)
+        self.queues = QueueDirectory(
+            self._client, options, max_receive, connection.where, source=lambda: self.client
+        )
         log.debug(
             "sqs connection %r: region %s, endpoint %s",
             connection.name,
@@ -186,9 +252,9 @@ class SQSDriver:
 
     @hookimpl
     def pashq_close(self) -> None:
-        """Close the client's HTTP connections."""
-        if self.client is not None:
-            self.client.close()
+        """Close this process's HTTP connections (never a parent's, after a fork)."""
+        if self._client is not None and self._client_pid == os.getpid():
+            self._client.close()
 
     def _queue(self, queue: str) -> QueueInfo:
         assert self.queues is not None, "pashq_connect was not called"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -63,17 +64,35 @@ class QueueDirectory:
     """Resolves pashq queue names to :class:`QueueInfo`, thread-safely and cached."""
 
     def __init__(
-        self, client: Any, options: SQSOptions, max_receive_count: int, where: str
+        self,
+        client: Any,
+        options: SQSOptions,
+        max_receive_count: int,
+        where: str,
+        *,
+        source: Callable[[], Any] | None = None,
     ) -> None:
         """:param client: the boto3 SQS client. :param options: the driver options.
         :param max_receive_count: maxReceiveCount for created redrive policies.
-        :param where: where the options were read (for error messages)."""
-        self.client = client
+        :param where: where the options were read (for error messages).
+        :param source: returns the client to use at each call instead (the driver's
+            client of the current process, rebuilt after a fork)."""
+        self._client = client
+        self._source = source
         self.options = options
         self.max_receive_count = max_receive_count
         self.where = where
         self._lock = threading.Lock()
         self._known: dict[str, QueueInfo] = {}
+
+    @property
+    def client(self) -> Any:
+        """The boto3 SQS client the lookups use."""
+        return self._source() if self._source is not None else self._client
+
+    def after_fork_in_child(self) -> None:
+        """Replace the lock (a parent's thread may have held it at the fork)."""
+        self._lock = threading.Lock()
 
     # -- names -----------------------------------------------------------------------------
 
