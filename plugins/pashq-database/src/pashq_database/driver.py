@@ -71,7 +71,7 @@ from pashq_database.claim import Claim
 from pashq_database.clock import db_now
 from pashq_database.listener import Listener
 from pashq_database.options import DatabaseOptions
-from pashq_database.schema import Schema
+from pashq_database.schema import QUEUE_LENGTH, Schema
 from pashq_database.statements import HotPath, Receipt
 
 __all__ = ["DatabaseDriver"]
@@ -525,6 +525,28 @@ class DatabaseDriver:
         signal = (self.channel, queue) if notify else None
         if not self._hot.insert(conn, chunks[-1], signal) and notify:
             self._send_notify(conn, queue)
+
+    @hookimpl
+    def pashq_check_queue_name(self, queue: str) -> str | None:
+        """Refuse names the ``queue`` column cannot hold or compare exactly."""
+        if len(queue) > QUEUE_LENGTH:
+            return (
+                f"is {len(queue)} characters long; the most is {QUEUE_LENGTH} (the queue "
+                f"column of {self.schema.messages.name} is VARCHAR({QUEUE_LENGTH}))"
+            )
+        try:
+            queue.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return (
+                f"contains a lone surrogate (U+{ord(queue[exc.start]):04X} at position "
+                f"{exc.start}), which is not UTF-8 and no database stores"
+            )
+        if self.url.get_backend_name() in ("mysql", "mariadb") and queue.endswith(" "):
+            return (
+                "ends with a space, which MySQL/MariaDB ignore when comparing names: it "
+                "would share its rows with the name without the space"
+            )
+        return None
 
     @hookimpl
     def pashq_declare(self, queue: str) -> None:

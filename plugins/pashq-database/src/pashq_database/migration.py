@@ -35,13 +35,17 @@ depends_on = None
 _KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 _BODY = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 _TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+# Binary collation on MySQL/MariaDB: queue names that differ in case are different queues.
+_QUEUE = sa.String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 def upgrade() -> None:
     op.create_table(
         "{prefix}messages",
         sa.Column("id", _KEY, primary_key=True, autoincrement=True),
-        sa.Column("queue", sa.String(255), nullable=False),
+        sa.Column("queue", _QUEUE, nullable=False),
         sa.Column("message_id", sa.String(64), nullable=False),
         sa.Column("body", _BODY, nullable=False),
         sa.Column("attempts", sa.Integer, nullable=False),
@@ -56,7 +60,7 @@ def upgrade() -> None:
     op.create_table(
         "{prefix}dead_letters",
         sa.Column("id", _KEY, primary_key=True, autoincrement=True),
-        sa.Column("queue", sa.String(255), nullable=False),
+        sa.Column("queue", _QUEUE, nullable=False),
         sa.Column("message_id", sa.String(64), nullable=False),
         sa.Column("body", _BODY, nullable=False),
         sa.Column("reason", _TEXT, nullable=False),

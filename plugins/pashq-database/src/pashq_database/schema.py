@@ -4,7 +4,9 @@
 
 - ``id``: an auto-increment key (SQLite's rowid); the receipt of a delivery and the
   tie-breaker of the claim order.
-- ``queue``, ``message_id``, ``body`` (the serialized envelope, bytes).
+- ``queue`` (at most 255 characters; binary collation on MySQL/MariaDB, so names that
+  differ in case are different queues), ``message_id``, ``body`` (the serialized
+  envelope, bytes).
 - ``attempts``: deliveries so far; incremented by the claim, so ``(id, attempts,
   message_id)`` names one claim and fences every settle (an ack, nack, extension or
   dead-letter only touches the row if nobody claimed it again meanwhile; the message id
@@ -34,12 +36,19 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-__all__ = ["Schema"]
+__all__ = ["QUEUE_LENGTH", "Schema"]
 
 _KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # BLOB is 64 KiB on MySQL/MariaDB; LONGBLOB matches bytea and SQLite's BLOB.
 _BODY = sa.LargeBinary().with_variant(mysql.LONGBLOB(), "mysql", "mariadb")
 _TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+#: Longest queue name (characters) the tables hold.
+QUEUE_LENGTH = 255
+# MySQL/MariaDB's default collations compare case-insensitively: 'Jobs' would read the rows
+# of 'jobs'. A binary collation keeps queue names apart, as PostgreSQL and SQLite do.
+_QUEUE = sa.String(QUEUE_LENGTH).with_variant(
+    mysql.VARCHAR(QUEUE_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 @attrs.frozen
@@ -65,7 +74,7 @@ class Schema:
             f"{prefix}messages",
             metadata,
             sa.Column("id", _KEY, primary_key=True, autoincrement=True),
-            sa.Column("queue", sa.String(255), nullable=False),
+            sa.Column("queue", _QUEUE, nullable=False),
             sa.Column("message_id", sa.String(64), nullable=False),
             sa.Column("body", _BODY, nullable=False),
             sa.Column("attempts", sa.Integer, nullable=False, default=0),
@@ -78,7 +87,7 @@ class Schema:
             f"{prefix}dead_letters",
             metadata,
             sa.Column("id", _KEY, primary_key=True, autoincrement=True),
-            sa.Column("queue", sa.String(255), nullable=False),
+            sa.Column("queue", _QUEUE, nullable=False),
             sa.Column("message_id", sa.String(64), nullable=False),
             sa.Column("body", _BODY, nullable=False),
             sa.Column("reason", _TEXT, nullable=False),
