@@ -157,6 +157,7 @@ class DatabaseDriver:
         self._listener: Listener | None = None
         self._notify = False
         self._max_body = 1 << 30
+        self._packet: int | None = None
         self._notified: dict[str, float] = {}
         self._pid = os.getpid()
         _DRIVERS.add(self)
@@ -381,7 +382,10 @@ class DatabaseDriver:
         name = conn.dialect.name
         if name in ("mysql", "mariadb"):
             packet = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
-            self._max_body = packet - _PACKET_OVERHEAD
+            self._packet = packet
+            # The body travels hex-encoded in the statement (two bytes per byte): a body
+            # over half the packet would make the server drop the connection.
+            self._max_body = (packet - _PACKET_OVERHEAD) // 2
         else:
             self._max_body = _MAX_BODY.get(name, 1 << 30)
         return self.schema.missing(conn)
@@ -496,11 +500,7 @@ class DatabaseDriver:
         limit = self._max_body
         for m in messages:
             if len(m.body) > limit:
-                raise MessageTooLargeError(
-                    f"message {m.id} ({m.type_name}) on queue {queue!r} is {len(m.body):,} "
-                    f"bytes; {self.url.get_backend_name()} at {self.safe_url} accepts at most "
-                    f"{limit:,} (for MySQL/MariaDB raise max_allowed_packet); nothing was sent"
-                )
+                raise self._too_large(queue, m, limit)
         rows = [(queue, m.id, m.body, m.delay if m.delay > 0 else 0.0) for m in messages]
         transaction = options.get("transaction")
         notify = (
@@ -515,6 +515,22 @@ class DatabaseDriver:
             self._transact("push", queue, lambda conn: self._write(conn, queue, rows, notify))
         self._poke()
         return [m.id for m in messages]
+
+    def _too_large(self, queue: str, m: OutgoingMessage, limit: int) -> MessageTooLargeError:
+        where = f"{self.url.get_backend_name()} at {self.safe_url}"
+        if self._packet is not None:
+            fix = (
+                f"; the body travels hex-encoded, so the limit is half of the server's "
+                f"max_allowed_packet ({self._packet:,} bytes): raise max_allowed_packet on "
+                "the server (e.g. SET GLOBAL max_allowed_packet = 268435456, and in my.cnf) "
+                "for larger bodies"
+            )
+        else:
+            fix = ""
+        return MessageTooLargeError(
+            f"message {m.id} ({m.type_name}) on queue {queue!r} is {len(m.body):,} bytes; "
+            f"{where} accepts bodies of at most {limit:,} bytes{fix}; nothing was sent"
+        )
 
     def _write(
         self, conn: sa.Connection, queue: str, rows: list[tuple[Any, ...]], notify: bool
