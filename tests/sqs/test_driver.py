@@ -14,7 +14,13 @@ import pytest
 
 from pashq import Connection, Delivery, OutgoingMessage
 from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
-from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
+from pashq.errors import (
+    ConfigError,
+    DriverError,
+    MessageTooLargeError,
+    PartialPushError,
+    QueueNotFoundError,
+)
 from pashq.testing import drain, make_connection, wait_for
 from pashq_sqs import IgnoredAttributeWarning, Receipt
 
@@ -212,15 +218,47 @@ def test_partially_failed_send_names_the_failed_ids_and_keeps_the_rest(
         "before-parameter-build.sqs.SendMessageBatch", break_second_entry
     )
     messages = [outgoing({"n": i}) for i in range(3)]
-    with pytest.raises(DriverError) as info:
+    with pytest.raises(PartialPushError) as info:
         push(conn, queue_name, *messages)
     assert messages[1].id in str(info.value)
     assert "2 of 3" in str(info.value)
+    assert info.value.stored == [messages[0].id, messages[2].id]
+    assert info.value.not_stored == [messages[1].id]
     conn.driver.client.meta.events.unregister(
         "before-parameter-build.sqs.SendMessageBatch", break_second_entry
     )
     got = drain(conn, queue_name, 2)
     assert sorted(d.id for d in got) == sorted([messages[0].id, messages[2].id])
+
+
+def test_push_failing_in_a_later_batch_says_which_messages_were_stored(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    """15 messages are two SendMessageBatch calls; the queue is deleted after the first."""
+    conn = open_sqs()
+    conn.hook.pashq_declare(queue=queue_name)
+    url = sqs_client.get_queue_url(QueueName=queue_name)["QueueUrl"]
+
+    def delete_queue(**kwargs: Any) -> None:
+        sqs_client.delete_queue(QueueUrl=url)
+
+    conn.driver.client.meta.events.register("after-call.sqs.SendMessageBatch", delete_queue)
+    messages = [outgoing({"n": i}) for i in range(15)]
+    with pytest.raises(PartialPushError) as info:
+        push(conn, queue_name, *messages)
+    assert info.value.stored == [m.id for m in messages[:10]]
+    assert info.value.not_stored == [m.id for m in messages[10:]]
+    text = str(info.value)
+    assert "10 of 15" in text and messages[14].id in text and "does not exist" in text
+
+
+def test_push_failing_in_its_first_batch_keeps_its_own_error(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    """Nothing was stored: the error is the plain one (here QueueNotFoundError)."""
+    conn = open_sqs(create_queues=False)
+    with pytest.raises(QueueNotFoundError):
+        push(conn, queue_name, *[outgoing({"n": i}) for i in range(15)])
 
 
 def test_partially_failed_ack_names_the_failed_ids(open_sqs: OpenSQS, queue_name: str) -> None:

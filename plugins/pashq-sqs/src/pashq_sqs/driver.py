@@ -66,6 +66,7 @@ from pashq.errors import (
     DriverError,
     EnvelopeError,
     MessageTooLargeError,
+    PartialPushError,
     PashqError,
 )
 from pashq.hookspecs import hookimpl
@@ -283,20 +284,41 @@ class SQSDriver:
         if ignored:
             self._warn_ignored(info, ignored)
         by_entry = {e["Id"]: m.id for e, m in zip(entries, messages, strict=True)}
-        failures: list[Failure] = []
-        with self._call("SendMessageBatch", queue):
-            for batch in split(entries, _entry_size, wire.MAX_BATCH_BYTES):
-                failures += call_batch(
-                    lambda b: self.client.send_message_batch(QueueUrl=info.url, Entries=b),
-                    batch,
+        failures: list[Failure] = []  # entries SQS refused
+        sent: set[str] = set()  # entries SQS confirmed
+        error: PashqError | None = None  # a call that failed as a whole
+        for batch in split(entries, _entry_size, wire.MAX_BATCH_BYTES):
+            try:
+                with self._call("SendMessageBatch", queue):
+                    failed = call_batch(
+                        lambda b: self.client.send_message_batch(QueueUrl=info.url, Entries=b),
+                        batch,
+                    )
+            except PashqError as exc:
+                if not sent and not failures:
+                    raise  # nothing stored: the plain error (QueueNotFoundError ...)
+                error = exc  # this batch and the later ones are not sent
+                break
+            failures += failed
+            sent |= {e["Id"] for e in batch} - {f.entry["Id"] for f in failed}
+        if failures or error is not None:
+            stored = [by_entry[e["Id"]] for e in entries if e["Id"] in sent]
+            not_stored = [by_entry[e["Id"]] for e in entries if e["Id"] not in sent]
+            refused = {f.entry["Id"] for f in failures}
+            unsent = [by_entry[e["Id"]] for e in entries if e["Id"] not in sent | refused]
+            parts = [f"{by_entry[f.entry['Id']]} ({f.code}: {f.message})" for f in failures[:20]]
+            if error is not None:
+                shown = ", ".join(unsent[:20]) + (
+                    f" and {len(unsent) - 20} more" if len(unsent) > 20 else ""
                 )
-        if failures:
-            raise DriverError(
-                f"SQS stored {len(entries) - len(failures)} of {len(entries)} message(s) on "
-                f"queue {queue!r}; NOT stored: "
-                + "; ".join(f"{by_entry[f.entry['Id']]} ({f.code}: {f.message})" for f in failures)
-                + " — dispatch those again"
-            )
+                parts.append(f"{shown} (not sent: {type(error).__name__}: {error})")
+            raise PartialPushError(
+                f"SQS stored {len(stored)} of {len(entries)} message(s) on queue {queue!r}; "
+                f"NOT stored: {'; '.join(parts)} — dispatch those again (the error's "
+                "not_stored lists them)",
+                stored=stored,
+                not_stored=not_stored,
+            ) from error
         return [m.id for m in messages]
 
     def _entry(
