@@ -59,7 +59,13 @@ from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
 from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
-from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
+from pashq.errors import (
+    ConfigError,
+    DriverError,
+    MessageTooLargeError,
+    PartialPushError,
+    QueueNotFoundError,
+)
 from pashq.hookspecs import hookimpl
 from pashq_rabbitmq.link import BrokerLink, Publish, Receipt
 from pashq_rabbitmq.management import queue_counts
@@ -162,8 +168,12 @@ class RabbitMQDriver:
 
     @hookimpl
     def pashq_close(self) -> None:
-        """Close the connection; unacked deliveries go back to their queues."""
-        if self._link is not None:
+        """Close the connection; unacked deliveries go back to their queues.
+
+        In a forked child, a link inherited from the parent is left alone: its socket and
+        I/O thread belong to the parent.
+        """
+        if self._link is not None and self._link.pid == os.getpid():
             self._link.close()
 
     @property
@@ -255,12 +265,15 @@ class RabbitMQDriver:
             raise TypeError(f"rabbitmq driver takes no dispatch options, got {sorted(options)}")
         self._ensure(queue)
         items: list[Publish] = []
+        # The broker's own limit once it refused a message for its size, else the default.
+        limit = self.link.max_message_size or MAX_MESSAGE_BYTES
         for m in messages:
             body = m.body
-            if len(body) > MAX_MESSAGE_BYTES:
+            if len(body) > limit:
                 raise MessageTooLargeError(
                     f"message {m.id} for queue {queue!r} is {len(body)} bytes; RabbitMQ "
-                    f"accepts at most {MAX_MESSAGE_BYTES} by default (max_message_size)"
+                    f"accepts at most {limit} (max_message_size); nothing of this batch "
+                    "was published"
                 )
             target = queue
             if m.delay > 0:
@@ -326,16 +339,31 @@ class RabbitMQDriver:
         self.link.ack([d.receipt for d in deliveries])
 
     def _copy(self, delivery: Delivery, routing_key: str, headers: dict[str, Any]) -> Publish:
+        # The delivery's id is the envelope's (the worker sets it so after decoding); the
+        # message_id property of the copy repeats it when AMQP can carry it.
         old = delivery.receipt.properties
-        properties = copy_properties(old, old.message_id or delivery.id, headers)
-        return Publish(routing_key, delivery.body, properties, properties.message_id)
+        message_id = delivery.id or old.message_id or ""
+        properties = copy_properties(old, message_id, headers)
+        label = message_id or properties.message_id or "<no id>"
+        return Publish(routing_key, delivery.body, properties, label)
 
     def _move(
         self, queue: str, deliveries: Sequence[Delivery], copies: list[Publish], what: str
     ) -> None:
+        """Publish the copies; ack an original only once its copy is confirmed.
+
+        An original whose copy failed is requeued (it comes back, marked redelivered) and
+        the error is raised, so the worker counts it as an error, not a retry.
+        """
         receipts: list[Receipt] = [d.receipt for d in deliveries]
         try:
             self.link.publish(copies, timeout=self.options.publish_timeout, what=what)
+        except PartialPushError as exc:
+            stored = set(exc.stored) - set(exc.not_stored)
+            moved = [r for r, c in zip(receipts, copies, strict=True) if c.message_id in stored]
+            self.link.ack(moved)
+            self.link.requeue([r for r in receipts if r not in moved])
+            raise
         except DriverError:
             self.link.requeue(receipts)
             raise

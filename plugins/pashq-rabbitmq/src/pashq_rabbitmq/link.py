@@ -37,6 +37,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -50,7 +51,13 @@ from pika import spec
 from pika.adapters.select_connection import IOLoop
 
 from pashq.delivery import Delivery
-from pashq.errors import DriverError, QueueNotFoundError
+from pashq.errors import (
+    DriverError,
+    MessageTooLargeError,
+    PartialPushError,
+    QueueNotFoundError,
+)
+from pashq.text import safe_text
 from pashq_rabbitmq.properties import attempts_of, message_id_of
 
 __all__ = ["BrokerLink", "Browsed", "Publish", "PublishJob", "Receipt"]
@@ -102,10 +109,31 @@ class Publish:
     message_id: str
 
 
+class _PartlyTooLargeError(PartialPushError, MessageTooLargeError):
+    """Some messages of a batch were stored; others were refused as too large."""
+
+
+#: RabbitMQ's text when a message exceeds ``max_message_size`` (channel closed, 406).
+_TOO_LARGE = re.compile(r"message size (\d+) is larger than configured max size (\d+)")
+#: Channel-close codes that refuse a publish for good (publishing it again cannot help):
+#: 311 content-too-large, 403 access-refused, 404 not-found, 406 precondition-failed.
+_REFUSALS = frozenset({311, 403, 404, 406})
+
+
 class PublishJob:
     """A batch of publishes that completes once every message is confirmed (or failed)."""
 
-    __slots__ = ("cancelled", "done", "failed", "items", "pending", "returned", "todo")
+    __slots__ = (
+        "cancelled",
+        "done",
+        "errors",
+        "failed",
+        "items",
+        "pending",
+        "returned",
+        "todo",
+        "too_large",
+    )
 
     def __init__(self, items: Sequence[Publish]) -> None:
         self.items = items
@@ -113,12 +141,32 @@ class PublishJob:
         self.pending: set[int] = set()
         self.returned: set[int] = set()
         self.failed: list[int] = []
+        #: Why a failed message was refused, where it is not a plain nack.
+        self.errors: dict[int, str] = {}
+        self.too_large: set[int] = set()
         self.done = threading.Event()
         self.cancelled = False
 
-    def unconfirmed_ids(self) -> list[str]:
-        """Return the ids of messages not confirmed (yet), for error messages."""
-        return [self.items[i].message_id for i in sorted(set(self.todo) | self.pending)]
+    def fail(self, index: int, why: str, *, too_large: bool = False) -> None:
+        """Mark one message as not stored, for a reason that publishing again cannot fix."""
+        self.pending.discard(index)
+        self.failed.append(index)
+        self.errors[index] = why
+        if too_large:
+            self.too_large.add(index)
+
+    def unsettled(self) -> list[int]:
+        """Return the indexes of messages neither confirmed nor failed (yet).
+
+        Called by the waiting thread while the I/O thread may change the job: copies are
+        retried if a set changes size meanwhile.
+        """
+        for _ in range(100):
+            try:
+                return sorted(set(self.todo) | set(self.pending))
+            except RuntimeError:  # changed during iteration
+                continue
+        return list(range(len(self.items)))  # pragma: no cover - never settles
 
     def finish_if_complete(self) -> None:
         if not self.todo and not self.pending:
@@ -186,6 +234,10 @@ class BrokerLink:
             collections.OrderedDict()
         )
         self._jobs: collections.deque[PublishJob] = collections.deque()
+        #: Publishes still to make one at a time, to find which one the broker refuses.
+        self._probe = 0
+        #: The broker's ``max_message_size``, once it refused a message for its size.
+        self.max_message_size: int | None = None
         self._con: Any = None
         self._outstanding: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._consumer_tags: dict[str, str] = {}
@@ -361,12 +413,52 @@ class BrokerLink:
         if channel is not self._pub and self._pub is not None:
             return
         self._pub = None
+        delay = 0.2
+        if (
+            isinstance(reason, pika.exceptions.ChannelClosedByBroker)
+            and reason.reply_code in _REFUSALS
+        ):
+            self._settle_refusal(reason)
+            delay = 0.0  # the refused message is settled: nothing to wait for
         self._requeue_unconfirmed()
         conn = self._connection
         if conn is None or not conn.is_open or self._closing:
             return
         self._set_error(f"RabbitMQ closed the publish channel: {_describe(reason)}")
-        self._ioloop.call_later(0.2, self._reopen_pub)
+        self._ioloop.call_later(delay, self._reopen_pub)
+
+    def _settle_refusal(self, reason: pika.exceptions.ChannelClosedByBroker) -> None:
+        """The broker closed the publish channel refusing a publish: fail that one only.
+
+        Publishing the refused message again would close the channel again, until the
+        caller's timeout. A size refusal names the size: every unconfirmed message larger
+        than the limit fails (and later ones fail before publishing). Otherwise, with one
+        message unconfirmed, it is the one; with several, the next publishes go one at a
+        time until the refused one is alone in flight when the channel closes.
+        """
+        text = f"{reason.reply_code} {safe_text(str(reason.reply_text), 300)}"
+        unconfirmed = self._unconfirmed
+        touched: set[PublishJob] = set()
+        size = _TOO_LARGE.search(str(reason.reply_text))
+        if size is not None:
+            limit = int(size.group(2))
+            self.max_message_size = limit
+            for seq, (job, index) in list(unconfirmed.items()):
+                if len(job.items[index].body) > limit:
+                    del unconfirmed[seq]
+                    job.fail(
+                        index, _too_large_text(len(job.items[index].body), limit), too_large=True
+                    )
+                    touched.add(job)
+        elif len(unconfirmed) == 1:
+            _, (job, index) = unconfirmed.popitem()
+            job.fail(index, f"refused by RabbitMQ (channel closed: {text})")
+            touched.add(job)
+            self._probe = max(0, self._probe - 1)
+        elif unconfirmed:
+            self._probe = len(unconfirmed)
+        for job in touched:
+            job.finish_if_complete()
 
     def _reopen_pub(self) -> None:
         conn = self._connection
@@ -617,28 +709,54 @@ class BrokerLink:
         self.submit(functools.partial(self._add_job, job))
         if not job.done.wait(timeout):
             job.cancelled = True
-            missing = job.unconfirmed_ids()
+            missing = job.unsettled()
             if missing:
-                raise DriverError(
+                failed = sorted(set(job.failed))
+                stored = sorted(set(range(len(items))) - set(missing) - set(failed))
+                text = (
                     f"{what}: RabbitMQ did not confirm {len(missing)} message(s) within "
                     f"{timeout:g}s ({self.status()}); they may or may not have been stored: "
-                    f"{_id_list(missing)}"
+                    f"{_id_list(items[i].message_id for i in missing)}"
                 )
+                if failed:
+                    text += f"; {self._failures(job, failed)}"
+                if stored:
+                    raise PartialPushError(
+                        text,
+                        stored=[items[i].message_id for i in stored],
+                        not_stored=[items[i].message_id for i in sorted(missing + failed)],
+                    )
+                raise DriverError(text)
         if job.failed:
-            failed = [job.items[i] for i in sorted(set(job.failed))]
-            returned = [p.message_id for i, p in enumerate(job.items) if i in job.returned]
-            detail = (
-                f"{len(returned)} returned as unroutable (does queue "
-                f"{failed[0].routing_key!r} exist?)"
-                if returned
-                else "rejected by the broker (nack)"
-            )
-            if self._stopped and not returned:
-                detail = "not confirmed before the connection was closed"
-            raise DriverError(
-                f"{what}: {len(failed)} message(s) not stored, {detail}: "
-                f"{_id_list(p.message_id for p in failed)}"
-            )
+            failed = sorted(set(job.failed))
+            stored = sorted(set(range(len(items))) - set(failed))
+            text = f"{what}: {self._failures(job, failed)}"
+            too_large = bool(job.too_large)
+            if stored:
+                cls = _PartlyTooLargeError if too_large else PartialPushError
+                raise cls(
+                    text,
+                    stored=[items[i].message_id for i in stored],
+                    not_stored=[items[i].message_id for i in failed],
+                )
+            raise MessageTooLargeError(text) if too_large else DriverError(text)
+
+    def _failures(self, job: PublishJob, failed: Sequence[int]) -> str:
+        """Say which messages were not stored and why, grouped by reason."""
+        reasons: dict[str, list[str]] = {}
+        for i in failed:
+            item = job.items[i]
+            if i in job.errors:
+                why = job.errors[i]
+            elif i in job.returned:
+                why = f"returned as unroutable (does queue {item.routing_key!r} exist?)"
+            elif self._stopped:
+                why = "not confirmed before the connection was closed"
+            else:
+                why = "rejected by the broker (nack)"
+            reasons.setdefault(why, []).append(item.message_id)
+        parts = [f"{len(ids)} {why}: {_id_list(ids)}" for why, ids in reasons.items()]
+        return f"{len(failed)} message(s) not stored: " + "; ".join(parts)
 
     def _add_job(self, job: PublishJob) -> None:
         self._jobs.append(job)
@@ -652,8 +770,11 @@ class BrokerLink:
         jobs = self._jobs
         unconfirmed = self._unconfirmed
         room = self.max_in_flight - len(unconfirmed)
+        if self._probe:
+            room = min(room, 1 - len(unconfirmed))  # each one alone in flight
         publish = channel.basic_publish
         confirm = self.confirm
+        limit = self.max_message_size
         while jobs and room > 0:
             job = jobs[0]
             if job.cancelled:
@@ -664,7 +785,20 @@ class BrokerLink:
             while todo and room > 0:
                 index = todo.popleft()
                 item = items[index]
-                publish("", item.routing_key, item.body, item.properties, mandatory=True)
+                if limit is not None and len(item.body) > limit:
+                    job.fail(index, _too_large_text(len(item.body), limit), too_large=True)
+                    continue
+                try:
+                    publish("", item.routing_key, item.body, item.properties, mandatory=True)
+                except _CHANNEL_GONE:
+                    todo.appendleft(index)
+                    self._coalesce_output()
+                    return
+                except Exception as exc:
+                    # The frame could not be encoded (pika marshals it whole before
+                    # sending anything): this message fails, the others go on.
+                    job.fail(index, f"cannot be encoded for AMQP: {_short(exc)}")
+                    continue
                 if confirm:
                     self._pub_seq += 1
                     unconfirmed[self._pub_seq] = (job, index)
@@ -672,7 +806,9 @@ class BrokerLink:
                     room -= 1
             if not todo:
                 jobs.popleft()
-                if not confirm:
+                if confirm:
+                    job.finish_if_complete()  # all of it may have failed before publishing
+                else:
                     self._finish_when_flushed(job)
         self._coalesce_output()
 
@@ -710,9 +846,10 @@ class BrokerLink:
         for job, index in self._unconfirmed.values():
             item = job.items[index]
             if (
-                item.message_id == message_id
+                item.properties.message_id == message_id
                 and item.routing_key == method.routing_key
                 and (index not in job.returned)
+                and (message_id is not None or item.body == body)
             ):
                 job.returned.add(index)
                 return
@@ -733,6 +870,8 @@ class BrokerLink:
             found = unconfirmed.pop(tag, None)
             if found is not None:
                 settled.append(found)
+        if self._probe:
+            self._probe = max(0, self._probe - len(settled))
         touched: set[PublishJob] = set()
         for job, index in settled:
             job.pending.discard(index)
@@ -928,6 +1067,28 @@ class BrokerLink:
                     channel.basic_nack(tag, requeue=True)
                 else:
                     channel.basic_ack(tag)
+
+
+#: pika's errors for a channel or connection that went away under a publish.
+_CHANNEL_GONE = (
+    pika.exceptions.ChannelWrongStateError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ChannelClosed,
+    pika.exceptions.ConnectionClosed,
+    pika.exceptions.StreamLostError,
+)
+
+
+def _too_large_text(size: int, limit: int) -> str:
+    return (
+        f"refused by RabbitMQ as too large ({size} bytes; its max_message_size is {limit}: "
+        "send a smaller message, or raise max_message_size in rabbitmq.conf)"
+    )
+
+
+def _short(exc: BaseException) -> str:
+    """Name an exception briefly (its text may repeat a huge or hostile value)."""
+    return f"{type(exc).__name__}: {safe_text(str(exc), 200)}"
 
 
 def _resolve(future: concurrent.futures.Future[Any], value: Any) -> None:
