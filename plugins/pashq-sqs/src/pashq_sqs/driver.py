@@ -70,7 +70,7 @@ from pashq.errors import (
     PashqError,
 )
 from pashq.hookspecs import hookimpl
-from pashq_sqs import wire
+from pashq_sqs import redacting, wire
 from pashq_sqs.batching import Failure, call_batch, split
 from pashq_sqs.errors import IgnoredAttributeWarning, error_code, safe_url, translated
 from pashq_sqs.options import MAX_VISIBILITY_TIMEOUT, SQSOptions
@@ -176,6 +176,7 @@ class SQSDriver:
                 # credential locks with the parent, so build a fresh one, leave that be.
                 self._inherited.append(self._client)
                 self._client = self._build_client()
+                redacting.protect(self.options.endpoint_url)
             self._client_pid = os.getpid()
             return self._client
 
@@ -237,6 +238,8 @@ class SQSDriver:
                 "sqs", region_name=region, endpoint_url=options.endpoint_url, config=self._config
             )
             self._client_pid = os.getpid()
+        # botocore and urllib3 log the endpoint URL (password included) at DEBUG.
+        redacting.protect(options.endpoint_url)
         receive = self._client.meta.service_model.operation_model("ReceiveMessage")
         if "MessageSystemAttributeNames" not in receive.input_shape.members:
             self._system_attributes_param = "AttributeNames"  # botocore before 1.34.x

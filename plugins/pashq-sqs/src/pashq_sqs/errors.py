@@ -15,6 +15,7 @@ from botocore.exceptions import (
 )
 
 from pashq.errors import ConfigError, DriverError, PashqError, QueueNotFoundError
+from pashq_sqs.redacting import carries_secret, scrub
 
 __all__ = [
     "NONEXISTENT_QUEUE",
@@ -66,18 +67,20 @@ def translated(action: str, queue: str, endpoint: str | None) -> Iterator[None]:
         raise
     except ClientError as exc:
         code = error_code(exc)
-        text = exc.response.get("Error", {}).get("Message", "") or str(exc)
+        text = scrub(exc.response.get("Error", {}).get("Message", "") or str(exc))
+        # The original is chained for debugging unless its text shows a password.
+        cause = None if carries_secret(exc) else exc
         if code in NONEXISTENT_QUEUE:
             raise QueueNotFoundError(
                 f"SQS queue for {queue!r} does not exist ({action}): create it, list its URL "
                 "in 'queue_urls', or set create_queues = true"
-            ) from exc
+            ) from cause
         if code in _DENIED:
             raise DriverError(
                 f"SQS refused {action} on queue {queue!r} ({code}): grant sqs:{action} on "
                 f"the queue to these credentials (see the IAM policy in docs/sqs.md)"
-            ) from exc
-        raise DriverError(f"SQS {action} on queue {queue!r} failed: {code}: {text}") from exc
+            ) from cause
+        raise DriverError(f"SQS {action} on queue {queue!r} failed: {code}: {text}") from cause
     except NoCredentialsError as exc:
         raise DriverError(
             f"no AWS credentials for {action} on queue {queue!r}: set AWS_ACCESS_KEY_ID / "
@@ -88,12 +91,15 @@ def translated(action: str, queue: str, endpoint: str | None) -> Iterator[None]:
             f"no AWS region for queue {queue!r}: set 'region' in the connection's options "
             "or AWS_REGION in the environment"
         ) from exc
-    except EndpointConnectionError as exc:
+    except EndpointConnectionError:
+        # botocore's text names the URL, password included: never chained.
         raise DriverError(
             f"cannot reach SQS at {safe_url(endpoint)} for {action} on queue {queue!r}: "
-            f"{type(exc).__name__}; check 'endpoint_url'/'region' and the network"
-        ) from exc
+            "EndpointConnectionError; check 'endpoint_url'/'region' and the network"
+        ) from None
     except BotoCoreError as exc:
+        # Timeouts and protocol errors name the endpoint URL too.
         raise DriverError(
-            f"SQS {action} on queue {queue!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+            f"SQS {action} on queue {queue!r} at {safe_url(endpoint)} failed: "
+            f"{type(exc).__name__}: {scrub(str(exc))}"
+        ) from (None if carries_secret(exc) else exc)
