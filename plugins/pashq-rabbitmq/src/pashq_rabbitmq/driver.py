@@ -49,6 +49,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -103,6 +104,21 @@ _READY_WAIT = 5.0
 _IN_TRANSIT_WAIT = 0.1
 _ATTACH_WAIT = 10.0
 
+#: Every driver object, so that a forked child can give each one fresh locks.
+_drivers: weakref.WeakSet[RabbitMQDriver] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # Another thread of the parent may have held a driver's lock at the fork: in the child
+    # that thread is gone and the lock would stay held forever. Nothing it guarded is used
+    # in the child (the link property opens a fresh connection), so new locks are safe.
+    for driver in list(_drivers):
+        driver._lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 class RabbitMQDriver:
     """RabbitMQ through pika (see the module docstring for options and guarantees)."""
@@ -130,6 +146,7 @@ class RabbitMQDriver:
         self._attached: set[str] = set()
         #: Every queue this driver declared (tests delete them; delay queues also expire).
         self.declared_queues: set[str] = set()
+        _drivers.add(self)
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -78,6 +78,20 @@ def _close_open_links() -> None:
                 link.close(timeout=5.0)
 
 
+def _after_fork_in_child() -> None:
+    # The parent's links are dead in the child: their I/O thread did not survive the fork,
+    # and their socket and loop belong to the parent. Mark them closed (so a caller gets a
+    # clear error, not a wait on a thread that is not there) and give them fresh locks (a
+    # parent thread may have held one at the fork). Their sockets are left alone: closing
+    # them here would not help the parent, and shutting them down would break it.
+    for link in list(_open_links):
+        link._inherited()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 _CONSUMER_TIMEOUT_HINT = (
     "RabbitMQ closed the consume channel because a delivery stayed unacknowledged longer "
     "than its consumer_timeout (default 30 min); raise consumer_timeout in rabbitmq.conf "
@@ -262,9 +276,16 @@ class BrokerLink:
         _open_links.add(self)
         self._thread.start()
 
+    def _inherited(self) -> None:
+        """In a forked child: this link is the parent's; never use it here."""
+        self._cond = threading.Condition()
+        self._stopped = True
+        self._buffers.clear()
+        _open_links.discard(self)
+
     def close(self, timeout: float = 10.0) -> None:
         """Close the connection (unacked deliveries return to their queues) and stop."""
-        if self._stopped:
+        if self._stopped or self.pid != os.getpid():
             return
         with contextlib.suppress(Exception):  # the loop may already be gone
             self._ioloop.add_callback_threadsafe(self._close_now)
@@ -526,6 +547,12 @@ class BrokerLink:
     def submit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the I/O thread."""
         if self._stopped:
+            if self.pid != os.getpid():
+                raise DriverError(
+                    f"the RabbitMQ connection to {self.where} is closed in this process: it "
+                    "belongs to the parent process it was forked from (use the pashq "
+                    "connection, which opens one of its own)"
+                )
             raise DriverError(f"the RabbitMQ connection to {self.where} is closed")
         self._ioloop.add_callback_threadsafe(functools.partial(self._safely, callback))
 
