@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import threading
 import time
 import uuid
@@ -91,6 +92,9 @@ _EARLY_SLACK = 1.0
 # SentTimestamp (milliseconds) of the end of year 9999.
 _LATEST_MILLIS = 253_402_300_799_000
 _REASON_CHARS = 4_096
+# SQS queue names: 1-80 characters of these (a FIFO queue's ".fifo" counted in the 80).
+_SQS_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_NAME = 80
 _TRACEBACK_CHARS = 32_768
 
 
@@ -266,6 +270,31 @@ class SQSDriver:
 
     def _call(self, action: str, queue: str) -> Any:
         return translated(action, queue, self.options.endpoint_url)
+
+    @hookimpl
+    def pashq_check_queue_name(self, queue: str) -> str | None:
+        """SQS names: at most 80 letters, digits, ``-`` and ``_`` (``.fifo`` counted),
+        with the prefix, and for the dead-letter queue ``create_queues`` would make."""
+        if self.options.queue_urls:
+            return None  # a pashq name is only a key: the SQS name is in the URL
+        assert self.queues is not None, "pashq_connect was not called"
+        names = [("", self.queues.sqs_name(queue))]
+        if self.options.create_queues:
+            dlq = self.queues.sqs_name(self.queues.dead_letter_name(queue))
+            names.append(("its dead-letter queue ", dlq))
+        for what, name in names:
+            if not _SQS_NAME.fullmatch(name.removesuffix(".fifo")):
+                return (
+                    f"would make {what}the SQS queue {name!r}, and SQS names take only "
+                    "letters, digits, '-' and '_' (and may end in '.fifo')"
+                )
+            if len(name) > _MAX_NAME:
+                return (
+                    f"would make {what}the SQS queue {name!r}, {len(name)} characters "
+                    f"long; SQS allows {_MAX_NAME} (prefix and '.fifo' included): use a "
+                    "shorter name"
+                )
+        return None
 
     @hookimpl
     def pashq_declare(self, queue: str) -> None:
