@@ -90,6 +90,7 @@ from pashq_rabbitmq.topology import (
     expiry_refresh_seconds,
     failed_queue,
     queue_arguments,
+    queue_name_problem,
 )
 
 __all__ = ["RabbitMQDriver"]
@@ -212,6 +213,12 @@ class RabbitMQDriver:
         return f"<RabbitMQDriver {getattr(self, 'where', 'unconnected')}>"
 
     # -- declaring -----------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_check_queue_name(self, queue: str) -> str | None:
+        """Refuse names RabbitMQ would refuse: over 238 bytes of UTF-8 (so that
+        ``<queue>.delay.<ms>`` fits AMQP's 255), not encodable, or starting with ``amq.``."""
+        return queue_name_problem(queue)
 
     def _consume_declare(self, queue: str) -> tuple[str, Any]:
         return self.options.declare, queue_arguments(self.options.queue_type)

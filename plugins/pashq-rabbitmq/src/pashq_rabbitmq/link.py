@@ -606,7 +606,15 @@ class BrokerLink:
             if future.done():  # the caller gave up meanwhile
                 _close_quietly(channel)
                 return
-            on_open(channel)
+            try:
+                on_open(channel)
+            except Exception as exc:
+                # A frame pika cannot encode (a name over 255 bytes ...): raised out of this
+                # callback it would abort the whole connection. Fail this operation only.
+                if not future.done():
+                    future.set_exception(DriverError(f"{what}: cannot be sent: {_short(exc)}"))
+                _close_quietly(channel)
+                return
 
             def done(result: concurrent.futures.Future[Any]) -> None:
                 # Close the channel when the operation is over; one kept open for the

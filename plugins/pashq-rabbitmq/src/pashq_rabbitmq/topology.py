@@ -9,6 +9,11 @@ For a queue ``jobs`` (durable, ``x-queue-type`` from ``queue_type``):
   milliseconds), with ``x-message-ttl = ms``, ``x-dead-letter-exchange = ""`` and
   ``x-dead-letter-routing-key = jobs``: the broker holds a delayed message and moves it to
   ``jobs`` when due. Unused delay queues expire (``x-expires``) a minute after their TTL.
+
+Queue names are AMQP short strings (at most 255 bytes of UTF-8). The longest name the
+driver derives is the delay queue of the longest delay (``jobs.delay.2100000000``, 17
+bytes more), so a queue name may have at most :data:`MAX_QUEUE_NAME_BYTES` = 238 bytes;
+names starting with ``amq.`` are reserved by RabbitMQ (see :func:`queue_name_problem`).
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from typing import Any
 
 __all__ = [
     "MAX_DELAY",
+    "MAX_QUEUE_NAME_BYTES",
     "delay_arguments",
     "delay_milliseconds",
     "delay_queue",
     "expiry_refresh_seconds",
     "failed_queue",
     "queue_arguments",
+    "queue_name_problem",
 ]
 
 #: Delay queues expire this long after their TTL when unused.
@@ -79,3 +86,28 @@ def expiry_refresh_seconds() -> float:
     this often keeps a delay queue alive until its last message is due.
     """
     return _EXPIRY_MARGIN_MS / 2000
+
+
+#: AMQP's limit for a queue name (a short string), in bytes of UTF-8.
+_AMQP_NAME_BYTES = 255
+#: The longest suffix the driver adds to a queue name: the delay queue of MAX_DELAY.
+_LONGEST_SUFFIX = len(delay_queue("", delay_milliseconds(MAX_DELAY)))
+#: The longest queue name (bytes of UTF-8) whose failed and delay queues RabbitMQ accepts.
+MAX_QUEUE_NAME_BYTES = _AMQP_NAME_BYTES - _LONGEST_SUFFIX
+
+
+def queue_name_problem(queue: str) -> str | None:
+    """Say why RabbitMQ would refuse ``queue`` or a queue derived from it, else ``None``."""
+    try:
+        size = len(queue.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "cannot be encoded as UTF-8 (it holds a lone surrogate); AMQP names are UTF-8"
+    if size > MAX_QUEUE_NAME_BYTES:
+        return (
+            f"is {size} bytes long in UTF-8; the most is {MAX_QUEUE_NAME_BYTES} (AMQP allows "
+            f"{_AMQP_NAME_BYTES} bytes, and the driver adds up to {_LONGEST_SUFFIX} for "
+            "'<queue>.failed' and '<queue>.delay.<ms>')"
+        )
+    if queue.startswith("amq."):
+        return "starts with 'amq.', which RabbitMQ reserves for its own queues"
+    return None
