@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -543,3 +544,34 @@ def test_queue_missing_from_queue_urls_is_named(open_sqs: OpenSQS, queue_name: s
     conn = open_sqs(queue_urls={"other": "http://127.0.0.1:1/000000000000/other"})
     with pytest.raises(QueueNotFoundError, match=rf"{queue_name!r} is not in 'queue_urls'"):
         push(conn, queue_name, outgoing())
+
+
+# -- heartbeat after settlement ----------------------------------------------------------------
+
+
+def test_extending_a_deleted_message_is_harmless(
+    open_sqs: OpenSQS, queue_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A heartbeat that lands after the ack (DeleteMessageBatch) finds the handle gone:
+    the message is settled, so that is not an error; the others are still extended."""
+    conn = open_sqs(visibility_timeout=30)
+    push(conn, queue_name, outgoing(), outgoing())
+    deliveries = drain(conn, queue_name, 2, ack=False)
+    settled, running = deliveries
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[settled])
+    calls = record_calls(conn)
+    with caplog.at_level(logging.DEBUG, logger="pashq_sqs"):
+        conn.hook.pashq_extend(queue=queue_name, deliveries=[settled, running], seconds=60)
+    (params,) = [p for action, p in calls if action == "ChangeMessageVisibilityBatch"]
+    assert len(params["Entries"]) == 2
+    assert any(r.levelno == logging.DEBUG and settled.id in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[running])
+
+
+def test_releasing_a_deleted_message_is_still_an_error(open_sqs: OpenSQS, queue_name: str) -> None:
+    conn = open_sqs()
+    push(conn, queue_name, outgoing())
+    (delivery,) = drain(conn, queue_name, 1)
+    with pytest.raises(DriverError, match=delivery.id):
+        conn.hook.pashq_nack(queue=queue_name, deliveries=[delivery], delay=0)

@@ -95,6 +95,15 @@ _REASON_CHARS = 4_096
 # SQS queue names: 1-80 characters of these (a FIFO queue's ".fifo" counted in the 80).
 _SQS_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _MAX_NAME = 80
+# Visibility-change failures that mean "this message is already deleted".
+_SETTLED_CODES = frozenset(
+    {
+        "ReceiptHandleIsInvalid",
+        "MessageNotInflight",
+        "AWS.SimpleQueueService.MessageNotInflight",
+        "AWS.SimpleQueueService.ReceiptHandleIsInvalid",
+    }
+)
 _TRACEBACK_CHARS = 32_768
 
 
@@ -610,7 +619,12 @@ class SQSDriver:
             )
 
     def _visibility(
-        self, queue: str, deliveries: Sequence[Delivery], seconds: float, what: str
+        self,
+        queue: str,
+        deliveries: Sequence[Delivery],
+        seconds: float,
+        what: str,
+        settled_ok: bool = False,
     ) -> None:
         if not deliveries:
             return
@@ -643,6 +657,18 @@ class SQSDriver:
                     ),
                     batch,
                 )
+        if settled_ok:
+            gone = [f for f in failures if _is_settled(f)]
+            if gone:
+                # The ack (DeleteMessageBatch) won the race with this heartbeat: the
+                # message is settled, there is nothing left to extend.
+                log.debug(
+                    "queue %r: not extending %d message(s) already deleted: %s",
+                    queue,
+                    len(gone),
+                    ", ".join(deliveries[int(f.entry["Id"])].id or "?" for f in gone),
+                )
+                failures = [f for f in failures if not _is_settled(f)]
         if failures:
             raise DriverError(
                 f"SQS could not {what} {len(failures)} of {len(entries)} message(s) on queue "
@@ -662,7 +688,7 @@ class SQSDriver:
     @hookimpl
     def pashq_extend(self, queue: str, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Heartbeat: keep the messages hidden for ``seconds`` more (12-hour cap)."""
-        self._visibility(queue, deliveries, seconds, "extend the visibility of")
+        self._visibility(queue, deliveries, seconds, "extend the visibility of", settled_ok=True)
 
     # -- dead letters -------------------------------------------------------------------------
 
@@ -967,6 +993,17 @@ class SQSDriver:
         count = self._count(info, all_states=False)
         self._purge(info)
         return count
+
+
+def _is_settled(failure: Failure) -> bool:
+    """Whether a visibility change failed because the message is no longer in flight
+    (deleted, or its receipt handle is stale), as SQS and moto word it."""
+    if failure.code in _SETTLED_CODES:
+        return True
+    text = failure.message.lower()
+    return failure.code == "InvalidParameterValue" and (
+        "does not exist" in text or "not available" in text
+    )
 
 
 def _entry_size(entry: Mapping[str, Any]) -> int:
