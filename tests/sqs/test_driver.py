@@ -447,6 +447,27 @@ def test_dead_letters_keep_reason_attempts_and_traceback(
     assert conn.failed(queue_name) != []  # listing twice sees it again (released)
 
 
+def test_dead_letter_with_hostile_reason_and_traceback_is_stored(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    """Raw text from a third-party caller: NUL, control characters, a lone surrogate and
+    a huge traceback are stored (escaped and capped), not a failed send."""
+    conn = open_sqs()
+    message = outgoing()
+    push(conn, queue_name, message)
+    (delivery,) = pull(conn, queue_name)
+    reason = "bad \x00 \x01 \ud800 " + "r" * 10_000
+    traceback = "Traceback\x00\n" + "t" * 200_000 + "\nValueError: \udcff last line"
+    conn.hook.pashq_dead_letter(
+        queue=queue_name, delivery=delivery, reason=reason, traceback=traceback
+    )
+    (dead,) = conn.failed(queue_name)
+    assert dead.id == message.id
+    assert dead.reason.startswith("bad \\x00 \\x01 \\ud800 r") and len(dead.reason) <= 4096
+    assert dead.traceback is not None and len(dead.traceback) <= 32_768
+    assert dead.traceback.endswith("ValueError: \\udcff last line")
+
+
 def test_dead_letter_failed_at_is_utc_aware_even_when_written_without_a_zone(
     open_sqs: OpenSQS, queue_name: str, sqs_client: Any
 ) -> None:

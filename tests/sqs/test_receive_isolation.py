@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import sqs_worker_messages  # noqa: F401 - registers tests.sqs.numbered for the worker
 
-from pashq import Connection, Delivery, OutgoingMessage
+from pashq import Connection, Delivery, OutgoingMessage, Worker
 from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
 from pashq.testing import wait_for
 
@@ -230,6 +232,32 @@ def test_dead_letter_with_unparsable_attributes_is_still_listed(
     assert all(d.attempts == 0 for d in letters)
     assert all(d.failed_at is not None and d.failed_at.utcoffset() is not None for d in letters)
     assert conn.retry_failed(queue_name, [odd.id]) == 1
+
+
+def test_worker_processes_every_good_message_received_with_a_poisoned_one(
+    open_sqs: OpenSQS,
+    queue_name: str,
+    sqs_client: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The attack: 30 good messages and one with ``pashq-deliver-at = inf``, all sent by
+    plain boto3. The worker processes the 30; the poisoned one ends in the dead letters."""
+    record = tmp_path / "numbers.txt"
+    monkeypatch.setenv("PASHQ_SQS_TEST_RECORD", str(record))
+    conn = open_sqs(max_attempts=3)
+    url = _url(conn, queue_name, sqs_client)
+    poisoned = Envelope(new_message_id(), "tests.sqs.numbered", {"n": -1}, utc_timestamp(), {})
+    _send_raw(sqs_client, url, encode_envelope(poisoned).decode(), **{"pashq-deliver-at": "inf"})
+    for n in range(30):
+        envelope = Envelope(new_message_id(), "tests.sqs.numbered", {"n": n}, utc_timestamp(), {})
+        _send_raw(sqs_client, url, encode_envelope(envelope).decode())
+    worker = Worker(queue_name, connection=conn, install_signal_handlers=False)
+    stats = worker.run(until_empty=True)
+    assert sorted(int(n) for n in record.read_text().split()) == list(range(30))
+    assert stats.acked == 30 and stats.errors == 0
+    (dead,) = conn.failed(queue_name)
+    assert dead.id == poisoned.id and "pashq-deliver-at" in dead.reason
 
 
 # -- item: ids of messages sent without pashq-id ---------------------------------------------
