@@ -314,12 +314,14 @@ class BrokerLink:
     def _close_now(self) -> None:
         self._closing = True
         conn = self._connection
-        if conn is not None and (conn.is_open or conn.is_opening):
+        # Open or still opening (pika has no ``is_opening``): close it; pika then calls
+        # _on_closed, or _on_open_error while opening, and either stops the loop.
+        if conn is not None and not (conn.is_closed or conn.is_closing):
             try:
                 conn.close()
-                return  # _on_closed stops the loop
-            except Exception:  # pragma: no cover - already closing
-                pass
+                return
+            except Exception:  # already closing, or the transport is gone: just stop
+                log.debug("closing the RabbitMQ connection to %s failed", self.where, exc_info=True)
         self._ioloop.stop()
 
     # -- connecting ---------------------------------------------------------------------
