@@ -44,3 +44,17 @@ class Recorded(Message, type_name="pashq_rabbitmq_tests.recorded"):
         else:
             with _lock:
                 _seen[self.key].append(self.n)
+
+
+@attrs.define
+class Invalid(Message, type_name="pashq_rabbitmq_tests.invalid"):
+    """Fails validation: dead-lettered at once."""
+
+    n: int
+
+    def validate_message(self) -> bool:
+        """Always invalid."""
+        return False
+
+    def process_message(self) -> None:
+        """Never called."""
