@@ -255,6 +255,8 @@ class BrokerLink:
         self._con: Any = None
         self._outstanding: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._consumer_tags: dict[str, str] = {}
+        #: Queues whose consumer start waits for its declare on the current channel.
+        self._starting: set[str] = set()
         self._consume_waiters: dict[str, list[concurrent.futures.Future[None]]] = {}
         self._wanted: set[str] = set()
         # Shared state.
@@ -395,6 +397,7 @@ class BrokerLink:
         self._con = channel
         self._outstanding.clear()
         self._consumer_tags.clear()
+        self._starting.clear()
         with self._cond:
             self.epoch += 1
             self._buffers.clear()
@@ -420,6 +423,7 @@ class BrokerLink:
         self._con = None
         self._outstanding.clear()
         self._consumer_tags.clear()
+        self._starting.clear()
         with self._cond:
             self.ready = False
             self._buffers.clear()
@@ -494,6 +498,7 @@ class BrokerLink:
         self._con = None
         self._outstanding.clear()
         self._consumer_tags.clear()
+        self._starting.clear()
         with self._cond:
             self._buffers.clear()
             self._cond.notify_all()
@@ -973,14 +978,26 @@ class BrokerLink:
 
     def _start_consumer(self, queue: str) -> None:
         channel = self._con
-        if channel is None or not channel.is_open or queue in self._consumer_tags:
+        if (
+            channel is None
+            or not channel.is_open
+            or queue in self._consumer_tags
+            or queue in self._starting
+        ):
+            # Started, or starting: a restart scheduled after a broker cancel may fire
+            # while the restart after a reconnect waits for its declare. A second
+            # basic.consume would leave two consumers on the queue.
             return
         epoch = self.epoch
         declare_queue, arguments = self._consume_declare(queue)
         passive = declare_queue == "passive"
+        self._starting.add(queue)
 
         def declared(_frame: Any) -> None:
             if channel is not self._con:
+                return  # the channel was lost meanwhile (and _starting cleared)
+            self._starting.discard(queue)
+            if queue in self._consumer_tags or queue not in self._wanted:
                 return
             tag = channel.basic_consume(
                 queue,
