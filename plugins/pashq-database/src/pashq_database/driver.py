@@ -38,10 +38,12 @@ a settle after the lease ran out and someone else claimed the row is a no-op. Mu
 statements lock rows in id order. Leases, delays and ready times are on the database
 server's clock (:mod:`pashq_database.clock`). Dead-letter text is made storable
 (:func:`pashq.text.safe_text`). Safe across ``os.fork``: a child never uses the parent's
-pooled connections. A pooled connection that went stale (server
-restart) is replaced and its transaction run once more, before anything was written;
-while the server is down hooks raise :class:`~pashq.errors.DriverError` and the worker
-backs off. Messages larger than the server accepts (MySQL's ``max_allowed_packet``) raise
+pooled connections. A push or settle whose connection broke before COMMIT (a server
+restart) waits up to 10 s for the server and runs once more on a fresh connection (the
+broken transaction wrote nothing); a connection lost during COMMIT raises
+:class:`~pashq.errors.DriverError` saying the outcome is unknown; while the server stays
+down hooks raise :class:`~pashq.errors.DriverError` and the worker backs off. Messages
+larger than the server accepts (half of MySQL's ``max_allowed_packet``) raise
 :class:`~pashq.errors.MessageTooLargeError` before anything is sent.
 """
 
@@ -91,6 +93,9 @@ _MISSING_TABLE_CODES = {1146}  # MySQL/MariaDB ER_NO_SUCH_TABLE
 #: SQLITE_MAX_LENGTH; MySQL/MariaDB's is read from max_allowed_packet.
 _MAX_BODY = {"postgresql": (1 << 30) - 1, "sqlite": 1_000_000_000}
 _PACKET_OVERHEAD = 64 * 1024
+#: How long a push or settle whose connection broke before COMMIT waits for the server to
+#: come back (a restart) before it gives up with DriverError.
+_RECONNECT_WAIT = 10.0
 #: Pools and listeners a forked child inherited: referenced for ever, so that garbage
 #: collection in the child never closes (or sends a goodbye on) the parent's sockets.
 _INHERITED: list[Any] = []
@@ -109,6 +114,11 @@ os.register_at_fork(after_in_child=_reset_after_fork)
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _ids(messages: Sequence[OutgoingMessage]) -> str:
+    shown = ", ".join(m.id for m in messages[:5])
+    return shown + (f" and {len(messages) - 5} more" if len(messages) > 5 else "")
 
 
 def _describe(exc: BaseException) -> str:
@@ -158,6 +168,7 @@ class DatabaseDriver:
         self._notify = False
         self._max_body = 1 << 30
         self._packet: int | None = None
+        self._connected = False
         self._notified: dict[str, float] = {}
         self._pid = os.getpid()
         _DRIVERS.add(self)
@@ -404,37 +415,71 @@ class DatabaseDriver:
             on = f" on queue {queue!r}" if queue else ""
             raise DriverError(f"{what}{on} failed ({self.safe_url}): {_describe(exc)}") from exc
 
-    def _transact(self, what: str, queue: str | None, work: Callable[[sa.Connection], T]) -> T:
+    def _transact(
+        self,
+        what: str,
+        queue: str | None,
+        work: Callable[[sa.Connection], T],
+        wait: float = 0.0,
+        unknown: Callable[[], str] | None = None,
+    ) -> T:
         """Run ``work`` in one transaction on a pooled connection and commit.
 
         A pooled connection that went stale (the server restarted) fails on its first
         statement, before anything was written: SQLAlchemy then invalidates the pool and the
         work runs once more on a fresh connection. This costs nothing on the hot path, unlike
-        ``pool_pre_ping``'s extra round trip per transaction. A failure at COMMIT is not
-        retried (the outcome is unknown) and surfaces as :class:`DriverError`.
+        ``pool_pre_ping``'s extra round trip per transaction. With ``wait`` the fresh
+        connection is tried for up to that many seconds (a server that is restarting), still
+        only before COMMIT was sent: the failed transaction wrote nothing, so the retry
+        cannot duplicate. A connection lost at COMMIT is not retried (the outcome is
+        unknown) and surfaces as :class:`DriverError`, with ``unknown()`` telling the
+        caller what may or may not have been stored.
         """
         with self._errors(what, queue):
-            for attempt in (1, 2):
-                conn = self.engine.connect()
+            retrying_until: float | None = None
+            pause = 0.1
+            while True:
+                try:
+                    conn = self.engine.connect()
+                except sa.exc.DBAPIError as exc:
+                    if retrying_until is None and self._connected and wait > 0:
+                        # It worked before: a restart, not a wrong URL or password.
+                        log.info("%s: waiting for %s (%s)", what, self.safe_url, _describe(exc))
+                        retrying_until = time.monotonic() + wait
+                    if retrying_until is None or time.monotonic() >= retrying_until:
+                        raise
+                    time.sleep(pause)  # the server is not back yet
+                    pause = min(pause * 2, 1.0)
+                    continue
                 try:
                     conn.begin()
                     try:
                         result = work(conn)
                     except sa.exc.DBAPIError as exc:
-                        if attempt == 1 and exc.connection_invalidated:
+                        if retrying_until is None and exc.connection_invalidated:
                             log.info(
                                 "%s: reconnecting to %s after %s",
                                 what,
                                 self.safe_url,
                                 _describe(exc),
                             )
+                            retrying_until = time.monotonic() + wait
                             continue
                         raise
-                    conn.commit()
+                    try:
+                        conn.commit()
+                    except sa.exc.DBAPIError as exc:
+                        if exc.connection_invalidated and unknown is not None:
+                            on = f" on queue {queue!r}" if queue else ""
+                            raise DriverError(
+                                f"{what}{on}: the connection to {self.safe_url} was lost "
+                                f"during COMMIT ({_describe(exc)}); {unknown()}"
+                            ) from exc
+                        raise
+                    self._connected = True
                     return result
                 finally:
                     conn.close()
-        raise AssertionError("unreachable")  # pragma: no cover
 
     # -- wake-ups ----------------------------------------------------------------------------
 
@@ -512,7 +557,17 @@ class DatabaseDriver:
             with self._errors("push", queue):
                 self._write(self._caller_connection(transaction), queue, rows, notify)
         else:
-            self._transact("push", queue, lambda conn: self._write(conn, queue, rows, notify))
+            self._transact(
+                "push",
+                queue,
+                lambda conn: self._write(conn, queue, rows, notify),
+                wait=_RECONNECT_WAIT,
+                unknown=lambda: (
+                    f"{len(rows)} message(s) ({_ids(messages)}) may or may not be stored; "
+                    "the server decided, check before dispatching them again (a second "
+                    "dispatch may deliver them twice)"
+                ),
+            )
         self._poke()
         return [m.id for m in messages]
 
@@ -625,7 +680,7 @@ class DatabaseDriver:
         def work(conn: sa.Connection) -> int:
             return sum(self._hot.delete(conn, chunk) for chunk in _chunks(receipts, _IN_CHUNK))
 
-        deleted = self._transact("ack", queue, work)
+        deleted = self._transact("ack", queue, work, wait=_RECONNECT_WAIT)
         if deleted < len(receipts):
             log.info(
                 "%d of %d acks on %r came after their lease ended and the message was "
@@ -653,7 +708,7 @@ class DatabaseDriver:
             if self._notify and delay <= 0:
                 self._send_notify(conn, queue)
 
-        self._transact("nack", queue, work)
+        self._transact("nack", queue, work, wait=_RECONNECT_WAIT)
         self._poke()
 
     @hookimpl
@@ -662,7 +717,12 @@ class DatabaseDriver:
         if not deliveries:
             return
         params = self._fenced(deliveries, seconds)
-        self._transact("lease extension", queue, lambda conn: conn.execute(self._extend, params))
+        self._transact(
+            "lease extension",
+            queue,
+            lambda conn: conn.execute(self._extend, params),
+            wait=_RECONNECT_WAIT,
+        )
 
     @hookimpl
     def pashq_dead_letter(
@@ -700,7 +760,7 @@ class DatabaseDriver:
                 return
             conn.execute(self._insert_dead, row)
 
-        self._transact("dead-letter", queue, work)
+        self._transact("dead-letter", queue, work, wait=_RECONNECT_WAIT)
 
     # -- inspection and administration -------------------------------------------------------
 
