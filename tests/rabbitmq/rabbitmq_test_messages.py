@@ -58,3 +58,14 @@ class Invalid(Message, type_name="pashq_rabbitmq_tests.invalid"):
 
     def process_message(self) -> None:
         """Never called."""
+
+
+@attrs.define
+class Failing(Message, type_name="pashq_rabbitmq_tests.failing"):
+    """Always raises: retried, then dead-lettered."""
+
+    n: int
+
+    def process_message(self) -> None:
+        """Fail."""
+        raise RuntimeError(f"failing \udc80 message {self.n}")

@@ -9,6 +9,7 @@ never acked without a confirmed copy.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -20,9 +21,12 @@ from pashq.connection import Connection
 from pashq.delivery import Delivery
 from pashq.testing import wait_for
 from pashq.text import safe_text
+from pashq.worker import Worker
 
 from .conftest import raw_connection
-from .rabbitmq_test_messages import Recorded
+from .rabbitmq_test_messages import Failing, Recorded
+
+assert Failing  # registers the type the raw publisher names
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -143,4 +147,39 @@ def test_dead_letter_with_hostile_reason_or_traceback_is_stored_safely(
     assert dead.id == message_id
     assert dead.reason == safe_text(reason, 4000)
     assert dead.traceback == safe_text(traceback, 32_000, keep="tail")
+    assert conn.stats(queue_name).ready == 0
+
+
+def test_worker_retries_and_dead_letters_a_hostile_error_without_stalling(
+    connect: Callable[..., Connection], queue_name: str
+) -> None:
+    """End to end, concurrency 1: a message whose error holds a lone surrogate is retried
+    once, then dead-lettered; no stall of publish_timeout, nothing lost."""
+    conn = connect(publish_timeout=15.0, max_attempts=2, retry_delay=0.1)
+    message_id = conn.dispatch(queue_name, Failing(7))
+    started = time.monotonic()
+    stats = Worker(queue_name, connection=conn, install_signal_handlers=False).run(until_empty=True)
+    elapsed = time.monotonic() - started
+    assert (stats.retried, stats.dead_lettered, stats.errors) == (1, 1, 0)
+    assert elapsed < 10.0  # before the fix each copy waited publish_timeout
+    (dead,) = conn.failed(queue_name)
+    assert dead.id == message_id and dead.attempts == 2
+    assert "failing \\udc80 message 7" in dead.reason
+    assert conn.stats(queue_name).ready == 0
+
+
+def test_worker_dead_letters_an_envelope_with_a_300_byte_id(
+    connect: Callable[..., Connection], queue_name: str
+) -> None:
+    """An envelope whose id is too long for the core (and for AMQP's message_id) is
+    dead-lettered as undecodable, under that id, without stalling."""
+    conn = connect(publish_timeout=15.0)
+    message_id = "f" * 300
+    _publish_raw(queue_name, _envelope(message_id))
+    started = time.monotonic()
+    stats = Worker(queue_name, connection=conn, install_signal_handlers=False).run(until_empty=True)
+    assert time.monotonic() - started < 10.0
+    assert (stats.dead_lettered, stats.errors) == (1, 0)
+    (dead,) = conn.failed(queue_name)
+    assert dead.id == message_id and "undecodable envelope" in dead.reason
     assert conn.stats(queue_name).ready == 0

@@ -39,8 +39,20 @@ Guarantees
     unacked and the broker redelivers them when the connection closes (no lease: crash
     recovery is immediate). A retry or dead letter is a confirmed publish of a copy
     followed by the ack of the original, so a crash between the two can duplicate but
-    never lose. Delivery attempts travel in the ``x-pashq-attempts`` header (plus one for
-    a broker redelivery).
+    never lose; a copy that is not confirmed (refused, not encodable, timed out) leaves the
+    original requeued and the hook raises. Everything written into a copy is encodable
+    (safe text, short strings within 255 bytes). Delivery attempts travel in the
+    ``x-pashq-attempts`` header (plus one for a broker redelivery). A publish the broker
+    refuses by closing the channel fails at once (``MessageTooLargeError`` for the size);
+    a partly stored batch raises ``PartialPushError``.
+
+Queue names
+    At most 238 bytes of UTF-8 (``<queue>.delay.<ms>`` must fit AMQP's 255), encodable,
+    not starting with ``amq.`` (``pashq_check_queue_name``).
+
+Fork
+    A forked child opens its own connection on first use, with fresh locks; the parent's
+    socket is never used or closed in the child.
 """
 
 from __future__ import annotations

@@ -821,6 +821,8 @@ class BrokerLink:
             job = jobs[0]
             if job.cancelled:
                 jobs.popleft()
+                # Its suspects (requeued first) will never be published: stop probing them.
+                self._probe = max(0, self._probe - len(job.todo))
                 continue
             todo = job.todo
             items = job.items
@@ -942,6 +944,7 @@ class BrokerLink:
 
     def _fail_all_jobs(self) -> None:
         self._requeue_unconfirmed()
+        self._probe = 0
         while self._jobs:
             job = self._jobs.popleft()
             job.failed.extend(job.todo)
