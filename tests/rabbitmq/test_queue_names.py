@@ -7,6 +7,7 @@ AMQP queue names are short strings: at most 255 bytes of UTF-8. The driver adds
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 
@@ -93,3 +94,20 @@ def test_unsendable_admin_operation_fails_alone_and_keeps_the_connection(
         link.declare("q" * 300, None, passive=True, timeout=10.0)
     conn.dispatch(queue_name, Recorded("names", 2))
     assert link.connections == 1 and conn.stats(queue_name).ready == 2
+
+
+def test_pull_from_an_unsendable_name_fails_at_once_and_keeps_the_connection(
+    connect: Callable[..., Connection], queue_name: str
+) -> None:
+    """A pull through the hook (no core check) on a name pika cannot encode fails at once
+    with a DriverError; the connection and other consumers carry on."""
+    conn = connect()
+    conn.dispatch(queue_name, Recorded("names", 1))
+    assert conn.hook.pashq_pull(queue=queue_name, max_messages=1, timeout=10.0)
+    started = time.monotonic()
+    with pytest.raises(DriverError, match="starting a consumer"):
+        conn.hook.pashq_pull(queue="q" * 300, max_messages=1, timeout=1.0)
+    assert time.monotonic() - started < 5.0
+    conn.dispatch(queue_name, Recorded("names", 2))
+    assert conn.hook.pashq_pull(queue=queue_name, max_messages=1, timeout=10.0)
+    assert conn.driver.link.connections == 1

@@ -1014,9 +1014,20 @@ class BrokerLink:
             for future in self._consume_waiters.pop(queue, []):
                 _resolve(future, None)
 
-        channel.queue_declare(
-            queue, passive=passive, durable=True, arguments=arguments, callback=declared
-        )
+        try:
+            channel.queue_declare(
+                queue, passive=passive, durable=True, arguments=arguments, callback=declared
+            )
+        except Exception as exc:
+            # Not encodable (a name the core's check did not see): fail this queue's
+            # waiters; raised here it would stop the restart of every other consumer.
+            self._starting.discard(queue)
+            self._wanted.discard(queue)
+            error = DriverError(f"starting a consumer on queue {queue!r}: {_short(exc)}")
+            for future in self._consume_waiters.pop(queue, []):
+                if not future.done():
+                    with contextlib.suppress(concurrent.futures.InvalidStateError):
+                        future.set_exception(error)
 
     def _on_message(
         self, queue: str, epoch: int, channel: Any, method: Any, properties: Any, body: bytes
@@ -1173,6 +1184,11 @@ def _describe(error: BaseException) -> str:
         pika.exceptions.ProbableAuthenticationError | (pika.exceptions.ProbableAccessDeniedError),
     ):
         return f"authentication or access refused ({error}); check the user, password and vhost"
+    if isinstance(error, pika.exceptions.IncompatibleProtocolError):
+        return (
+            "the server closed the connection during the AMQP handshake (is it RabbitMQ, "
+            "and not a TLS port? is it refusing connections?)"
+        )
     if isinstance(error, pika.exceptions.AMQPConnectionError) and error.args:
         inner = error.args[0]
         if isinstance(inner, BaseException):
