@@ -4,8 +4,14 @@ Features:
 
 - **Batched** SendMessageBatch, DeleteMessageBatch and ChangeMessageVisibilityBatch (10
   entries, 1 MiB a batch). An entry that fails is retried when SQS says it may succeed,
-  else reported in a :class:`~pashq.errors.DriverError` naming the ids: ``push`` returns
-  only when SQS holds every message.
+  else reported: ``push`` returns only when SQS holds every message, and a push stored in
+  part raises :class:`~pashq.errors.PartialPushError` with the ``stored`` and
+  ``not_stored`` ids.
+- **One message's trouble stays with it**: a received message with an unreadable
+  ``pashq-*`` attribute is dead-lettered with the reason, a failed re-delay leaves its
+  message to its visibility timeout, and the rest of the receive is delivered.
+- **Ids** are the envelope's: ``pashq-id`` is a copy, read from the envelope when absent;
+  never SQS's MessageId.
 - **Long polling**: ReceiveMessage waits up to ``min(timeout, wait_time)`` seconds.
 - **Visibility heartbeat**: deliveries carry ``lease = visibility_timeout``; the worker
   calls ``pashq_extend`` before it runs out (ChangeMessageVisibilityBatch), capped at
@@ -16,14 +22,20 @@ Features:
   ``<queue>-failed``) with ``pashq-reason``/``pashq-traceback`` attributes; ``failed
   list|retry|purge`` work on it. A queue without one keeps the message (and says so).
 - **Delays**: DelaySeconds up to 900 s; longer delays are sent with 900 s and a
-  ``pashq-deliver-at`` attribute, and re-sent on receive until due (never delivered
-  early, never lost). FIFO queues take no per-message delay: a warning, not silence.
+  ``pashq-deliver-at`` attribute (ISO 8601 UTC), and re-sent on receive until due (never
+  delivered early, never lost). FIFO queues take no per-message delay: a warning, not silence.
 - **FIFO** (``.fifo``): MessageGroupId from the message's group (default: the queue
   name), MessageDeduplicationId from the message's deduplication id, else content-based
   deduplication when the queue has it, else the pashq message id (stable across retries
   of the same dispatch; never a random id per send).
 - **Least privilege**: with ``queue_urls`` the driver never calls ListQueues, GetQueueUrl
   or CreateQueue.
+- **Fork-safe**: a process forked after the connection was used builds its own boto3
+  client on first use; the parent's pooled sockets are never used or closed by it.
+- **Queue names** are checked (``pashq_check_queue_name``): 80 characters of
+  ``[A-Za-z0-9_-]`` (``.fifo``, the prefix and the dead-letter queue's suffix counted).
+- **Secrets**: an ``endpoint_url`` password never reaches errors, tracebacks or logs
+  (botocore's and urllib3's records are filtered).
 - Oversized messages fail at dispatch with :class:`~pashq.errors.MessageTooLargeError`
   naming the size and the limit. ``stats`` and ``purge`` (PurgeQueue) work.
 

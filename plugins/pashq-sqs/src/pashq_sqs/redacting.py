@@ -11,6 +11,7 @@ redaction for text the driver builds itself.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import traceback
 from urllib.parse import unquote, urlsplit
@@ -41,6 +42,14 @@ _KNOWN = (
 _lock = threading.Lock()
 _secrets: set[str] = set()
 _armed = False  # an endpoint with a password was seen: the filter is needed
+
+
+def _after_fork_in_child() -> None:
+    global _lock
+    _lock = threading.Lock()  # a parent's thread may have held it at the fork
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def scrub(text: str) -> str:
