@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from pashq.connection import Connection
 from pashq.delivery import Delivery, OutgoingMessage
 from pashq.testing import make_connection, wait_for
-from pashq_database import DatabaseDriver
+from pashq_database import DatabaseDriver, Schema
 
 from .conftest import SERVER_BACKENDS, Backends
 
@@ -89,13 +89,41 @@ def test_late_ack_after_another_claim_leaves_the_message_to_its_holder(
     assert b.stats(queue_name).in_flight == 0
 
 
+def _old_sqlite_tables(backends: Backends, prefix: str) -> None:
+    """Create the tables as earlier versions did: no AUTOINCREMENT, so row ids are reused."""
+    engine = sa.create_engine(backends.url("sqlite"))
+    try:
+        with engine.begin() as conn:
+            for ddl in Schema.build(prefix).ddl(engine.dialect):
+                conn.exec_driver_sql(ddl.replace(" AUTOINCREMENT", ""))
+    finally:
+        engine.dispose()
+
+
+def test_new_sqlite_tables_never_reuse_a_row_id(backends: Backends, queue_name: str) -> None:
+    """Tables created now use AUTOINCREMENT: the next row after the deleted top row gets a
+    new id."""
+    conn = make_connection(backends.table("sqlite", prefix=f"n{uuid.uuid4().hex[:8]}_"))
+    try:
+        _push(conn, queue_name)
+        (first,) = _pull(conn, queue_name)
+        conn.hook.pashq_ack(queue=queue_name, deliveries=[first])
+        _push(conn, queue_name)
+        (second,) = _pull(conn, queue_name)
+        assert second.receipt[0] > first.receipt[0]
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("how", ["ack", "nack", "extend", "dead_letter"])
 def test_stale_settle_cannot_touch_a_new_message_in_a_reused_sqlite_row(
     backends: Backends, queue_name: str, how: str
 ) -> None:
-    """SQLite gives a deleted top row's id to the next insert: a stale settle of the old
-    message (same row id, same attempt count) leaves the new one alone."""
+    """On a table without AUTOINCREMENT (created by an earlier version) SQLite gives a
+    deleted top row's id to the next insert: a stale settle of the old message (same row
+    id, same attempt count) leaves the new one alone."""
     prefix = f"r{uuid.uuid4().hex[:8]}_"  # an empty table: this row is the top row
+    _old_sqlite_tables(backends, prefix)
     a = make_connection(backends.table("sqlite", prefix=prefix, lease=1.0))
     b = make_connection(backends.table("sqlite", prefix=prefix, lease=30.0))
     try:
@@ -297,3 +325,17 @@ def test_failed_at_is_an_aware_utc_datetime(connection: Connection, queue_name: 
     assert dead.failed_at is not None
     assert dead.failed_at.utcoffset() == timedelta(0)
     assert abs(dead.failed_at - datetime.now(UTC)) < timedelta(minutes=5)
+
+
+def test_dead_letter_with_an_unstorable_delivery_id_keeps_the_stored_id(
+    connection: Connection, queue_name: str
+) -> None:
+    """A delivery id the column cannot hold (too long once escaped) falls back to the row's
+    message id instead of failing the move."""
+    (message_id,) = _push(connection, queue_name)
+    (delivery,) = _pull(connection, queue_name)
+    delivery.id = "\ud800" * 20  # 120 characters once escaped
+    connection.hook.pashq_dead_letter(
+        queue=queue_name, delivery=delivery, reason="boom", traceback=None
+    )
+    assert [d.id for d in connection.failed(queue_name)] == [message_id]

@@ -93,6 +93,8 @@ _MISSING_TABLE_CODES = {1146}  # MySQL/MariaDB ER_NO_SUCH_TABLE
 #: SQLITE_MAX_LENGTH; MySQL/MariaDB's is read from max_allowed_packet.
 _MAX_BODY = {"postgresql": (1 << 30) - 1, "sqlite": 1_000_000_000}
 _PACKET_OVERHEAD = 64 * 1024
+#: The message_id column's length (schema.py).
+_MESSAGE_ID_LENGTH = 64
 #: How long a push or settle whose connection broke before COMMIT waits for the server to
 #: come back (a restart) before it gives up with DriverError.
 _RECONNECT_WAIT = 10.0
@@ -735,11 +737,14 @@ class DatabaseDriver:
         bring the message back every lease, for ever.
         """
         rid, attempts, mid = delivery.receipt
-        # The envelope's id (the core sets it) if the column can hold it, else the row's.
-        message_id = delivery.id if delivery.id and len(delivery.id) <= 64 else mid
+        # The envelope's id (the core sets it) if the column can hold it, else the row's
+        # (which the column already held).
+        message_id = safe_text(delivery.id) if delivery.id else mid
+        if len(message_id) > _MESSAGE_ID_LENGTH:
+            message_id = mid
         row = {
             "queue": queue,
-            "message_id": safe_text(message_id),
+            "message_id": message_id,
             "body": delivery.body,
             "reason": safe_text(reason, REASON_LIMIT),
             "traceback": (

@@ -52,6 +52,7 @@ def upgrade() -> None:
         sa.Column("available_at", sa.Double, nullable=False),
         sa.Column("lease_expires_at", sa.Double, nullable=True),
         sa.Column("created_at", sa.Double, nullable=False),
+        sqlite_autoincrement=True,  # SQLite never reuses a row id (settles are fenced on it)
     )
     # Serves the claim: WHERE queue = ? AND available_at <= ? ORDER BY available_at, id
     op.create_index(

@@ -2,8 +2,9 @@
 
 ``<prefix>messages`` holds waiting and leased messages, one row each:
 
-- ``id``: an auto-increment key (SQLite's rowid); the receipt of a delivery and the
-  tie-breaker of the claim order.
+- ``id``: an auto-increment key (SQLite's rowid, with ``AUTOINCREMENT`` so that the id of
+  a deleted row is never given again); part of a delivery's receipt and the tie-breaker of
+  the claim order.
 - ``queue`` (at most 255 characters; binary collation on MySQL/MariaDB, so names that
   differ in case are different queues), ``message_id``, ``body`` (the serialized
   envelope, bytes).
@@ -82,6 +83,7 @@ class Schema:
             sa.Column("lease_expires_at", sa.Double, nullable=True),
             sa.Column("created_at", sa.Double, nullable=False),
             sa.Index(f"{prefix}messages_claim", "queue", "available_at", "id"),
+            sqlite_autoincrement=True,
         )
         dead_letters = sa.Table(
             f"{prefix}dead_letters",
