@@ -8,8 +8,11 @@ publishes the others of the batch, reporting both (``PartialPushError``).
 
 from __future__ import annotations
 
+import json
+import re
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 
 import pika
 import pika.exceptions
@@ -20,7 +23,7 @@ from pashq.errors import DriverError, MessageTooLargeError, PartialPushError
 from pashq.testing import wait_for
 from pashq_rabbitmq.link import BrokerLink, Publish, PublishJob
 
-from .conftest import raw_connection
+from .conftest import rabbitmqctl, raw_connection
 from .rabbitmq_test_messages import Recorded
 
 pytestmark = pytest.mark.rabbitmq
@@ -153,3 +156,33 @@ def test_size_refusal_learns_the_broker_limit(
     assert link.max_message_size == 2
     with pytest.raises(MessageTooLargeError, match="at most 2"):
         conn.dispatch(queue_name, Recorded("big", 1))
+
+
+@pytest.fixture
+def reject_after_two(queue_name: str) -> Iterator[None]:
+    """A policy on this test's queue only: at most 2 ready messages, further publishes
+    nacked (``overflow = reject-publish``); removed at teardown."""
+    policy = f"pashq-test-{uuid.uuid4().hex[:12]}"
+    definition = json.dumps({"max-length": 2, "overflow": "reject-publish"})
+    pattern = f"^{re.escape(queue_name)}$"
+    rabbitmqctl("set_policy", policy, pattern, definition, "--apply-to", "queues")
+    try:
+        yield
+    finally:
+        rabbitmqctl("clear_policy", policy)
+
+
+def test_batch_partly_nacked_by_the_broker_is_a_partial_push_error(
+    connect: Callable[..., Connection], queue_name: str, reject_after_two: None
+) -> None:
+    """A batch the broker accepts in part (a max-length policy rejecting publishes) raises
+    PartialPushError listing the stored and the not stored ids."""
+    conn = connect()
+    conn.hook.pashq_declare(queue=queue_name)
+    messages = [Recorded("nacked", n) for n in range(5)]
+    with pytest.raises(PartialPushError) as caught:
+        conn.dispatch_many(queue_name, messages)
+    error = caught.value
+    assert len(error.stored) == 2 and len(error.not_stored) == 3
+    assert "rejected by the broker (nack)" in str(error)
+    assert _ids_on(queue_name) == set(error.stored)
