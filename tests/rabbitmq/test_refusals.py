@@ -186,3 +186,30 @@ def test_batch_partly_nacked_by_the_broker_is_a_partial_push_error(
     assert len(error.stored) == 2 and len(error.not_stored) == 3
     assert "rejected by the broker (nack)" in str(error)
     assert _ids_on(queue_name) == set(error.stored)
+
+
+def test_failed_retry_partly_refused_keeps_only_the_dead_letters_not_retried(
+    connect: Callable[..., Connection], queue_name: str, reject_after_two: None
+) -> None:
+    """`failed retry` into a queue that takes only 2 more: the 2 retried leave the failed
+    queue, the 2 refused stay there (no copy in both places, none in neither)."""
+    conn = connect()
+    raw = raw_connection()
+    try:
+        channel = raw.channel()
+        channel.queue_declare(f"{queue_name}.failed", durable=True)
+        for n in range(4):
+            channel.basic_publish(
+                "",
+                f"{queue_name}.failed",
+                json.dumps({"v": 1, "id": f"dead-{n}", "type": "t", "body": {}}).encode(),
+                pika.BasicProperties(delivery_mode=2, headers={"x-pashq-reason": "r"}),
+            )
+    finally:
+        raw.close()
+    with pytest.raises(PartialPushError) as caught:
+        conn.retry_failed(queue_name)
+    assert len(caught.value.stored) == 2
+    left = {d.id for d in conn.failed(queue_name)}
+    assert left == set(caught.value.not_stored) and len(left) == 2
+    assert _ids_on(queue_name) == set(caught.value.stored)

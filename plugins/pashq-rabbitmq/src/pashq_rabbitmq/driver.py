@@ -517,6 +517,12 @@ class RabbitMQDriver:
                     timeout=timeout,
                     what=f"retrying {len(copies)} dead letter(s) of {queue!r}",
                 )
+        except PartialPushError as exc:
+            # Remove the dead letters whose copy is stored; the others stay dead letters.
+            stored = set(exc.stored) - set(exc.not_stored)
+            moved = [t for t, c in zip(chosen, copies, strict=True) if c.message_id in stored]
+            self.link.release_browsed(browsed, moved, timeout)
+            raise
         except BaseException:
             self.link.release_browsed(browsed, (), timeout)
             raise
