@@ -146,6 +146,40 @@ def test_failed_redelay_send_delivers_the_others_and_keeps_the_message(
     wait_for(redelayed, timeout=20, what="the message re-delayed after its visibility timeout")
 
 
+def test_redelay_entry_refused_by_sqs_is_not_deleted(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    """SQS refuses one entry of the re-send (here: a DelaySeconds over 900): that message
+    stays hidden until its visibility timeout, the other one is re-delayed."""
+    conn = open_sqs()
+    url = _url(conn, queue_name, sqs_client)
+    for n in range(2):
+        early = outgoing({"early": n})
+        _send_raw(
+            sqs_client,
+            url,
+            early.body.decode(),
+            **{"pashq-id": early.id, "pashq-deliver-at": _later()},
+        )
+    ids = _send_ordinary(sqs_client, url, 1)
+
+    def refuse_first(params: dict[str, Any], **kwargs: Any) -> None:
+        params["Entries"][0]["DelaySeconds"] = 901
+
+    events = conn.driver.client.meta.events
+    events.register("before-parameter-build.sqs.SendMessageBatch", refuse_first)
+    try:
+        got = _collect(conn, queue_name, 1)
+    finally:
+        events.unregister("before-parameter-build.sqs.SendMessageBatch", refuse_first)
+    assert [d.id for d in got] == ids
+    wait_for(
+        lambda: _counts(sqs_client, url) == {"ready": 0, "in_flight": 1, "delayed": 1},
+        timeout=10,
+        what="one re-delayed, one left in flight",
+    )
+
+
 def test_failed_delete_after_redelay_does_not_fail_the_pull(
     open_sqs: OpenSQS, queue_name: str, sqs_client: Any
 ) -> None:
