@@ -1156,6 +1156,10 @@ def _too_large_text(size: int, limit: int) -> str:
 
 def _short(exc: BaseException) -> str:
     """Name an exception briefly (its text may repeat a huge or hostile value)."""
+    if isinstance(exc, pika.exceptions.ShortStringTooLong):
+        return "a name or property is longer than AMQP's limit of 255 bytes (ShortStringTooLong)"
+    if isinstance(exc, UnicodeEncodeError):
+        return "text that cannot be encoded as UTF-8, such as a lone surrogate (UnicodeEncodeError)"
     return f"{type(exc).__name__}: {safe_text(str(exc), 200)}"
 
 
