@@ -1,0 +1,163 @@
+"""Network cuts through a TCP proxy of the test's own (the shared broker keeps running).
+
+The proxy forwards a local port to the broker; ``cut()`` drops every connection through
+it, as a network failure or a broker restart would, without touching the broker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from pashq.connection import Connection
+from pashq.testing import wait_for
+
+from .conftest import broker_address, raw_connection
+from .rabbitmq_test_messages import Recorded
+
+pytestmark = pytest.mark.rabbitmq
+
+
+class Proxy:
+    """Forward 127.0.0.1:<port> to the broker, one thread per direction."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(32)
+        self.server.settimeout(0.2)
+        self.port: int = self.server.getsockname()[1]
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                continue
+            try:
+                upstream = socket.create_connection(broker_address(), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._open += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, target):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Drop every connection through the proxy (new ones are accepted)."""
+        with self._lock:
+            sockets, self._open = self._open, []
+        for s in sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.cut()
+        self.server.close()
+
+
+@pytest.fixture
+def proxy() -> Iterator[Proxy]:
+    found = Proxy()
+    yield found
+    found.close()
+
+
+def _consumers(queue: str) -> int:
+    raw = raw_connection()
+    try:
+        return int(raw.channel().queue_declare(queue, passive=True).method.consumer_count)
+    finally:
+        raw.close()
+
+
+def test_after_a_network_cut_the_queue_has_one_consumer_again(
+    connect: Callable[..., Connection], queue_name: str, proxy: Proxy
+) -> None:
+    """A cut: the driver reconnects, restarts its consumer once, and delivers again."""
+    conn = connect(url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", reconnect_delay_max=0.5)
+    conn.dispatch(queue_name, Recorded("cut", 1))
+    (first,) = wait_for(
+        lambda: conn.hook.pashq_pull(queue=queue_name, max_messages=1, timeout=0.5), timeout=10
+    )
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[first])
+    link = conn.driver.link
+    assert _consumers(queue_name) == 1
+    proxy.cut()
+    wait_for(
+        lambda: link.connections == 2 and link.consuming(queue_name),
+        timeout=30,
+        what="reconnected and consuming",
+    )
+    message_id = conn.dispatch(queue_name, Recorded("cut", 2))
+    (again,) = wait_for(
+        lambda: conn.hook.pashq_pull(queue=queue_name, max_messages=1, timeout=0.5), timeout=15
+    )
+    assert again.id == message_id
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[again])
+    wait_for(lambda: _consumers(queue_name) == 1, timeout=10, what="one consumer")
+
+
+def test_batch_cut_mid_publish_stores_every_returned_id(
+    connect: Callable[..., Connection], queue_name: str, proxy: Proxy
+) -> None:
+    """A cut while a batch is in flight: the push still returns only stored ids (the
+    unconfirmed ones are published again on the new connection)."""
+    conn = connect(
+        url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F",
+        reconnect_delay_max=0.5,
+        publish_timeout=60.0,
+    )
+    conn.hook.pashq_declare(queue=queue_name)
+    link = conn.driver.link
+    result: list[list[str]] = []
+    pusher = threading.Thread(
+        target=lambda: result.append(
+            conn.dispatch_many(queue_name, [Recorded("cut", n) for n in range(10_000)])
+        )
+    )
+    pusher.start()
+    wait_for(lambda: len(link._unconfirmed) > 100 or result, timeout=20, what="in flight")
+    proxy.cut()
+    cut_mid_batch = not result
+    pusher.join(90)
+    assert result, "the push did not return"
+    assert cut_mid_batch and link.connections >= 2
+    (ids,) = result
+    raw = raw_connection()
+    try:
+        channel = raw.channel()
+        found: set[str] = set()
+        while True:
+            method, properties, _ = channel.basic_get(queue_name, auto_ack=True)
+            if method is None:
+                break
+            found.add(properties.message_id)
+    finally:
+        raw.close()
+    assert set(ids) <= found
