@@ -9,15 +9,18 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
 
+import pashq
 from pashq.connection import Connection
+from pashq.errors import DriverError
 from pashq.testing import wait_for
 
 from .conftest import broker_address, raw_connection
-from .rabbitmq_test_messages import Recorded
+from .rabbitmq_test_messages import Recorded, seen
 
 pytestmark = pytest.mark.rabbitmq
 
@@ -34,6 +37,8 @@ class Proxy:
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        #: While set, new connections are closed at once (the broker looks down).
+        self.down = threading.Event()
         self._thread = threading.Thread(target=self._accept, daemon=True)
         self._thread.start()
 
@@ -42,6 +47,9 @@ class Proxy:
             try:
                 client, _ = self.server.accept()
             except OSError:
+                continue
+            if self.down.is_set():
+                client.close()
                 continue
             try:
                 upstream = socket.create_connection(broker_address(), timeout=5)
@@ -73,6 +81,15 @@ class Proxy:
             with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
             s.close()
+
+    def outage(self) -> None:
+        """Cut every connection and refuse new ones until :meth:`restore`."""
+        self.down.set()
+        self.cut()
+
+    def restore(self) -> None:
+        """Accept connections again."""
+        self.down.clear()
 
     def close(self) -> None:
         self._stop.set()
@@ -161,3 +178,63 @@ def test_batch_cut_mid_publish_stores_every_returned_id(
     finally:
         raw.close()
     assert set(ids) <= found
+
+
+def test_outage_is_reported_then_recovered(
+    connect: Callable[..., Connection], queue_name: str, proxy: Proxy
+) -> None:
+    """While the broker cannot be reached, a push past publish_timeout raises naming the
+    id and a pull says no consumer is attached; both work again once it is back."""
+    conn = connect(
+        url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F",
+        publish_timeout=2.0,
+        reconnect_delay_max=0.5,
+    )
+    conn.dispatch(queue_name, Recorded("outage", 0))
+    conn.hook.pashq_pull(queue=queue_name, max_messages=10, timeout=1.0)
+    link = conn.driver.link
+    proxy.outage()
+    try:
+        wait_for(lambda: not link.ready, timeout=30, what="the link to notice")
+        with pytest.raises(DriverError) as pushed:
+            conn.dispatch(queue_name, Recorded("outage", 1))
+        assert "did not confirm 1 message(s)" in str(pushed.value)
+        with pytest.raises(DriverError) as pulled:
+            conn.hook.pashq_pull(queue=queue_name, max_messages=10, timeout=0.5)
+        assert queue_name in str(pulled.value)
+    finally:
+        proxy.restore()
+    wait_for(lambda: link.ready, timeout=30, what="the link to reconnect")
+    conn.dispatch(queue_name, Recorded("outage", 2))
+
+
+def test_worker_resumes_after_an_outage_and_finishes_the_queue(
+    connect: Callable[..., Connection], queue_name: str, proxy: Proxy
+) -> None:
+    """A worker consuming through an outage reconnects, with one consumer, and processes
+    every message."""
+    conn = connect(url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/%2F", reconnect_delay_max=0.5)
+    key = uuid.uuid4().hex
+    total = 600
+    conn.dispatch_many(queue_name, [Recorded(key, n, 0.002) for n in range(total)])
+    worker = pashq.Worker(
+        queue_name, connection=conn, install_signal_handlers=False, poll_timeout=0.5
+    )
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_for(lambda: len(seen(key)) >= 100, timeout=60, what="100 processed messages")
+        proxy.outage()
+        wait_for(lambda: not conn.driver.link.ready, timeout=30, what="the link to notice")
+        proxy.restore()
+        wait_for(
+            lambda: set(seen(key)) == set(range(total)),
+            timeout=120,
+            what="every message processed after the outage",
+        )
+        assert _consumers(queue_name) == 1
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert not thread.is_alive()
+    assert conn.driver.link.connections >= 2
