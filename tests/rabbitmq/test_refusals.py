@@ -213,3 +213,36 @@ def test_failed_retry_partly_refused_keeps_only_the_dead_letters_not_retried(
     left = {d.id for d in conn.failed(queue_name)}
     assert left == set(caught.value.not_stored) and len(left) == 2
     assert _ids_on(queue_name) == set(caught.value.stored)
+
+
+@pytest.fixture
+def failed_queue_refuses(queue_name: str) -> Iterator[None]:
+    """A policy on this test's failed queue only: every publish to it is nacked."""
+    policy = f"pashq-test-{uuid.uuid4().hex[:12]}"
+    definition = json.dumps({"max-length": 0, "overflow": "reject-publish"})
+    pattern = f"^{re.escape(queue_name)}\\.failed$"
+    rabbitmqctl("set_policy", policy, pattern, definition, "--apply-to", "queues")
+    try:
+        yield
+    finally:
+        rabbitmqctl("clear_policy", policy)
+
+
+def test_dead_letter_refused_by_the_broker_leaves_the_original_on_its_queue(
+    connect: Callable[..., Connection], queue_name: str, failed_queue_refuses: None
+) -> None:
+    """The broker nacks the dead-letter copy: the hook raises (the worker counts an
+    error) and the original is requeued, not acked."""
+    conn = connect()
+    message_id = conn.dispatch(queue_name, Recorded("refused-copy", 1))
+    (delivery,) = wait_for(
+        lambda: conn.hook.pashq_pull(queue=queue_name, max_messages=1, timeout=0.5), timeout=10
+    )
+    with pytest.raises(DriverError, match="rejected by the broker"):
+        conn.hook.pashq_dead_letter(queue=queue_name, delivery=delivery, reason="r", traceback=None)
+    (again,) = wait_for(
+        lambda: conn.hook.pashq_pull(queue=queue_name, max_messages=1, timeout=0.5), timeout=10
+    )
+    assert again.id == message_id and again.attempts == 2  # requeued: redelivered
+    conn.hook.pashq_ack(queue=queue_name, deliveries=[again])
+    assert conn.failed(queue_name) == []
