@@ -232,7 +232,9 @@ def test_unparsable_deliver_at_dead_letters_only_its_own_message(
 
 
 @pytest.mark.parametrize(
-    "value", ["x" * 5000, "bad\x01id", "", "   "], ids=["huge", "control", "empty", "blank"]
+    "value",
+    ["x" * 65, "bad\x01id", "", "   ", "a/b"],
+    ids=["too-long", "control", "empty", "blank", "slash"],
 )
 def test_unusable_pashq_id_is_replaced_by_the_envelope_id(
     open_sqs: OpenSQS, queue_name: str, sqs_client: Any, value: str
@@ -329,6 +331,32 @@ def test_dead_letter_sent_without_pashq_id_is_listed_retried_and_purged_by_envel
     assert back.id == retried.id
     assert conn.purge_failed(queue_name, [kept.id]) == 1
     assert conn.failed(queue_name) == []
+
+
+def test_dead_letter_whose_pashq_id_differs_is_known_by_its_envelope_id(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    """Moved to the DLQ by SQS's redrive with a foreign pashq-id: the envelope's id wins."""
+    conn = open_sqs()
+    conn.hook.pashq_declare(queue=queue_name)
+    dlq = str(sqs_client.get_queue_url(QueueName=f"{queue_name}-failed")["QueueUrl"])
+    message = outgoing()
+    _send_raw(sqs_client, dlq, message.body.decode(), **{"pashq-id": "someone-elses-id"})
+    (letter,) = wait_for(lambda: conn.failed(queue_name), timeout=20, what="the dead letter")
+    assert letter.id == message.id
+    assert conn.retry_failed(queue_name, [message.id]) == 1
+
+
+def test_undecodable_dead_letter_is_known_by_its_pashq_id(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    conn = open_sqs()
+    conn.hook.pashq_declare(queue=queue_name)
+    dlq = str(sqs_client.get_queue_url(QueueName=f"{queue_name}-failed")["QueueUrl"])
+    _send_raw(sqs_client, dlq, "not an envelope", **{"pashq-id": "transport-id-1"})
+    (letter,) = wait_for(lambda: conn.failed(queue_name), timeout=20, what="the dead letter")
+    assert letter.id == "transport-id-1"
+    assert conn.purge_failed(queue_name, ["transport-id-1"]) == 1
 
 
 def test_dead_letter_without_any_readable_id_is_listed_with_an_empty_id(

@@ -498,16 +498,17 @@ class SQSDriver:
         )
 
     @staticmethod
-    def _id_of(attributes: Mapping[str, Any], body: bytes) -> str:
-        """The pashq id of a message: its ``pashq-id`` copy when usable, else the envelope's
-        id, else ``""`` (never SQS's MessageId, which pashq knows nothing by)."""
-        found = wire.usable_id(wire.attribute_value(attributes, wire.ID))
-        if found is not None:
-            return found
+    def _id_of(attributes: Mapping[str, Any], body: bytes, envelope_first: bool = False) -> str:
+        """The pashq id of a message: the envelope's id (the ``pashq-id`` copy, when usable,
+        saves decoding unless ``envelope_first``), else the ``pashq-id`` of a body that does
+        not decode, else ``""``: never SQS's MessageId, which pashq knows nothing by."""
+        copy = wire.usable_id(wire.attribute_value(attributes, wire.ID))
+        if copy is not None and not envelope_first:
+            return copy  # the worker replaces it if the envelope says otherwise
         try:  # sent without pashq-id (plain boto3, another language): read the envelope
             return decode_envelope(body).id
         except (EnvelopeError, ValueError, TypeError):
-            return ""
+            return copy or ""
 
     def _dead_letter_unreadable(self, queue: str, delivery: Delivery, reason: str) -> None:
         try:
@@ -809,7 +810,9 @@ class SQSDriver:
 
     def _message_id(self, message: Mapping[str, Any]) -> str:
         attributes = message.get("MessageAttributes") or {}
-        return self._id_of(attributes, wire.decode_body(str(message.get("Body", "")), attributes))
+        body = wire.decode_body(str(message.get("Body", "")), attributes)
+        # Dead letters and re-delays: the envelope's id wins over a copy that differs.
+        return self._id_of(attributes, body, envelope_first=True)
 
     def _matcher(self, wanted: set[str] | None) -> Callable[[dict[str, Any]], bool]:
         ids = None if wanted is None else frozenset(wanted)

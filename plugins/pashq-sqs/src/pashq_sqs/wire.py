@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from pashq.envelope import MESSAGE_ID
 from pashq.text import safe_text
 
 __all__ = [
@@ -68,9 +69,6 @@ MAX_BATCH_BYTES = 1_048_576
 # #x10000-#x10FFFF are allowed.
 _NOT_SQS_TEXT = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _FIFO_TOKEN = re.compile(r"^[!-~]{1,128}$")
-# A pashq-id used as is: printable ASCII without spaces, at most 128 characters. Anything
-# else (empty, huge, control characters) is ignored and the envelope's id is decoded.
-_USABLE_ID = re.compile(r"[!-~]{1,128}")
 # The latest time a timestamp attribute may name: the end of year 9999 (datetime's range).
 _LATEST = 253_402_300_799.0
 
@@ -87,7 +85,9 @@ def number(value: float | int) -> dict[str, str]:
 
 def usable_id(value: str | None) -> str | None:
     """Return ``value`` if it can be used as a message id as it stands, else ``None``."""
-    if value is not None and _USABLE_ID.fullmatch(value):
+    # What an envelope id may be; anything else (empty, huge, control characters) is
+    # ignored and the envelope's id is decoded instead.
+    if value is not None and MESSAGE_ID.fullmatch(value):
         return value
     return None
 
