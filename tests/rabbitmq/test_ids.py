@@ -71,3 +71,19 @@ def test_dead_letter_of_foreign_message_id_is_retried_and_purged_by_envelope_id(
     wait_for(lambda: conn.failed(queue_name), timeout=10, what="dead again")
     assert conn.purge_failed(queue_name, [envelope_id]) == 1
     assert conn.failed(queue_name) == []
+
+
+def test_undecodable_body_keeps_its_transport_id_as_dead_letter_id(
+    connect: Callable[..., Connection], queue_name: str
+) -> None:
+    """A body whose envelope id is invalid has no envelope id: its dead letter is named
+    by the transport message_id, as docs/envelope.md says."""
+    conn = connect()
+    conn.hook.pashq_declare(queue=queue_name)
+    transport_id = "foreign-" + uuid.uuid4().hex
+    _publish_foreign(queue_name, "not/a valid id", message_id=transport_id)
+    stats = Worker(queue_name, connection=conn, install_signal_handlers=False).run(until_empty=True)
+    assert stats.dead_lettered == 1
+    (dead,) = wait_for(lambda: conn.failed(queue_name), timeout=10, what="the dead letter")
+    assert dead.id == transport_id and "undecodable envelope" in dead.reason
+    assert conn.purge_failed(queue_name, [transport_id]) == 1

@@ -32,7 +32,7 @@ from typing import Any
 import pika
 from pika import data
 
-from pashq.envelope import new_message_id
+from pashq.envelope import MESSAGE_ID, new_message_id
 from pashq.text import safe_text
 
 __all__ = [
@@ -222,8 +222,7 @@ def attempts_of(headers: Any, redelivered: bool) -> int:
     return attempts
 
 
-def envelope_id_of(body: bytes) -> str | None:
-    """Return the ``id`` of the envelope in ``body``, or ``None`` if it has none."""
+def _json_id(body: bytes) -> str | None:
     try:
         found = json.loads(body).get("id")
     except Exception:
@@ -231,16 +230,26 @@ def envelope_id_of(body: bytes) -> str | None:
     return found if isinstance(found, str) and found else None
 
 
-def message_id_of(properties: Any, body: bytes) -> str:
-    """The message's id: the envelope's ``id``, else the ``message_id`` property, else ``""``.
+def envelope_id_of(body: bytes) -> str | None:
+    """Return the ``id`` of the envelope in ``body`` if it is a valid envelope id."""
+    found = _json_id(body)
+    return found if found is not None and MESSAGE_ID.fullmatch(found) else None
 
-    The envelope id wins: ``message_id`` is only a copy pashq writes, and another
-    publisher may have set it to something else.
+
+def message_id_of(properties: Any, body: bytes) -> str:
+    """The message's id, by the id rule (docs/envelope.md, "Which id wins").
+
+    A valid envelope ``id`` wins: ``message_id`` is only a copy pashq writes, and another
+    publisher may have set it to something else. A body with no valid envelope id is
+    named by its ``message_id`` if it has one, else by whatever ``id`` its JSON holds,
+    else ``""``.
     """
-    found = envelope_id_of(body)
-    if found is not None:
-        return found
-    return str(properties.message_id) if properties.message_id else ""
+    body_id = _json_id(body)
+    if body_id is not None and MESSAGE_ID.fullmatch(body_id):
+        return body_id
+    if properties.message_id:
+        return str(properties.message_id)
+    return body_id or ""
 
 
 def text_header(headers: Any, name: str) -> str | None:
