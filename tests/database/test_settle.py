@@ -339,3 +339,34 @@ def test_dead_letter_with_an_unstorable_delivery_id_keeps_the_stored_id(
         queue=queue_name, delivery=delivery, reason="boom", traceback=None
     )
     assert [d.id for d in connection.failed(queue_name)] == [message_id]
+
+
+@pytest.mark.mariadb
+def test_dead_letter_into_an_old_utf8mb3_table_stores_text_it_cannot_hold(
+    backends: Backends, queue_name: str
+) -> None:
+    """A table in a 3-byte charset (created by hand or by an older setup) refuses an emoji:
+    the move falls back to ASCII escapes instead of failing for ever."""
+    prefix = f"c{uuid.uuid4().hex[:8]}_"
+    table = backends.table("mariadb", prefix=prefix)
+    engine = sa.create_engine(backends.url("mariadb"))
+    try:
+        with engine.begin() as raw:
+            for ddl in Schema.build(prefix).ddl(engine.dialect):
+                ddl = ddl.replace("CHARACTER SET utf8mb4 COLLATE utf8mb4_bin", "")
+                ddl = ddl.replace("CHARSET=utf8mb4", "CHARSET=utf8mb3")
+                raw.exec_driver_sql(ddl)
+    finally:
+        engine.dispose()
+    conn = make_connection(table)
+    try:
+        _push(conn, queue_name)
+        (delivery,) = _pull(conn, queue_name)
+        conn.hook.pashq_dead_letter(
+            queue=queue_name, delivery=delivery, reason="smile \U0001f600", traceback="tb é"
+        )
+        (dead,) = conn.failed(queue_name)
+        assert (dead.reason, dead.traceback) == ("smile \\U0001f600", "tb \\xe9")
+        assert conn.stats(queue_name).in_flight == 0
+    finally:
+        conn.close()

@@ -123,6 +123,11 @@ def _ids(messages: Sequence[OutgoingMessage]) -> str:
     return shown + (f" and {len(messages) - 5} more" if len(messages) > 5 else "")
 
 
+def _ascii(text: str, limit: int, keep: str) -> str:
+    """``text`` with every non-ASCII character as a Python escape, capped at ``limit``."""
+    return safe_text(text.encode("ascii", "backslashreplace").decode("ascii"), limit, keep=keep)
+
+
 def _describe(exc: BaseException) -> str:
     """One line about a database error, without the SQL or its parameters."""
     orig = getattr(exc, "orig", None) or exc
@@ -765,7 +770,25 @@ class DatabaseDriver:
                 return
             conn.execute(self._insert_dead, row)
 
-        self._transact("dead-letter", queue, work, wait=_RECONNECT_WAIT)
+        try:
+            self._transact("dead-letter", queue, work, wait=_RECONNECT_WAIT)
+        except DriverError as exc:
+            if not isinstance(exc.__cause__, sa.exc.DataError):
+                raise
+            # The table's character set cannot hold the text (a utf8mb3 or latin1 table, a
+            # non-UTF-8 PostgreSQL database): store it as ASCII escapes rather than leave
+            # the message to come back every lease.
+            log.warning(
+                "dead-lettering message %s on %r: the table refused its text (%s); "
+                "storing the reason and traceback as ASCII escapes",
+                delivery.id,
+                queue,
+                _describe(exc.__cause__),
+            )
+            row["reason"] = _ascii(row["reason"], REASON_LIMIT, "head")
+            if row["traceback"] is not None:
+                row["traceback"] = _ascii(row["traceback"], TRACEBACK_LIMIT, "tail")
+            self._transact("dead-letter", queue, work, wait=_RECONNECT_WAIT)
 
     # -- inspection and administration -------------------------------------------------------
 

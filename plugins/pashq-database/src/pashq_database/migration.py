@@ -53,6 +53,7 @@ def upgrade() -> None:
         sa.Column("lease_expires_at", sa.Double, nullable=True),
         sa.Column("created_at", sa.Double, nullable=False),
         sqlite_autoincrement=True,  # SQLite never reuses a row id (settles are fenced on it)
+        mysql_charset="utf8mb4",
     )
     # Serves the claim: WHERE queue = ? AND available_at <= ? ORDER BY available_at, id
     op.create_index(
@@ -68,6 +69,7 @@ def upgrade() -> None:
         sa.Column("traceback", _TEXT, nullable=True),
         sa.Column("attempts", sa.Integer, nullable=False),
         sa.Column("failed_at", sa.Double, nullable=False),
+        mysql_charset="utf8mb4",
     )
     op.create_index("{prefix}dead_letters_queue", "{prefix}dead_letters", ["queue", "id"])
     op.create_index("{prefix}dead_letters_message", "{prefix}dead_letters", ["message_id"])

@@ -84,6 +84,7 @@ class Schema:
             sa.Column("created_at", sa.Double, nullable=False),
             sa.Index(f"{prefix}messages_claim", "queue", "available_at", "id"),
             sqlite_autoincrement=True,
+            mysql_charset="utf8mb4",
         )
         dead_letters = sa.Table(
             f"{prefix}dead_letters",
@@ -98,6 +99,7 @@ class Schema:
             sa.Column("failed_at", sa.Double, nullable=False),
             sa.Index(f"{prefix}dead_letters_queue", "queue", "id"),
             sa.Index(f"{prefix}dead_letters_message", "message_id"),
+            mysql_charset="utf8mb4",  # any reason or traceback, whatever the server default
         )
         return cls(prefix, metadata, messages, dead_letters)
 
