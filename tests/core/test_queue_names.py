@@ -64,3 +64,11 @@ def test_long_names_are_shortened_in_the_error() -> None:
         conn.dispatch("q" * 300, Recorded("k", 1))
     assert "... (300 characters)" in str(caught.value)
     assert "q" * 100 not in str(caught.value)
+
+
+@pytest.mark.parametrize("call", ["stats", "purge", "failed", "retry_failed", "purge_failed"])
+def test_administration_checks_the_name_too(call: str) -> None:
+    conn = make_connection({"type": "memory"})
+    conn.plugin_manager.register(ShortNamesOnly())
+    with pytest.raises(QueueNameError, match="much-too-long-name"):
+        getattr(conn, call)("much-too-long-name")

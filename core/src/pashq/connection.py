@@ -222,6 +222,7 @@ class Connection:
     # -- administration ------------------------------------------------------------------------
 
     def _require(self, capability: str, what: str, queue: str) -> None:
+        self.check_queue_name(queue)
         if not getattr(self.capabilities, capability):
             raise UnsupportedError(
                 f"connection {self.name!r} (driver {self.config.type!r}) does not support "
