@@ -7,6 +7,7 @@ PASHQ_TEST_MYSQL_URL and PASHQ_TEST_RABBITMQ_URL.
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 
@@ -38,7 +39,10 @@ def _install_all(session: nox.Session, extra: str = "test") -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite: core, contract suite on every driver, reliability, e2e."""
     _install_all(session)
-    session.run("pytest", *(session.posargs or ["tests"]))
+    # The suite restarts the local PostgreSQL server in two reliability tests; set
+    # PASHQ_TEST_RESTART_POSTGRESQL=0 when others share the server.
+    env = {"PASHQ_TEST_RESTART_POSTGRESQL": os.environ.get("PASHQ_TEST_RESTART_POSTGRESQL", "1")}
+    session.run("pytest", *(session.posargs or ["tests"]), env=env)
 
 
 @nox.session(python="3.11")

@@ -72,7 +72,7 @@ from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
 from pashq_database.claim import Claim
 from pashq_database.clock import db_now
 from pashq_database.listener import Listener
-from pashq_database.options import DatabaseOptions
+from pashq_database.options import DatabaseOptions, check_engine_options
 from pashq_database.schema import QUEUE_LENGTH, Schema
 from pashq_database.statements import HotPath, Receipt
 
@@ -212,7 +212,10 @@ class DatabaseDriver:
             kwargs["connect_args"] = {"timeout": 30.0}
         elif backend in ("mysql", "mariadb"):
             kwargs["isolation_level"] = "READ COMMITTED"
-        kwargs.update(options.engine_options)
+        try:
+            kwargs.update(check_engine_options(options.engine_options, where))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             engine = sa.create_engine(url, **kwargs)
         except (ModuleNotFoundError, sa.exc.NoSuchModuleError) as exc:
@@ -222,7 +225,7 @@ class DatabaseDriver:
             raise ConfigError(
                 f"{where}: no database driver for {url.drivername!r} ({exc}); {install}"
             ) from None
-        except (TypeError, sa.exc.ArgumentError) as exc:
+        except (TypeError, ValueError, KeyError, sa.exc.ArgumentError) as exc:
             raise ConfigError(f"{where}: bad 'engine_options': {exc}") from None
         if backend == "sqlite":
             self._tune_sqlite(engine)
