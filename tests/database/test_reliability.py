@@ -233,8 +233,9 @@ def restartable_postgresql(backends: Backends) -> Iterator[Any]:
     """Restarts PostgreSQL on demand; makes sure it runs again at the end, whatever happens.
 
     Only with ``PASHQ_TEST_RESTART_POSTGRESQL=1`` (``./dev tests`` and CI set it unless it
-    is set otherwise): a restart breaks every other test running on a shared server. ``test_reconnect.py`` covers the
-    same recovery through a TCP proxy without touching the server.
+    is set otherwise): a restart breaks every other test running on a shared server.
+    ``test_reconnect.py`` covers the same recovery through a TCP proxy without touching
+    the server.
     """
     if os.environ.get("PASHQ_TEST_RESTART_POSTGRESQL") != "1":
         pytest.skip("restarts the PostgreSQL server: PASHQ_TEST_RESTART_POSTGRESQL is not 1")
