@@ -3,16 +3,13 @@ servers are never restarted): a push retries on a fresh connection, never duplic
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from tcp_proxy import TcpProxy as Proxy
 
 from pashq.connection import Connection
 from pashq.delivery import OutgoingMessage
@@ -20,67 +17,6 @@ from pashq.errors import DriverError
 from pashq.testing import drain, make_connection
 
 from .conftest import SERVER_BACKENDS, Backends
-
-
-class Proxy:
-    """Forwards 127.0.0.1:<port> to a server; ``cut()`` drops every connection and refuses
-    new ones for a while, as a restarting server does."""
-
-    def __init__(self, target: tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.down_until = 0.0
-        self.sockets: list[socket.socket] = []
-        self.lock = threading.Lock()
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if time.monotonic() < self.down_until:
-                client.close()  # "the server is restarting"
-                continue
-            try:
-                upstream = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.sockets += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                sink.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, sink):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self, down_for: float) -> None:
-        """Drop every open connection; refuse new ones for ``down_for`` seconds."""
-        self.down_until = time.monotonic() + down_for
-        with self.lock:
-            sockets, self.sockets = self.sockets, []
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
-        self.cut(0)
 
 
 @pytest.fixture(params=SERVER_BACKENDS)

@@ -6,13 +6,12 @@ it, as a network failure or a broker restart would, without touching the broker.
 
 from __future__ import annotations
 
-import contextlib
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from tcp_proxy import TcpProxy as Proxy
 
 import pashq
 from pashq.connection import Connection
@@ -25,82 +24,9 @@ from .rabbitmq_test_messages import Recorded, seen
 pytestmark = pytest.mark.rabbitmq
 
 
-class Proxy:
-    """Forward 127.0.0.1:<port> to the broker, one thread per direction."""
-
-    def __init__(self) -> None:
-        self.server = socket.socket()
-        self.server.bind(("127.0.0.1", 0))
-        self.server.listen(32)
-        self.server.settimeout(0.2)
-        self.port: int = self.server.getsockname()[1]
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        #: While set, new connections are closed at once (the broker looks down).
-        self.down = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self.server.accept()
-            except OSError:
-                continue
-            if self.down.is_set():
-                client.close()
-                continue
-            try:
-                upstream = socket.create_connection(broker_address(), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._open += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                target.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (source, target):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        """Drop every connection through the proxy (new ones are accepted)."""
-        with self._lock:
-            sockets, self._open = self._open, []
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-
-    def outage(self) -> None:
-        """Cut every connection and refuse new ones until :meth:`restore`."""
-        self.down.set()
-        self.cut()
-
-    def restore(self) -> None:
-        """Accept connections again."""
-        self.down.clear()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.cut()
-        self.server.close()
-
-
 @pytest.fixture
 def proxy() -> Iterator[Proxy]:
-    found = Proxy()
+    found = Proxy(broker_address())
     yield found
     found.close()
 
