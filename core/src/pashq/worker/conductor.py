@@ -303,9 +303,24 @@ class Worker:
             if empty < len(queues) or settlement.retry_until > time.monotonic():
                 continue
             settlement.retry_until = 0.0
-            if confirming or self._driver_says_empty():
+            if confirming:
                 break
-            confirming = True
+            if self._driver_says_empty() and not self._last_look():
+                break
+            confirming = not self._inflight
+
+    def _last_look(self) -> bool:
+        """One more pull without waiting after the driver said empty: a message that was
+        on its way to this consumer meanwhile is handled, not left for the next run."""
+        found = False
+        for name in self.queues:
+            want = self._want()
+            if want > 0:
+                deliveries = self._pull(name, want, 0.0)
+                if deliveries:
+                    found = True
+                    self._handle(name, deliveries)
+        return found
 
     def _driver_says_empty(self) -> bool:
         """Whether the driver confirms every queue has nothing ready (``pashq_queue_empty``)."""
