@@ -202,7 +202,6 @@ class Worker:
             self.concurrency,
             self._control.stop,
             on_fatal=self.stop,
-            on_stuck=self._settlement.abandon,
         )
         self._prefetch = Prefetch(self.concurrency, self._batch, self.prefetch)
         self._groups = {}
@@ -408,7 +407,7 @@ class Worker:
                 result = execute(prepared)
                 observe(time.monotonic() - started)
             if result is None:
-                continue  # abandoned at its time limit, or stopped at once
+                continue  # stopped at once
             if delivery.group is not None and result.outcome is not Outcome.ACK:
                 failed_groups.add(delivery.group)
             settle(result)
@@ -427,13 +426,16 @@ class Worker:
                     self._busy -= 1
                     return None
                 continue
-            self._busy -= 1
             self._executor.collected(done)
-            if done.result is not None and done.result.outcome is not Outcome.RELEASE:
+            result = done.result
+            if result is None:
+                continue  # a handler thread given up at its time limit: not this one
+            self._busy -= 1
+            if result.outcome is not Outcome.RELEASE:
                 self._prefetch.observe(done.seconds)
-            if done.result is not None and done.result.timed_out:
+            if result.timed_out:
                 self.stats.timed_out += 1
-            return done.result
+            return result
 
     def _next_in_group(self, result: Result) -> None:
         """Start the next delivery of a FIFO group, or after a failure hand them all back."""
@@ -460,11 +462,11 @@ class Worker:
             except queue_module.Empty:
                 return
             wait = None
-            self._busy -= 1
             self._executor.collected(done)
             result = done.result
-            if result is None:  # abandoned at its time limit: its lease brings it back
+            if result is None:  # a handler thread given up at its time limit: a notice
                 continue
+            self._busy -= 1
             if result.outcome is not Outcome.RELEASE:
                 observe(done.seconds)
             if result.timed_out:

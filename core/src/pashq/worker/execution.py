@@ -10,7 +10,8 @@ Time limits: an async handler runs under :func:`asyncio.timeout`; for a sync han
 watchdog (:meth:`Executor.check_limits`, called by the supervisor thread) raises
 :class:`~pashq.TimeLimitExceeded` in its thread. A thread that does not come back within
 :data:`STUCK_GRACE` seconds (blocked in C code, or swallowing the exception) is given up:
-its delivery is abandoned to its lease and a new thread takes its place.
+a new thread takes its place. Either way the delivery was settled as a failed attempt at
+its limit (the thread's late result is dropped), so its lease is no longer extended.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ STUCK_GRACE = 2.0
 class Done:
     """A finished (or given-up) execution.
 
-    :ivar result: what to do with the delivery; ``None`` when it was abandoned (stuck).
+    :ivar result: what to do with the delivery; ``None`` for a notice that a handler
+        thread was given up (its delivery was settled at its time limit already).
     :ivar delivery: the delivery.
     :ivar seconds: how long the handler ran (0 when it did not start).
     :ivar sync: whether it ran on a handler thread.
@@ -60,7 +62,7 @@ _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc
 class _Slot:
     """One handler thread's current job, for the watchdog."""
 
-    __slots__ = ("current", "deadline", "ident", "injected_at", "lock", "stuck")
+    __slots__ = ("current", "deadline", "ident", "injected_at", "lock", "stuck", "timed_out")
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -68,17 +70,19 @@ class _Slot:
         self.current: Prepared | None = None
         self.deadline = 0.0
         self.injected_at = 0.0
-        self.stuck = False
+        self.timed_out = False  # the watchdog settled this job as a failed attempt
+        self.stuck = False  # the watchdog gave this thread up
 
     def begin(self, prepared: Prepared) -> None:
         limit = prepared.time_limit
         with self.lock:
             self.deadline = time.monotonic() + limit if limit else 0.0
             self.injected_at = 0.0
+            self.timed_out = False
             self.current = prepared
 
-    def end(self) -> bool:
-        """Clear the job; return False when the watchdog gave the thread up meanwhile."""
+    def end(self) -> tuple[bool, bool]:
+        """Clear the job; return (post the result, keep serving)."""
         while True:
             try:
                 with self.lock:
@@ -88,7 +92,7 @@ class _Slot:
                         # must not land in the next job: cancel it.
                         _set_async_exc(ctypes.c_ulong(self.ident), None)
                         self.injected_at = 0.0
-                    return not self.stuck
+                    return not self.timed_out, not self.stuck
             except TimeLimitExceeded:
                 continue  # the watchdog's one exception landed here, after the handler
 
@@ -100,7 +104,6 @@ class Executor:
     :param concurrency: most sync handlers running, and most async handlers in flight.
     :param stop: the run's stop event: jobs not started when it is set are handed back.
     :param on_fatal: called when a handler raised ``BaseException`` (``SystemExit`` ...).
-    :param on_stuck: called with a delivery the watchdog gave up (abandon it to its lease).
     """
 
     def __init__(
@@ -109,13 +112,11 @@ class Executor:
         concurrency: int,
         stop: threading.Event,
         on_fatal: Callable[[], None],
-        on_stuck: Callable[[Delivery], None],
     ) -> None:
         self.processor = processor
         self.concurrency = concurrency
         self.stop = stop
         self.on_fatal = on_fatal
-        self.on_stuck = on_stuck
         self.results: queue_module.SimpleQueue[Done] = queue_module.SimpleQueue()
         self.jobs: queue_module.SimpleQueue[Prepared | None] = queue_module.SimpleQueue()
         self._live = 0  # handler threads not given up (under _slots_lock)
@@ -150,10 +151,10 @@ class Executor:
 
     def collected(self, done: Done) -> None:
         """Account one :class:`Done` taken from :attr:`results` (main thread)."""
-        if done.sync:
+        if done.result is None:
+            self._grow()  # a thread was given up: another one takes its slot
+        elif done.sync:
             self._sync_outstanding -= 1
-            if done.result is None:
-                self._grow()  # a thread was given up: another one takes its slot
 
     def take_unstarted(self) -> list[Delivery]:
         """Take back the sync jobs no thread has started; cancel async ones still waiting
@@ -237,14 +238,19 @@ class Executor:
                         prepared, TimeLimitExceeded(prepared.time_limit)
                     )
                 except BaseException as exc:  # SystemExit & co. from a handler: stop the worker
-                    slot.end()
+                    post, serve = slot.end()
                     log.error("handler raised %s; stopping the worker", type(exc).__name__)
-                    results.put(Done(Result(delivery, Outcome.RELEASE), delivery))
+                    if post:
+                        results.put(Done(Result(delivery, Outcome.RELEASE), delivery))
                     self.on_fatal()
+                    if not serve:
+                        return
                     continue
-                if not slot.end():
-                    return  # given up by the watchdog: its delivery went to its lease
-                results.put(Done(result, delivery, time.monotonic() - started))
+                post, serve = slot.end()
+                if post:  # else the watchdog settled it at its time limit
+                    results.put(Done(result, delivery, time.monotonic() - started))
+                if not serve:
+                    return  # given up by the watchdog: a new thread took its place
         finally:
             with self._slots_lock:
                 if self._slots.pop(slot.ident, None) is not None and not slot.stuck:
@@ -252,8 +258,9 @@ class Executor:
             close_thread_loop()
 
     def check_limits(self) -> None:
-        """The watchdog: raise TimeLimitExceeded in sync handlers past their limit; give up
-        those that ignore it for :data:`STUCK_GRACE` seconds (supervisor thread)."""
+        """The watchdog (supervisor thread): at a sync handler's time limit, raise
+        TimeLimitExceeded in its thread and settle the delivery as a failed attempt; a
+        thread still not back :data:`STUCK_GRACE` seconds later is replaced."""
         now = time.monotonic()
         with self._slots_lock:
             slots = list(self._slots.values())
@@ -265,29 +272,31 @@ class Executor:
                 delivery = prepared.delivery
                 if not slot.injected_at:
                     slot.injected_at = now
+                    slot.timed_out = True
                     _set_async_exc(ctypes.c_ulong(slot.ident), ctypes.py_object(TimeLimitExceeded))
+                    limit = prepared.time_limit
                     log.warning(
                         "message %s on %r ran past its time limit of %g s; interrupting it",
                         delivery.id,
                         delivery.queue,
-                        prepared.time_limit,
+                        limit,
                     )
+                    failed = self.processor.failure(prepared, TimeLimitExceeded(limit))
+                    self.results.put(Done(failed, delivery, limit or 0.0))
                     continue
                 if now - slot.injected_at < STUCK_GRACE:
                     continue
                 slot.stuck = True
             log.error(
-                "message %s on %r does not stop at its time limit (blocked in C code or "
-                "catching the exception); its lease is no longer extended, it comes back "
-                "after the lease; a new handler thread takes its slot",
+                "the handler of message %s on %r did not stop at its time limit (blocked in "
+                "C code, or it caught the exception); a new handler thread takes its slot",
                 delivery.id,
                 delivery.queue,
             )
-            self.on_stuck(delivery)
             with self._slots_lock:
                 if self._slots.pop(slot.ident, None) is not None:
                     self._live -= 1
-            self.results.put(Done(None, delivery))
+            self.results.put(Done(None, delivery, sync=False))
 
     # -- the event loop ------------------------------------------------------------------------
 

@@ -69,7 +69,6 @@ class Settlement:
         self.ack_since = 0.0
         self.retry_until = 0.0  # until_empty waits for retries scheduled this run
         self.retries: list[_Retry] = []
-        self.abandoned: set[Delivery] = set()  # stuck past their time limit: never settled
 
     # -- holding -----------------------------------------------------------------------------
 
@@ -81,16 +80,10 @@ class Settlement:
                 self.held[d] = now + (d.lease or 0.0)
 
     def forget(self, deliveries: Sequence[Delivery]) -> None:
-        """Stop holding deliveries (settled, or abandoned to their lease)."""
+        """Stop holding deliveries (settled, or left to their lease)."""
         with self.held_lock:
             for d in deliveries:
                 self.held.pop(d, None)
-
-    def abandon(self, delivery: Delivery) -> None:
-        """Give a delivery up to its lease: no more extensions, its late result is ignored."""
-        with self.lock:
-            self.abandoned.add(delivery)
-            self.forget((delivery,))
 
     @property
     def holding(self) -> int:
@@ -123,9 +116,6 @@ class Settlement:
         """Ack (batched), retry with a delay, dead-letter or release one processed delivery."""
         delivery = result.delivery
         with self.lock:
-            if delivery in self.abandoned:
-                self.abandoned.discard(delivery)  # left to its lease: already redelivered
-                return
             outcome = result.outcome
             if outcome is Outcome.ACK:
                 pending = self.acks.setdefault(delivery.queue, [])
