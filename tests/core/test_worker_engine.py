@@ -26,6 +26,7 @@ from pashq.connection import Connection
 from pashq.delivery import Delivery
 from pashq.errors import DriverError
 from pashq.testing import make_connection, wait_for
+
 from . import engine_messages as em
 
 
@@ -235,7 +236,7 @@ def test_time_limit_from_the_worker_and_the_connection_config(tmp_path: Path) ->
     conn.close()
 
 
-# -- 4. until_empty ---------------------------------------------------------------------------------
+# -- 4. until_empty ---------------------------------------------------------------------------
 
 
 def test_until_empty_returns_at_once_after_the_last_message(backend: Connection) -> None:
@@ -254,7 +255,7 @@ def test_until_empty_returns_at_once_after_the_last_message(backend: Connection)
         assert returned - calls.acks[-1] < 1.0, (concurrency, returned - calls.acks[-1])
 
 
-# -- 5. stops, settlement retries, start during an outage ---------------------------------------
+# -- 5. stops, settlement retries, start during an outage ------------------------------------
 
 
 def test_stop_at_once_releases_queued_work_and_says_interrupted(backend: Connection) -> None:
