@@ -255,6 +255,17 @@ def test_until_empty_returns_at_once_after_the_last_message(backend: Connection)
         assert returned - calls.acks[-1] < 1.0, (concurrency, returned - calls.acks[-1])
 
 
+def test_until_empty_returns_at_once_on_the_spool_example_driver(tmp_path: Path) -> None:
+    conn = make_connection({"type": "spool", "path": str(tmp_path / "spool"), "fsync": False})
+    queue, key = _queue(), uuid.uuid4().hex
+    conn.dispatch_many(queue, [em.Quick(key, n) for n in range(200)])
+    started = time.monotonic()
+    stats = _worker(conn, queue, concurrency=2, poll_timeout=5.0).run(until_empty=True)
+    assert stats.acked == 200
+    assert time.monotonic() - started < 5.0  # before: one more 5 s poll_timeout
+    conn.close()
+
+
 # -- 5. stops, settlement retries, start during an outage ------------------------------------
 
 
