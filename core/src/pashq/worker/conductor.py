@@ -34,7 +34,7 @@ from pashq.worker.stats import WorkerStats
 __all__ = ["Worker"]
 
 log = logging.getLogger("pashq.worker")
-_EMPTY_PULL_PAUSE = 0.25  # seconds between non-blocking pulls that found nothing
+_EMPTY_PULL_PAUSE = 0.25  # most seconds between non-blocking pulls that found nothing
 _START_DELAY_MAX = 30.0  # seconds between tries to reach a backend that is down at start
 
 
@@ -210,6 +210,7 @@ class Worker:
         self._unstarted = ("", [])
         self._pull_failures = 0
         self._next_pull = 0.0
+        self._empty_hook = True
 
     def _declare(self) -> bool:
         """Declare the queues; while the backend is down, wait and try again (unless
@@ -262,17 +263,31 @@ class Worker:
         stop = self._control.stop
         settlement = self._settlement
         confirming = False  # until_empty without a driver's answer: one more waiting round
+        short = False  # the last round's pulls all brought fewer messages than asked
         while not stop.is_set() and not self._done():
+            said = None
+            if until_empty and short and not confirming and self._drained():
+                # Ask the driver first: when it says empty, one pull without waiting (for a
+                # message on its way to this consumer) is the last look.
+                said = self._driver_says_empty()
+                if said:
+                    short = self._last_look()
+                    if not short:
+                        break
+                    continue
             pulled = empty = 0
+            short = True
             for name in queues:
                 if stop.is_set():
                     break
                 want = self._want()
                 if want <= 0:
+                    short = False
                     break
                 now = time.monotonic()
                 if self._inflight:
                     if now < self._next_pull:
+                        short = False
                         break  # nothing came last time: let the handlers work a while
                     timeout = 0.0
                 else:
@@ -283,14 +298,20 @@ class Worker:
                     retry_at = settlement.next_retry()
                     if retry_at is not None:
                         timeout = min(timeout, max(0.0, retry_at - now))
+                if settlement.acks:
+                    settlement.flush()  # frees a broker's prefetch window before asking more
                 deliveries = self._pull(name, want, timeout)
                 if deliveries:
                     pulled += len(deliveries)
+                    if len(deliveries) >= want:
+                        short = False
                     self._handle(name, deliveries)
                 else:
                     empty += 1
-            if not pulled and self._inflight:
-                self._next_pull = max(self._next_pull, time.monotonic() + _EMPTY_PULL_PAUSE)
+            if empty and not pulled and self._inflight:
+                # Nothing came: pull again once about one handler's time passed.
+                pause = min(_EMPTY_PULL_PAUSE, max(0.01, self._prefetch.average or 0.0))
+                self._next_pull = max(self._next_pull, time.monotonic() + pause)
             self._collect(block=self._busy > 0 and (not pulled or self._want() <= 0))
             if not self._inflight:
                 settlement.flush()
@@ -304,13 +325,21 @@ class Worker:
             settlement.retry_until = 0.0
             if confirming:
                 break
-            if self._driver_says_empty() and not self._last_look():
-                break
-            confirming = not self._inflight
+            if said is None and self._empty_hook:
+                continue  # the next round asks the driver
+            confirming = True  # no answer from the driver: one more round that waits
+
+    def _drained(self) -> bool:
+        """Nothing in flight, nothing to settle, no retry of this run still to come."""
+        settlement = self._settlement
+        return (
+            not self._inflight
+            and not settlement.busy
+            and settlement.retry_until <= time.monotonic()
+        )
 
     def _last_look(self) -> bool:
-        """One more pull without waiting after the driver said empty: a message that was
-        on its way to this consumer meanwhile is handled, not left for the next run."""
+        """One pull of each queue without waiting; whether it found anything (handled)."""
         found = False
         for name in self.queues:
             want = self._want()
@@ -321,11 +350,16 @@ class Worker:
                     self._handle(name, deliveries)
         return found
 
-    def _driver_says_empty(self) -> bool:
-        """Whether the driver confirms every queue has nothing ready (``pashq_queue_empty``)."""
+    def _driver_says_empty(self) -> bool | None:
+        """Whether the driver says every queue has nothing ready (``pashq_queue_empty``):
+        None when it cannot tell (then it is not asked again this run)."""
         try:
             for name in self.queues:
-                if self._hook.pashq_queue_empty(queue=name) is not True:
+                answer = self._hook.pashq_queue_empty(queue=name)
+                if answer is None:
+                    self._empty_hook = False
+                    return None
+                if answer is not True:
                     return False
         except Exception as exc:
             self._settlement.backend_error("empty check", exc)

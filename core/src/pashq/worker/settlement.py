@@ -27,7 +27,7 @@ __all__ = ["ACK_FLUSH_SECONDS", "RETRY_DELAYS", "Settlement"]
 log = logging.getLogger("pashq.worker")
 
 #: Pending acks are sent at least this often (and whenever a batch is full or the worker idles).
-ACK_FLUSH_SECONDS = 0.5
+ACK_FLUSH_SECONDS = 0.1
 #: Seconds before each new try of a failed settlement; then it is left to the lease.
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 
