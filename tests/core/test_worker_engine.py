@@ -350,3 +350,33 @@ def test_time_limit_as_a_class_keyword() -> None:
 
         class Bad(Message, type_name="tests.engine.bad", time_limit=0):
             pass
+
+
+def test_pashq_work_started_during_an_outage_waits_and_fail_fast_exits(tmp_path: Path) -> None:
+    """A PostgreSQL server that is not there (a closed port): ``pashq work`` logs and waits
+    (SIGTERM stops it, status 0); with ``--fail-fast`` it exits 1 at once."""
+    import signal
+
+    config = tmp_path / "pashq.toml"
+    config.write_text(
+        '[queues.default]\ntype = "database"\n'
+        'url = "postgresql+psycopg://postgres@127.0.0.1:1/test"\n'
+    )
+    command = [sys.executable, "-m", "pashq", "work", "jobs", "--config", str(config)]
+    failed = subprocess.run(
+        [*command, "--fail-fast"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert failed.returncode == 1 and "Error:" in failed.stderr, failed.stderr
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    assert proc.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+        if "unavailable at start; trying again" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + rest
