@@ -264,16 +264,21 @@ class Worker:
         settlement = self._settlement
         confirming = False  # until_empty without a driver's answer: one more waiting round
         short = False  # the last round's pulls all brought fewer messages than asked
+        found_none = False  # ... and none brought anything
         while not stop.is_set() and not self._done():
             said = None
             if until_empty and short and not confirming and self._drained():
-                # Ask the driver first: when it says empty, one pull without waiting (for a
-                # message on its way to this consumer) is the last look.
+                # Ask the driver. When it says empty after a round that found nothing, that
+                # round was the last look; after a short one, one more pull without waiting
+                # (for a message on its way to this consumer) is.
                 said = self._driver_says_empty()
                 if said:
-                    short = self._last_look()
-                    if not short:
+                    if found_none:
                         break
+                    short = found_none = True
+                    if not self._last_look():
+                        break
+                    found_none = False
                     continue
             pulled = empty = 0
             short = True
@@ -308,6 +313,7 @@ class Worker:
                     self._handle(name, deliveries)
                 else:
                     empty += 1
+            found_none = empty == len(queues) and not pulled
             if empty and not pulled and self._inflight:
                 # Nothing came: pull again once about one handler's time passed.
                 pause = min(_EMPTY_PULL_PAUSE, max(0.01, self._prefetch.average or 0.0))
