@@ -35,6 +35,7 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("pashq.worker")
 _EMPTY_PULL_PAUSE = 0.25  # most seconds between non-blocking pulls that found nothing
+_BATCHED_WAKEUPS = 0.001  # handlers shorter than this: collect their results every 1 ms
 _START_DELAY_MAX = 30.0  # seconds between tries to reach a backend that is down at start
 
 
@@ -496,6 +497,11 @@ class Worker:
         results = self._executor.results
         settle, observe = self._settlement.settle, self._prefetch.observe
         wait: float | None = timeout if block else None
+        average = self._prefetch.average
+        if block and average is not None and average < _BATCHED_WAKEUPS and results.empty():
+            # Short handlers: let a few results pile up instead of waking up for each one
+            # (a wake-up costs about as much as a trivial handler).
+            time.sleep(_BATCHED_WAKEUPS)
         while self._busy:
             try:
                 done: Done = results.get(timeout=wait) if wait else results.get_nowait()

@@ -75,6 +75,10 @@ class _Slot:
 
     def begin(self, prepared: Prepared) -> None:
         limit = prepared.time_limit
+        if not limit:  # the watchdog never touches a job without a deadline
+            self.deadline = 0.0
+            self.current = prepared
+            return
         with self.lock:
             self.deadline = time.monotonic() + limit if limit else 0.0
             self.injected_at = 0.0
@@ -83,6 +87,9 @@ class _Slot:
 
     def end(self) -> tuple[bool, bool]:
         """Clear the job; return (post the result, keep serving)."""
+        if not self.deadline:
+            self.current = None
+            return True, True
         while True:
             try:
                 with self.lock:
@@ -143,6 +150,8 @@ class Executor:
         self.jobs.put(prepared)
 
     def _grow(self) -> None:
+        if not self._sync_outstanding > self._live < self.concurrency:
+            return  # the common case, without the lock
         with self._slots_lock:
             if not self._sync_outstanding > self._live < self.concurrency:
                 return

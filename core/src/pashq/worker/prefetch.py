@@ -1,12 +1,13 @@
 """How many messages a worker holds: adaptive from how fast its slots finish, or fixed.
 
 The rule (documented in docs/worker-and-cli.md, "Prefetch"): the worker holds what its
-``concurrency`` slots are running plus what they will finish in the next
-:data:`HORIZON` seconds at the measured pace (a moving average of handler durations),
-between ``concurrency`` and ``max(batch_size, concurrency)``. Short handlers thus get
-whole batches (one claim per ``batch_size`` messages), long ones about one message per
-slot, leaving the rest of the queue to other workers. It refills when the slots would run
-dry: when at most half of the target is held, or a slot is idle with nothing waiting.
+``concurrency`` slots are running plus what they will finish in the next :data:`HORIZON`
+seconds at the measured pace (a moving average of handler durations), between
+``concurrency`` and ``concurrency + 2 x batch_size`` (``batch_size`` for one slot). Short
+handlers thus get whole batches (one claim per ``batch_size`` messages), long ones about
+one message per slot, leaving the rest of the queue to other workers. It refills when the
+slots would run dry: when at most half of the target is held, or a slot is idle with
+nothing waiting.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ class Prefetch:
         self.batch_size = batch_size
         self.fixed = fixed
         self.average: float | None = None  # seconds per handler, moving average
-        self.ceiling = max(batch_size, concurrency)
+        # One slot works through its batch itself; slots fed from a queue get two batches
+        # beyond the running ones, so each refill can be a whole batch.
+        self.ceiling = batch_size if concurrency == 1 else concurrency + 2 * batch_size
 
     def observe(self, seconds: float) -> None:
         """Account one finished handler that ran ``seconds``."""
