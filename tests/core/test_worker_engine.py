@@ -380,3 +380,24 @@ def test_pashq_work_started_during_an_outage_waits_and_fail_fast_exits(tmp_path:
     proc.send_signal(signal.SIGTERM)
     _, rest = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(lines) + rest
+
+
+def test_stop_at_once_with_one_slot_keeps_extending_the_running_lease(
+    backend: Connection,
+) -> None:
+    """concurrency=1: the handler runs to its end after stop(immediate=True), and its
+    2 s lease is extended meanwhile, so no other consumer gets the message."""
+    queue, key = _queue(), uuid.uuid4().hex
+    backend.dispatch_many(queue, [em.Sleeps(key, 3.0), em.Quick(key)])
+    worker = _worker(backend, queue, batch_size=2)
+    outcome: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: outcome.update(stats=worker.run()))
+    thread.start()
+    wait_for(lambda: em.count(key) == 1, timeout=20, what="the sleeping handler")
+    worker.stop(immediate=True)
+    stolen = backend.hook.pashq_pull(queue=queue, max_messages=5, timeout=2.5)
+    thread.join(20)
+    assert not thread.is_alive()
+    assert stolen == []  # both leases (running and unstarted) were kept alive
+    stats = outcome["stats"]
+    assert stats.interrupted and stats.acked == 1 and stats.released == 1
