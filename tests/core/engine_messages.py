@@ -16,6 +16,7 @@ runs: collections.Counter[str] = collections.Counter()
 peak: dict[str, int] = collections.defaultdict(int)
 _now: dict[str, int] = collections.defaultdict(int)
 threads_seen: list[int] = []
+raised: list[type[BaseException]] = []  # what interrupted a Spins handler
 gate = threading.Event()
 
 
@@ -144,5 +145,8 @@ class Spins(Message, type_name="tests.engine.spins"):
             end = time.monotonic() + 10
             while time.monotonic() < end:
                 pass
+        except BaseException as exc:
+            raised.append(type(exc))
+            raise
         finally:
             _leave(self.key)

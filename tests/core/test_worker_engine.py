@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import pashq
 from pashq import Worker, hookimpl
 from pashq.connection import Connection
 from pashq.delivery import Delivery
@@ -220,6 +221,8 @@ def test_a_sync_handler_looping_in_python_is_interrupted(backend: Connection) ->
     stats = _worker(backend, queue, concurrency=2).run(until_empty=True)
     assert stats.dead_lettered == 1 and stats.timed_out == 1
     wait_for(lambda: em._now[key] == 0, timeout=8, what="the spinning handler to stop")
+    assert em.raised[-1] is pashq.TimeLimitExceeded
+    assert issubclass(pashq.TimeLimitExceeded, pashq.PashqError)
 
 
 def test_time_limit_from_the_worker_and_the_connection_config(tmp_path: Path) -> None:
