@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 
 import attrs
 import pytest
@@ -135,3 +138,40 @@ def test_metrics_middleware_counts_the_data_path() -> None:
     counts = metrics.snapshot()["default"]
     assert counts["pushed"] == 5 and counts["pulled"] == 5 and counts["acked"] == 5
     assert counts["pushed_seconds"] > 0
+
+
+_SYNC_IN_A_LOOP = """
+import asyncio
+import attrs
+import pashq
+
+@attrs.define
+class Hello(pashq.Message, type_name="tests.sync_loop.hello"):
+    n: int
+
+    async def process_message(self) -> None:
+        await asyncio.sleep(0)
+
+pashq.configure({"queues": {"default": {"type": "sync"}}})
+
+async def main() -> None:
+    for n in range(300):
+        Hello(n).dispatch()
+
+asyncio.run(main())
+pashq.close()
+print("done")
+"""
+
+
+def test_sync_driver_inside_a_running_loop_leaks_no_event_loop(tmp_path: Path) -> None:
+    """DOC_NOTES bug 6: 300 dispatches from async code, clean under ``python -W error``."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", _SYNC_IN_A_LOOP],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0 and "done" in proc.stdout, proc.stderr
+    assert "Exception ignored" not in proc.stderr and "Warning" not in proc.stderr, proc.stderr

@@ -136,3 +136,39 @@ def test_work_with_missing_import_names_the_module(config: Path) -> None:
     )
     assert result.exit_code == 1
     assert "cannot import message module 'no_such_module_x'" in result.output
+
+
+def test_work_time_limit_and_prefetch_options(tmp_path: Path) -> None:
+    """``--time-limit`` and ``--prefetch`` reach the worker (SQLite, as a real process)."""
+    db = tmp_path / "cli.sqlite3"
+    config = tmp_path / "pashq.toml"
+    config.write_text(
+        f'[queues.default]\ntype = "database"\nurl = "sqlite:///{db}"\n'
+        "create_tables = true\nmax_attempts = 1\n"
+    )
+    (tmp_path / "cli_messages.py").write_text(
+        "import time\nimport attrs\nimport pashq\n\n"
+        "@attrs.define\nclass Slow(pashq.Message, type_name='tests.cli.slow'):\n"
+        "    seconds: float\n\n    def process_message(self) -> None:\n"
+        "        end = time.monotonic() + self.seconds\n"
+        "        while time.monotonic() < end:\n            pass\n"
+    )
+    script = (
+        "import pashq, cli_messages\n"
+        f"pashq.configure({str(config)!r})\n"
+        "pashq.queue().dispatch_many('jobs', [cli_messages.Slow(5.0), cli_messages.Slow(0.0)])\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path, timeout=60)
+    options = ["--import", "cli_messages", "--until-empty", "--json", "--concurrency", "2"]
+    options += ["--time-limit", "0.5", "--prefetch", "1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "pashq", "work", "jobs", "--config", str(config), *options],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["acked"] == 1 and summary["dead_lettered"] == 1 and summary["timed_out"] == 1
+    assert "time limit of 0.5 s exceeded" in proc.stderr

@@ -60,3 +60,21 @@ def test_find_names_the_group_kind_and_where(fake_site: Path) -> None:
     with pytest.raises(Exception, match=r"^f.toml \[queues.x\]: driver 'nope' is not installed"):
         find(DRIVER_GROUP, "nope", "f.toml [queues.x]")
     assert sys.path[0] == str(fake_site)
+
+
+def test_a_broken_command_entry_point_does_not_break_help(fake_site: Path) -> None:
+    """DOC_NOTES bug 5: ``pashq --help`` lists it; running it is a one-line error."""
+    from click.testing import CliRunner
+
+    from pashq.cli import main
+
+    info = fake_site / "pashq_broken-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: pashq-broken\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[pashq.commands]\nbroken = os:no_such_command\n")
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0, result.output
+    assert "broken" in result.output and "cannot be loaded" in result.output
+    result = CliRunner().invoke(main, ["broken"])
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output and "no_such_command" in result.output

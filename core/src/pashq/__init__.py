@@ -28,6 +28,7 @@ from pashq.errors import (
     QueueNotFoundError,
     RegistryError,
     SerializationError,
+    TimeLimitExceeded,
     UnknownMessageTypeError,
     UnsupportedError,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "RetryPolicy",
     "SerializationError",
     "Settings",
+    "TimeLimitExceeded",
     "UnknownMessageTypeError",
     "UnsupportedError",
     "Worker",

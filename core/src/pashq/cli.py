@@ -244,11 +244,26 @@ def _status_line(stats: WorkerStats, queues: list[str]) -> str:
     default=1,
     show_default=True,
     type=click.IntRange(min=1),
-    help="Handler threads.",
+    help="Handlers in flight (threads for sync handlers, tasks for async ones).",
 )
 @click.option("--until-empty", is_flag=True, help="Stop when the queues are drained.")
 @click.option("--max-messages", type=click.IntRange(min=1), help="Stop after N messages.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Most messages per pull.")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(min=1),
+    help="Most messages held at once (default: adapts to how fast handlers finish).",
+)
+@click.option(
+    "--time-limit",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds a handler may run (message classes with their own time_limit keep it).",
+)
+@click.option(
+    "--fail-fast",
+    is_flag=True,
+    help="Exit 1 when the backend is down at start instead of waiting for it.",
+)
 @click.option(
     "--poll-timeout",
     default=1.0,
@@ -275,6 +290,9 @@ def work(
     until_empty: bool,
     max_messages: int | None,
     batch_size: int | None,
+    prefetch: int | None,
+    time_limit: float | None,
+    fail_fast: bool,
     poll_timeout: float,
     shutdown_timeout: float,
     as_json: bool,
@@ -302,6 +320,9 @@ def work(
         connection=conn,
         concurrency=concurrency,
         batch_size=batch_size,
+        prefetch=prefetch,
+        time_limit=time_limit,
+        fail_fast=fail_fast,
         poll_timeout=poll_timeout,
         shutdown_timeout=shutdown_timeout,
         max_messages=max_messages,

@@ -51,17 +51,23 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
     "queues": {"default": {"type": "database", "url": "sqlite:///pashq.sqlite3"}}
 }
 _TOP_KEYS = frozenset({"imports", "queues"})
-_CONNECTION_KEYS = frozenset({"type", "max_attempts", "retry_delay", "retry_delay_max", "plugins"})
+_CONNECTION_KEYS = frozenset(
+    {"type", "max_attempts", "retry_delay", "retry_delay_max", "time_limit", "plugins"}
+)
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @attrs.frozen
 class RetryPolicy:
-    """Retry settings: attempts in all (first delivery included) and backoff bounds in seconds."""
+    """Retry settings: attempts in all (first delivery included) and backoff bounds in seconds.
+
+    ``time_limit``: seconds a handler may run (``None``: no limit).
+    """
 
     max_attempts: int = 5
     retry_delay: float = 1.0
     retry_delay_max: float = 300.0
+    time_limit: float | None = None
 
 
 @attrs.frozen
@@ -145,6 +151,15 @@ def _number(value: Any, key: str, where: str, *, integer: bool = False, minimum:
     return value if integer else float(value)
 
 
+def _time_limit(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    seconds = float(_number(value, "time_limit", where, minimum=0))
+    if seconds <= 0:
+        raise ConfigError(f"{where}: 'time_limit' must be > 0 seconds, got {seconds:g}")
+    return seconds
+
+
 def _connection(name: str, table: Any, source: str) -> ConnectionConfig:
     where = f"{source} [queues.{name}]"
     if not isinstance(table, dict):
@@ -174,6 +189,7 @@ def _connection(name: str, table: Any, source: str) -> ConnectionConfig:
             where,
             minimum=0,
         ),
+        time_limit=_time_limit(table.get("time_limit"), where),
     )
     plugins = table.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
@@ -259,7 +275,8 @@ def parse_options(cls: type[T], options: Mapping[str, Any], where: str) -> T:
     if unknown:
         raise ConfigError(
             f"{where}: unknown option(s) {', '.join(sorted(unknown))}; "
-            f"this driver accepts: type, max_attempts, retry_delay, retry_delay_max, plugins, "
+            f"this driver accepts: type, max_attempts, retry_delay, retry_delay_max, time_limit, "
+            f"plugins, "
             f"{', '.join(sorted(fields))}"
         )
     values: dict[str, Any] = {}

@@ -22,6 +22,7 @@ __all__ = [
     "QueueNotFoundError",
     "RegistryError",
     "SerializationError",
+    "TimeLimitExceeded",
     "UnknownMessageTypeError",
     "UnsupportedError",
 ]
@@ -94,3 +95,16 @@ class MessageTooLargeError(DriverError):
 
 class MessageRejectedError(PashqError):
     """A message run inline (``sync`` driver) returned ``False`` from ``validate_message()``."""
+
+
+class TimeLimitExceeded(PashqError):
+    """A handler ran past its time limit (``time_limit`` of the message class or connection).
+
+    Raised inside a sync handler's thread (an async handler is cancelled instead); the
+    delivery counts as a failed attempt with the reason ``time limit of N s exceeded``.
+    """
+
+    def __init__(self, seconds: float | None = None) -> None:
+        self.seconds = seconds
+        text = "time limit exceeded" if seconds is None else f"time limit of {seconds:g} s exceeded"
+        super().__init__(text)

@@ -281,6 +281,30 @@ def pashq_extend(queue: str, deliveries: Sequence[Delivery], seconds: float) -> 
     """
 
 
+@hookspec(firstresult=True)
+def pashq_queue_empty(queue: str) -> bool | None:
+    """Say whether ``queue`` has nothing ready to deliver right now (optional).
+
+    Called by a worker running with ``until_empty`` after a pull of every queue came back
+    empty and nothing is in flight. Return ``True`` when nothing is ready (messages
+    delayed to a later time and deliveries leased to consumers do not count), ``False``
+    when something is, or ``None`` when the driver cannot tell cheaply. On ``True`` the
+    worker returns at once; otherwise (and for drivers without this hook) it confirms with
+    one more pull that waits up to ``poll_timeout``.
+
+    :param queue: the queue name.
+    :returns: ``True``, ``False`` or ``None``.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_queue_empty(self, queue):
+            return self.table.count_ready(queue) == 0
+    """
+
+
 # -------------------------------------------------------------------------------------------
 # Serialization
 # -------------------------------------------------------------------------------------------

@@ -37,7 +37,9 @@ class Message:
     """Base class of every message: subclass it and decorate with ``@attrs.define``.
 
     Class keywords: ``type_name`` (the stable wire name, default ``module.QualName``),
-    ``queue`` and ``connection`` (where :meth:`dispatch` sends by default).
+    ``queue`` and ``connection`` (where :meth:`dispatch` sends by default), ``time_limit``
+    (seconds a handler may run before it is interrupted and the attempt counts as failed;
+    also settable as a class attribute).
 
     Class attributes (plain assignments, not attrs fields) tune retries for this class:
     ``max_attempts``, ``retry_delay``, ``retry_delay_max`` (seconds); ``None`` falls back to
@@ -54,6 +56,7 @@ class Message:
     max_attempts: ClassVar[int | None] = None
     retry_delay: ClassVar[float | None] = None
     retry_delay_max: ClassVar[float | None] = None
+    time_limit: ClassVar[float | None] = None
     group_by: ClassVar[str | None] = None
     deduplicate_by: ClassVar[str | None] = None
 
@@ -63,6 +66,7 @@ class Message:
         type_name: str | None = None,
         queue: str | None = None,
         connection: str | None = None,
+        time_limit: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -74,6 +78,13 @@ class Message:
             cls.default_queue = queue
         if connection is not None:
             cls.default_connection = connection
+        if time_limit is not None:
+            if not isinstance(time_limit, int | float) or not time_limit > 0:
+                raise ValueError(
+                    f"{cls.__qualname__}: time_limit must be a number of seconds > 0, "
+                    f"got {time_limit!r}"
+                )
+            cls.time_limit = float(time_limit)
         registry.register(name, cls)
 
     # -- the seed's five methods ---------------------------------------------------------

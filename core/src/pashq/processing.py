@@ -23,13 +23,25 @@ from pashq import registry
 from pashq.config import RetryPolicy
 from pashq.delivery import Delivery
 from pashq.envelope import Envelope, decode_envelope
-from pashq.errors import EnvelopeError, SerializationError, UnknownMessageTypeError
+from pashq.errors import (
+    EnvelopeError,
+    SerializationError,
+    TimeLimitExceeded,
+    UnknownMessageTypeError,
+)
 from pashq.message import Message, build_message
 from pashq.retry import backoff_delay, policy_for
 from pashq.serializer import default_only
 from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
 
-__all__ = ["Outcome", "Processor", "Result", "close_thread_loop", "run_awaitable"]
+__all__ = [
+    "Outcome",
+    "Prepared",
+    "Processor",
+    "Result",
+    "close_thread_loop",
+    "run_awaitable",
+]
 
 _loops = threading.local()
 
@@ -87,6 +99,7 @@ def _safe_traceback(text: str | None) -> str | None:
 class Result:
     """The outcome of one delivery, with the retry delay or dead-letter reason.
 
+    ``timed_out``: the attempt failed by running past its time limit.
     The reason and traceback are made storable on every backend (:func:`pashq.text.safe_text`):
     no NUL, no lone surrogates, capped in length with a marker.
     """
@@ -96,12 +109,38 @@ class Result:
     delay: float = 0.0
     reason: str = attrs.field(default="", converter=_safe_reason)
     traceback: str | None = attrs.field(default=None, converter=_safe_traceback)
+    timed_out: bool = False
 
 
 def _call(value: Any) -> Any:
     if value is None or value is True or value is False:  # the sync handlers' answers
         return value
     return run_awaitable(value) if inspect.isawaitable(value) else value
+
+
+async def _acall(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+@attrs.define(slots=True, eq=False)
+class Prepared:
+    """A decoded delivery ready to run: its message, retry policy and how to run it.
+
+    :ivar is_async: ``process_message`` is ``async def`` (runs on the worker's event loop).
+    :ivar time_limit: seconds the handler may run, or ``None``.
+    """
+
+    delivery: Delivery
+    message: Message
+    policy: RetryPolicy
+    is_async: bool
+
+    @property
+    def time_limit(self) -> float | None:
+        """The effective time limit (class, then worker, then connection)."""
+        return self.policy.time_limit
 
 
 class Processor:
@@ -112,6 +151,7 @@ class Processor:
         self.hook = hook
         self.policy = policy
         self._policies: dict[type[Message], RetryPolicy] = {}
+        self._async: dict[type[Message], bool] = {}
         # Checked once per Processor (one per Worker.run): plugins are registered by then.
         self._deserialize = default_only(hook.pashq_deserialize, decode_envelope)
 
@@ -131,8 +171,9 @@ class Processor:
         cls = registry.lookup(envelope.type)
         return envelope, build_message(cls, envelope.body)
 
-    def run(self, delivery: Delivery) -> Result:
-        """Process one delivery and return what to do with it. Never raises ``Exception``."""
+    def prepare(self, delivery: Delivery) -> Result | Prepared:
+        """Decode a delivery: a :class:`Result` when it is settled without running (poison,
+        crash loop), else the :class:`Prepared` message. Never raises ``Exception``."""
         if delivery.attempts < 1:  # a hostile or broken attempts header/column: never below 1
             delivery.attempts = 1
         try:
@@ -154,7 +195,8 @@ class Processor:
             # The envelope's id is the message's identity on every driver; a transport id
             # (a foreign producer's AMQP message_id, a missing pashq-id) never replaces it.
             delivery.id = envelope.id
-        policy = self.policy_of(type(message))
+        cls = type(message)
+        policy = self.policy_of(cls)
         if delivery.attempts > policy.max_attempts:
             # Only a worker that died mid-message (crash, OOM kill) lets a delivery exceed
             # max_attempts: stop the crash loop here instead of running it again.
@@ -166,23 +208,76 @@ class Processor:
                     f"{policy.max_attempts}: a worker probably died while processing it"
                 ),
             )
-        try:
-            if _call(message.validate_message()) is False:
-                return Result(delivery, Outcome.DEAD, reason="validate_message() returned False")
-            _call(message.process_message())
-        except Exception as exc:
-            text = f"{type(exc).__name__}: {exc}"
-            if delivery.attempts >= policy.max_attempts:
-                return Result(
-                    delivery,
-                    Outcome.DEAD,
-                    reason=f"failed {delivery.attempts} time(s), last: {text}",
-                    traceback=traceback.format_exc(),
-                )
+        is_async = self._async.get(cls)
+        if is_async is None:
+            is_async = self._async[cls] = inspect.iscoroutinefunction(cls.process_message)
+        return Prepared(delivery, message, policy, is_async)
+
+    def failure(self, prepared: Prepared, exc: BaseException, tb: str | None = None) -> Result:
+        """The result of a failed attempt: a retry with backoff, or the dead letters."""
+        delivery, policy = prepared.delivery, prepared.policy
+        text = f"{type(exc).__name__}: {exc}"
+        timed_out = isinstance(exc, TimeLimitExceeded)
+        if delivery.attempts >= policy.max_attempts:
             return Result(
                 delivery,
-                Outcome.RETRY,
-                delay=backoff_delay(delivery.attempts, policy),
-                reason=text,
+                Outcome.DEAD,
+                reason=f"failed {delivery.attempts} time(s), last: {text}",
+                traceback=tb,
+                timed_out=timed_out,
             )
-        return Result(delivery, Outcome.ACK)
+        return Result(
+            delivery,
+            Outcome.RETRY,
+            delay=backoff_delay(delivery.attempts, policy),
+            reason=text,
+            timed_out=timed_out,
+        )
+
+    def execute(self, prepared: Prepared) -> Result:
+        """Validate and process in this thread (an ``async def`` handler runs on this
+        thread's event loop). A :class:`TimeLimitExceeded` raised into the thread by the
+        worker's watchdog is a failed attempt. Never raises ``Exception``."""
+        message = prepared.message
+        try:
+            if _call(message.validate_message()) is False:
+                return Result(
+                    prepared.delivery, Outcome.DEAD, reason="validate_message() returned False"
+                )
+            _call(message.process_message())
+        except TimeLimitExceeded:
+            return self.failure(prepared, TimeLimitExceeded(prepared.time_limit))
+        except Exception as exc:
+            return self.failure(prepared, exc, traceback.format_exc())
+        return Result(prepared.delivery, Outcome.ACK)
+
+    async def execute_async(self, prepared: Prepared) -> Result:
+        """Validate and process on the running event loop, cancelled at the time limit.
+        Never raises ``Exception``."""
+        message = prepared.message
+        limit = prepared.time_limit
+        deadline = asyncio.timeout(limit)
+        try:
+            async with deadline:
+                if await _acall(message.validate_message()) is False:
+                    return Result(
+                        prepared.delivery, Outcome.DEAD, reason="validate_message() returned False"
+                    )
+                await _acall(message.process_message())
+        except TimeoutError as exc:
+            if deadline.expired():
+                return self.failure(prepared, TimeLimitExceeded(limit))
+            return self.failure(prepared, exc, traceback.format_exc())
+        except Exception as exc:
+            return self.failure(prepared, exc, traceback.format_exc())
+        return Result(prepared.delivery, Outcome.ACK)
+
+    def run(self, delivery: Delivery) -> Result:
+        """Process one delivery in this thread and return what to do with it.
+
+        Never raises ``Exception``.
+        """
+        prepared = self.prepare(delivery)
+        if isinstance(prepared, Result):
+            return prepared
+        return self.execute(prepared)

@@ -24,6 +24,7 @@ def policy_for(cls: type[Message] | None, connection_policy: RetryPolicy) -> Ret
         retry_delay_max=cls.retry_delay_max
         if cls.retry_delay_max is not None
         else connection_policy.retry_delay_max,
+        time_limit=cls.time_limit if cls.time_limit is not None else connection_policy.time_limit,
     )
 
 

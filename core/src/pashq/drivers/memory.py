@@ -216,6 +216,14 @@ class MemoryDriver:
             )
 
     @hookimpl
+    def pashq_queue_empty(self, queue: str) -> bool:
+        """Nothing ready now (delayed and leased messages do not count)."""
+        with self._cond:
+            q = self._queue(queue)
+            self._mature(q, time.monotonic())
+            return not q.ready
+
+    @hookimpl
     def pashq_stats(self, queue: str) -> QueueStats:
         """Count ready, delayed, leased and dead messages."""
         with self._cond:

@@ -409,3 +409,10 @@ class SpoolDriver:
                 (failed / name.sidecar).unlink(missing_ok=True)
                 deleted += 1
         return deleted
+
+    @hookimpl
+    def pashq_queue_empty(self, queue: str) -> bool:
+        """Whether no file in ready/ is due (for ``until_empty``; one directory listing)."""
+        now = time.time_ns()
+        names = _names(self._dir(queue, "ready"))
+        return not names or names[0].at > now

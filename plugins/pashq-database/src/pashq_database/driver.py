@@ -923,3 +923,11 @@ class DatabaseDriver:
         return self._transact(
             "purging dead letters", queue, lambda conn: self._delete_in_id_order(conn, dl, where)
         )
+
+    @hookimpl
+    def pashq_queue_empty(self, queue: str) -> bool:
+        """Whether no row of ``queue`` is claimable now (for ``until_empty``; one query)."""
+        m = self.schema.messages
+        stmt = sa.select(m.c.id).where(m.c.queue == queue, m.c.available_at <= time.time()).limit(1)
+        self.check_tables(queue)
+        return self._transact("empty check", queue, lambda conn: conn.execute(stmt).first() is None)

@@ -543,3 +543,10 @@ class RabbitMQDriver:
         chosen = [tag for tag, p, b in browsed.messages if message_id_of(p, b) in wanted]
         self.link.release_browsed(browsed, chosen, timeout)
         return len(chosen)
+
+    @hookimpl
+    def pashq_queue_empty(self, queue: str) -> bool:
+        """Whether the broker holds no ready message for ``queue`` (one passive declare;
+        messages on their way to this consumer are found by the worker's next pull)."""
+        timeout = self.options.publish_timeout
+        return self.link.declare(queue, None, passive=True, timeout=timeout) == 0

@@ -1,0 +1,104 @@
+"""Stop requests and SIGTERM/SIGINT: a graceful stop, then a stop at once.
+
+The first signal stops pulling and lets running handlers finish (bounded by
+``shutdown_timeout``, after which a timer sends the stop at once); a second signal raises
+:class:`Killed` in the worker's thread. Signals arriving while a stop at once is cleaned up
+are ignored, so the acks being flushed are not abandoned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+__all__ = ["Killed", "StopControl"]
+
+log = logging.getLogger("pashq.worker")
+
+
+class Killed(BaseException):
+    """Raised in the worker's thread by a second signal: stop now, settle nothing unfinished."""
+
+
+class StopControl:
+    """The stop state of one worker: the events, the signal handlers and the shutdown timer."""
+
+    def __init__(self, shutdown_timeout: float) -> None:
+        self.shutdown_timeout = shutdown_timeout
+        self.stop = threading.Event()
+        self.kill = False
+        self.cleaning_up = False  # a stop is being cleaned up: further signals are ignored
+        self.signals = 0
+        self.timer: threading.Timer | None = None
+        self.main_thread: int | None = None
+        self._previous: dict[signal.Signals, Any] | None = None
+
+    def reset(self) -> None:
+        """Forget the stop of an earlier run."""
+        self.stop.clear()
+        self.kill = False
+        self.cleaning_up = False
+        self.signals = 0
+
+    def request(self, immediate: bool = False) -> None:
+        """Stop gracefully, or (``immediate``) at once (thread-safe)."""
+        if immediate:
+            self.kill = True
+        self.stop.set()
+
+    # -- signals -----------------------------------------------------------------------------
+
+    def install(self, enabled: bool) -> None:
+        """Handle SIGTERM/SIGINT (only in the main thread and when ``enabled``)."""
+        self._previous = None
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            return
+        self.main_thread = threading.get_ident()
+        previous: dict[signal.Signals, Any] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, self._on_signal)
+        self._previous = previous
+
+    def restore(self) -> None:
+        """Put back the signal handlers found at :meth:`install`; cancel the shutdown timer."""
+        if self.timer is not None:
+            self.timer.cancel()  # a shutdown timer must not fire into a later run
+            self.timer = None
+        if self._previous:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+        self._previous = None
+        self.main_thread = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.cleaning_up:
+            # Already stopping at once: raising here would abandon the acks being flushed.
+            log.warning(
+                "received %s while stopping; finishing the stop", signal.Signals(signum).name
+            )
+            return
+        self.signals += 1
+        if self.signals == 1 and not self.kill:
+            log.info(
+                "received %s: finishing in-flight work (up to %gs); signal again to stop now",
+                signal.Signals(signum).name,
+                self.shutdown_timeout,
+            )
+            self.stop.set()
+            self.timer = threading.Timer(self.shutdown_timeout, self._interrupt_main)
+            self.timer.daemon = True
+            self.timer.start()
+            return
+        self.kill = True
+        self.stop.set()
+        raise Killed()
+
+    def _interrupt_main(self) -> None:
+        if self.main_thread is not None and not self.kill and not self.cleaning_up:
+            log.warning("shutdown timeout of %gs passed; stopping at once", self.shutdown_timeout)
+            # A real signal (not interrupt_main) also interrupts a blocking sleep or read.
+            os.kill(os.getpid(), signal.SIGINT)
