@@ -928,6 +928,7 @@ class DatabaseDriver:
     def pashq_queue_empty(self, queue: str) -> bool:
         """Whether no row of ``queue`` is claimable now (for ``until_empty``; one query)."""
         m = self.schema.messages
-        stmt = sa.select(m.c.id).where(m.c.queue == queue, m.c.available_at <= time.time()).limit(1)
+        # The server's clock, as the claim uses: a worker's clock must not decide it.
+        stmt = sa.select(m.c.id).where(m.c.queue == queue, m.c.available_at <= db_now()).limit(1)
         self.check_tables(queue)
         return self._transact("empty check", queue, lambda conn: conn.execute(stmt).first() is None)
