@@ -989,6 +989,19 @@ class SQSDriver:
             failed=failed,
         )
 
+    @hookimpl
+    def pashq_queue_empty(self, queue: str) -> bool:
+        """Whether SQS counts no visible message on ``queue`` (one GetQueueAttributes).
+
+        Asked by a worker running ``until_empty`` only after its receives came back short or
+        empty, so the count confirms what the last short receive saw: the run ends at once
+        instead of after one more long-poll receive of ``poll_timeout``. The count is
+        approximate; a ``False`` (messages still counted, e.g. just made visible) makes the
+        worker confirm with one more receive that waits, as before.
+        """
+        found = self._attributes(self._queue(queue))
+        return int(found.get("ApproximateNumberOfMessages", 0)) == 0
+
     def _purge(self, info: QueueInfo) -> None:
         with self._call("PurgeQueue", info.name):
             try:
