@@ -1215,7 +1215,9 @@ def _error(reason: BaseException, what: str) -> DriverError:
         code, text = reason.reply_code, reason.reply_text
         if code == 404:
             return QueueNotFoundError(
-                f'{what}: RabbitMQ says {text}; declare it (declare = "auto") or create it'
+                f"{what}: RabbitMQ says {text}; nothing has declared it yet: dispatching to "
+                'it or a worker consuming it declares it (with declare = "auto", the '
+                "default), or create it on the broker"
             )
         if code == 406:
             return DriverError(
