@@ -17,6 +17,9 @@ Markers are HTML comments on the lines just before a block (invisible on rendere
 - ``<!-- pashq-docs: run -->`` (``console`` blocks): run each ``$ COMMAND`` line with the
   shell; it must exit 0. Its expected output is compared with the real one when it has no
   table; 32-hex message ids in the page are mapped to the ids the run printed, in order;
+- ``<!-- pashq-docs: log -->`` (``text`` blocks): each line is a log line the last ``$``
+  command wrote to stderr (in any order, after the timestamp; ids mapped as above,
+  durations such as ``0.83s`` match any duration);
 - ``<!-- pashq-docs: shell COMMAND -->``: run ``COMMAND`` at this point (a step the page
   describes in prose, such as "change the first line of messages.py");
 - ``<!-- pashq-docs: skip REASON -->``: not run; say why, for instance "runs until
@@ -47,6 +50,7 @@ _BLOCK = re.compile(
 )
 _MARKER = re.compile(r"<!-- pashq-docs: (\w+) ?(.*?) ?-->")
 _ID = re.compile(r"\b[0-9a-f]{32}\b")
+_DURATION = re.compile(r"[0-9]+\\\.[0-9]+s")  # in re.escape()d text
 _RUNNER = """\
 import sys
 namespace = {"__name__": "__main__"}
@@ -86,6 +90,7 @@ class PageRun:
         self.workdir = workdir
         self.pending: list[Path] = []  # python blocks not run yet
         self.ids: dict[str, str] = {}  # id in the page -> id of this run
+        self.stderr = ""  # of the last command
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
             k: v for k, v in os.environ.items() if not k.startswith(("PASHQ_CONFIG", "PYTHON"))
@@ -119,6 +124,7 @@ class PageRun:
         assert proc.returncode == 0, (
             f"{what} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
+        self.stderr = proc.stderr
         return proc.stdout
 
     def step(self, block: Block) -> None:
@@ -142,6 +148,19 @@ class PageRun:
         elif block.language == "console" and "run" in kinds:
             self.flush()
             self.console(block)
+        elif "log" in kinds:
+            self.log(block)
+
+    def log(self, block: Block) -> None:
+        """Each line of ``block`` ends a line of the last command's stderr."""
+        written = self.stderr.splitlines()
+        for line in block.body.splitlines():
+            line = _ID.sub(lambda m: self.ids.get(m.group(0), m.group(0)), line)
+            pattern = _DURATION.sub(lambda _: r"[0-9]+\.[0-9]+s", re.escape(line))
+            assert any(re.search(pattern + "$", w) for w in written), (
+                f"{self.where(block)}: no log line ends with {line!r}; the command wrote:\n"
+                + self.stderr
+            )
 
     def console(self, block: Block) -> None:
         """Run the block's ``$`` commands; compare outputs that hold no table."""
@@ -180,5 +199,5 @@ def test_markers_are_known_and_skips_say_why() -> None:
     for page in PAGES:
         for block in blocks(page):
             for kind, argument in block.markers:
-                assert kind in {"file", "run", "shell", "skip"}, (page.name, block.line, kind)
-                assert argument or kind == "run", (page.name, block.line, kind)
+                assert kind in {"file", "log", "run", "shell", "skip"}, (page.name, block.line)
+                assert argument or kind in {"log", "run"}, (page.name, block.line, kind)
