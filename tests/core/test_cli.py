@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,117 @@ def test_work_time_limit_and_prefetch_options(tmp_path: Path) -> None:
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["acked"] == 1 and summary["dead_lettered"] == 1 and summary["timed_out"] == 1
     assert "time limit of 0.5 s exceeded" in proc.stderr
+
+
+def test_config_option_is_accepted_before_the_command(tmp_path: Path) -> None:
+    file = tmp_path / "elsewhere.toml"
+    file.write_text('[queues.default]\ntype = "memory"\n')
+    result = CliRunner().invoke(main, ["--config", str(file), "stats", "q", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["queue"] == "q"
+
+
+def test_command_config_option_wins_over_the_group_one(tmp_path: Path) -> None:
+    good = tmp_path / "good.toml"
+    good.write_text('[queues.default]\ntype = "memory"\n')
+    bad = tmp_path / "bad.toml"
+    bad.write_text("queue = 1\n")
+    result = CliRunner().invoke(
+        main, ["--config", str(bad), "stats", "q", "--json", "--config", str(good)]
+    )
+    assert result.exit_code == 0, result.output
+
+
+def _work_log(tmp_path: Path, *options: str) -> str:
+    (tmp_path / "noisy_messages.py").write_text(
+        "import logging, attrs, pashq\n"
+        "@attrs.define\n"
+        "class Noisy(pashq.Message, type_name='cli.noisy'):\n"
+        "    def process_message(self):\n"
+        "        logging.getLogger('somelib.io').info('somelib connected')\n"
+        "        logging.getLogger('somelib.io').warning('somelib slow')\n"
+    )
+    (tmp_path / "pashq.toml").write_text(
+        'imports = ["noisy_messages"]\n[queues.default]\ntype = "database"\n'
+        'url = "sqlite:///noisy.sqlite3"\n'
+    )
+    subprocess.run(
+        [sys.executable, "-c", "import noisy_messages; noisy_messages.Noisy().dispatch('q')"],
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pashq", "work", "q", "--until-empty", *options],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stderr
+
+
+def test_work_log_file_keeps_other_libraries_info_lines_out(tmp_path: Path) -> None:
+    log = _work_log(tmp_path)
+    assert "somelib slow" in log
+    assert "somelib connected" not in log
+
+
+def test_work_logs_the_started_line_the_docs_quote(tmp_path: Path) -> None:
+    expected = "INFO pashq.cli: worker started: connection=default driver=database queues=q"
+    assert expected in _work_log(tmp_path)
+
+
+def test_work_log_shows_other_libraries_info_lines_with_vv(tmp_path: Path) -> None:
+    assert "somelib connected" in _work_log(tmp_path, "-vv")
+
+
+def test_work_on_a_driver_without_consume_refuses_before_logging_a_start(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "pashq.toml").write_text('[queues.default]\ntype = "async"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "pashq", "work", "q", "--until-empty"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "there is nothing for a worker to consume" in proc.stderr
+    assert "INFO" not in proc.stderr  # no "worker started" line before the refusal
+
+
+def test_failed_list_table_never_cuts_ids_at_80_columns(tmp_path: Path) -> None:
+    (tmp_path / "pashq.toml").write_text(
+        '[queues.default]\ntype = "database"\nurl = "sqlite:///failed.sqlite3"\n'
+    )
+    (tmp_path / "invalid_messages.py").write_text(
+        "import attrs, pashq\n"
+        "@attrs.define\n"
+        "class Invalid(pashq.Message, type_name='cli.invalid'):\n"
+        "    def validate_message(self): return False\n"
+    )
+    script = (
+        "import pashq, invalid_messages\n"
+        "print(invalid_messages.Invalid().dispatch('q'))\n"
+        "pashq.Worker('q', install_signal_handlers=False).run(until_empty=True)\n"
+    )
+    env = {**os.environ, "COLUMNS": "80"}
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    message_id = out.stdout.split()[-1]
+    table = subprocess.run(
+        [sys.executable, "-m", "pashq", "failed", "list", "q"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert table.returncode == 0, table.stderr
+    assert max(map(len, table.stdout.splitlines())) <= 80
+    assert message_id in table.stdout

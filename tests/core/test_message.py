@@ -188,3 +188,21 @@ def test_group_and_deduplication_ids_come_from_named_fields() -> None:
         assert Plain(1).get_group_id() is None
     finally:
         unregister("tests.fifo")
+
+
+def test_dispatch_to_an_empty_queue_name_raises_like_the_connection() -> None:
+    import pashq
+
+    pashq.configure({"queues": {"default": {"type": "memory"}}})
+
+    @attrs.define
+    class ToNowhere(Message, type_name="tests.to_nowhere", queue="somewhere"):
+        pass
+
+    try:
+        with pytest.raises(ValueError):
+            pashq.queue().dispatch("", ToNowhere())
+        with pytest.raises(ValueError):
+            ToNowhere().dispatch("")
+    finally:
+        unregister("tests.to_nowhere")

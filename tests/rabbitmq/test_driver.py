@@ -356,3 +356,14 @@ def test_without_confirms_messages_still_arrive(
         conn.hook.pashq_ack(queue=queue_name, deliveries=batch)
         got += batch
     assert sorted(d.id for d in got) == sorted(ids)
+
+
+def test_stats_on_an_undeclared_queue_does_not_advise_the_default_declare(
+    connect: Callable[..., Connection], queue_name: str
+) -> None:
+    conn = connect()
+    with pytest.raises(QueueNotFoundError) as caught:
+        conn.stats(queue_name)
+    text = str(caught.value)
+    assert 'declare it (declare = "auto")' not in text
+    assert "nothing has declared it yet" in text

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +16,7 @@ from pashq.connection import Connection
 from pashq.errors import DriverError
 from pashq.testing import make_connection
 
+from .conftest import URL
 from .rabbitmq_test_messages import Recorded
 
 pytestmark = pytest.mark.rabbitmq
@@ -91,3 +95,23 @@ def test_close_while_opening_logs_no_traceback(
     conn.close()
     assert not link._thread.is_alive()
     assert _tracebacks(caplog) == []
+
+
+def test_stats_with_unreachable_management_url_prints_only_the_error(tmp_path: Path) -> None:
+    """`pashq stats`: one line, the management API error; no pika traceback and no
+    "cannot connect" for the connection pashq itself closed while it was opening."""
+    (tmp_path / "pashq.toml").write_text(
+        f'[queues.default]\ntype = "rabbitmq"\nurl = "{URL}"\n'
+        'management_url = "http://127.0.0.1:1"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pashq", "stats", "any-queue"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("Error: cannot read queue 'any-queue' from the RabbitMQ management")

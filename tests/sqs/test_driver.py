@@ -596,3 +596,16 @@ def test_releasing_a_deleted_message_is_still_an_error(open_sqs: OpenSQS, queue_
     (delivery,) = drain(conn, queue_name, 1)
     with pytest.raises(DriverError, match=delivery.id):
         conn.hook.pashq_nack(queue=queue_name, deliveries=[delivery], delay=0)
+
+
+def test_no_dead_letter_queue_error_with_create_queues_does_not_advise_it(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    sqs_client.create_queue(QueueName=queue_name)  # exists before: create_queues keeps it
+    conn = open_sqs(create_queues=True)
+    push(conn, queue_name, outgoing())
+    (delivery,) = pull(conn, queue_name)
+    with pytest.raises(DriverError) as caught:
+        conn.hook.pashq_dead_letter(queue=queue_name, delivery=delivery, reason="x", traceback=None)
+    assert "set create_queues = true" not in str(caught.value)
+    assert "never change an existing queue" in str(caught.value)

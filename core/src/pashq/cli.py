@@ -60,8 +60,10 @@ def load_connection(
 ) -> Connection:
     """Configure pashq from ``config`` (or the usual search), import message modules and
     return the named connection. For drivers' own CLI groups."""
-    configure(config)
     ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        config = _config_option(ctx, config)
+    configure(config)
     if ctx is not None:
         # Close the driver when the command ends, so asynchronous settlements (acks handed
         # to an I/O thread) reach the backend before the process exits.
@@ -73,6 +75,15 @@ def load_connection(
         sys.path.insert(0, os.getcwd())  # as celery and rq do: the app lives in the cwd
     import_messages(list(settings().imports) + list(imports))
     return conn
+
+
+def _config_option(ctx: click.Context, config: str | None) -> str | None:
+    """The command's ``--config``, else ``pashq --config FILE``, else ``$PASHQ_CONFIG``."""
+    given_here = ctx.get_parameter_source("config") == click.core.ParameterSource.COMMANDLINE
+    group_config = ctx.find_root().params.get("config")
+    if given_here or group_config is None:
+        return config
+    return str(group_config)
 
 
 def load_driver(
@@ -175,7 +186,14 @@ def _broken_command(name: str, problem: str) -> click.Command:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pashq")
-def main() -> None:
+@click.option(
+    "--config",
+    "config",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="Config file for every command (a command's own --config wins).",
+)
+def main(config: str | None) -> None:
     """pashq: typed message queues. Run `pashq work QUEUE` to process messages."""
 
 
@@ -193,6 +211,18 @@ class _JsonFormatter(logging.Formatter):
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
         return json.dumps(data, ensure_ascii=False)
+
+
+def _is_pashq_logger(name: str) -> bool:
+    """pashq's loggers and its plugins': ``pashq``, ``pashq.*``, ``pashq_*``."""
+    return name == "pashq" or name.startswith(("pashq.", "pashq_"))
+
+
+class _QuietThirdParty(logging.Filter):
+    """Drop other libraries' records below WARNING (``-vv`` shows them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or _is_pashq_logger(record.name)
 
 
 def _setup_logging(as_json: bool, interactive: bool, verbose: int) -> None:
@@ -218,6 +248,10 @@ def _setup_logging(as_json: bool, interactive: bool, verbose: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Client libraries (pika, botocore, sqlalchemy...) log every connection step at INFO:
+    # only pashq's own INFO lines are shown, the others from -vv.
+    if verbose < 2:
+        handler.addFilter(_QuietThirdParty())
 
 
 def _status_line(stats: WorkerStats, queues: list[str]) -> str:
@@ -328,13 +362,14 @@ def work(
         max_messages=max_messages,
         on_progress=on_progress,
     )
-    logging.getLogger("pashq.cli").info(
-        "starting worker: connection=%s driver=%s queues=%s concurrency=%d",
-        conn.name,
-        conn.config.type,
-        ",".join(names),
-        concurrency,
-    )
+    if conn.capabilities.consume:  # else run() refuses at once: no "started" line before it
+        logging.getLogger("pashq.cli").info(
+            "worker started: connection=%s driver=%s queues=%s concurrency=%d",
+            conn.name,
+            conn.config.type,
+            ",".join(names),
+            concurrency,
+        )
     try:
         stats = worker.run(until_empty=until_empty)
     finally:
@@ -507,6 +542,9 @@ def failed_list(
     from rich.text import Text
 
     table = Table("id", "attempts", "failed at", "reason")
+    # Ids are pasted into --id: never cut or wrapped; the reason column wraps instead.
+    table.columns[0].no_wrap = True
+    table.columns[0].min_width = max((len(d.id) for d in dead), default=2)
     for d in dead:
         # Text(), not markup: a reason is message data and may hold "[/bold]" or "[blink]".
         table.add_row(Text(d.id), str(d.attempts), _iso_utc(d.failed_at) or "-", Text(d.reason))

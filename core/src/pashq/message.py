@@ -143,7 +143,7 @@ class Message:
         from pashq.facade import queue as get_connection
 
         return get_connection(connection or self.default_connection).dispatch(
-            queue or self.default_queue, self, delay=delay, **options
+            self.default_queue if queue is None else queue, self, delay=delay, **options
         )
 
     async def adispatch(
@@ -158,7 +158,7 @@ class Message:
         from pashq.facade import queue as get_connection
 
         return await get_connection(connection or self.default_connection).adispatch(
-            queue or self.default_queue, self, delay=delay, **options
+            self.default_queue if queue is None else queue, self, delay=delay, **options
         )
 
     # -- FIFO support ----------------------------------------------------------------------

@@ -22,6 +22,7 @@ import attrs
 from pashq.connection import Connection
 from pashq.delivery import Delivery
 from pashq.errors import ConfigError, UnsupportedError
+from pashq.facade import import_messages
 from pashq.facade import queue as get_connection
 from pashq.processing import Outcome, Prepared, Processor, Result, close_thread_loop
 from pashq.worker.execution import Done, Executor
@@ -135,6 +136,9 @@ class Worker:
         tried ``max_attempts`` times before the run ends. Returns the counters.
         """
         conn = self.connection
+        if not isinstance(self._connection_ref, Connection):
+            # A configured connection: load the config's `imports`, as `pashq work` does.
+            import_messages()
         caps = conn.capabilities
         if not caps.consume and not self._background:
             raise UnsupportedError(

@@ -303,7 +303,12 @@ class BrokerLink:
         try:
             self._ioloop.start()
         except Exception:
-            log.exception("the RabbitMQ I/O loop for %s crashed", self.where)
+            if self._closing:  # pika asserts when a close aborts its opening: we are done
+                log.debug(
+                    "the RabbitMQ I/O loop for %s ended while closing", self.where, exc_info=True
+                )
+            else:
+                log.exception("the RabbitMQ I/O loop for %s crashed", self.where)
         finally:
             self._stopped = True
             self._fail_all_jobs()
@@ -350,6 +355,10 @@ class BrokerLink:
         self._ioloop.call_later(delay, self._connect)
 
     def _on_open_error(self, connection: Any, error: BaseException) -> None:
+        if self._closing:  # close() aborted the opening: not a connection problem
+            self._connection = None
+            self._ioloop.stop()
+            return
         self._set_error(f"cannot connect to RabbitMQ at {self.where}: {_describe(error)}")
         self._connection = None
         self._retry_later()
@@ -1206,7 +1215,9 @@ def _error(reason: BaseException, what: str) -> DriverError:
         code, text = reason.reply_code, reason.reply_text
         if code == 404:
             return QueueNotFoundError(
-                f'{what}: RabbitMQ says {text}; declare it (declare = "auto") or create it'
+                f"{what}: RabbitMQ says {text}; nothing has declared it yet: dispatching to "
+                'it or a worker consuming it declares it (with declare = "auto", the '
+                "default), or create it on the broker"
             )
         if code == 406:
             return DriverError(

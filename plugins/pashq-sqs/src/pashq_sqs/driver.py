@@ -713,8 +713,9 @@ class SQSDriver:
             raise DriverError(
                 f"queue {queue!r} has no dead-letter queue, so dead letters stay in it (they "
                 f"come back after the visibility timeout): create SQS queue "
-                f"{self.queues.sqs_name(name)!r} and set it as the RedrivePolicy target, "
-                f"list it in 'queue_urls' as {name!r}, or set create_queues = true"
+                f"{self.queues.sqs_name(name)!r} and set it as the RedrivePolicy target "
+                f"(or list it in 'queue_urls' as {name!r}); create_queues and pashq sqs "
+                "create never change an existing queue"
             )
         return dlq
 
