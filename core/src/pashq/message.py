@@ -130,6 +130,7 @@ class Message:
         *,
         connection: str | None = None,
         delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
         **options: Any,
     ) -> str:
         """Push this message and return its id.
@@ -138,12 +139,14 @@ class Message:
         :param connection: the configured connection name (default: the class's
             ``connection=``, else ``"default"``).
         :param delay: seconds before it may be delivered.
+        :param headers: envelope headers: str names and values, at most 64, names not
+            starting with ``pashq-`` (read them in the handler with ``pashq.current()``).
         :param options: driver-specific options (e.g. a database transaction).
         """
         from pashq.facade import queue as get_connection
 
         return get_connection(connection or self.default_connection).dispatch(
-            queue or self.default_queue, self, delay=delay, **options
+            queue or self.default_queue, self, delay=delay, headers=headers, **options
         )
 
     async def adispatch(
@@ -152,13 +155,14 @@ class Message:
         *,
         connection: str | None = None,
         delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
         **options: Any,
     ) -> str:
         """Like :meth:`dispatch`, for async code: the push runs off the event loop."""
         from pashq.facade import queue as get_connection
 
         return await get_connection(connection or self.default_connection).adispatch(
-            queue or self.default_queue, self, delay=delay, **options
+            queue or self.default_queue, self, delay=delay, headers=headers, **options
         )
 
     # -- FIFO support ----------------------------------------------------------------------
