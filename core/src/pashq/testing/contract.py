@@ -13,13 +13,20 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from pashq.delivery import Delivery, OutgoingMessage
-from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
+from pashq.envelope import (
+    Envelope,
+    decode_envelope,
+    encode_envelope,
+    new_message_id,
+    utc_timestamp,
+)
 from pashq.testing.messages import AlwaysFails, AppendToFile, Recorded, Rejected, processed
 from pashq.testing.support import QueueUnderTest, drain, wait_for
 from pashq.worker import Worker
@@ -33,6 +40,7 @@ __all__ = [
     "DelayContract",
     "DriverContract",
     "ForkContract",
+    "HeadersContract",
     "IsolationContract",
     "LeaseContract",
     "NackContract",
@@ -64,10 +72,17 @@ def _require(qut: QueueUnderTest, *capabilities: str) -> None:
 
 
 def _outgoing(
-    body: Any = None, delay: float = 0.0, type_name: str = "pashq.testing.raw"
+    body: Any = None,
+    delay: float = 0.0,
+    type_name: str = "pashq.testing.raw",
+    headers: dict[str, str] | None = None,
 ) -> OutgoingMessage:
     envelope = Envelope(
-        new_message_id(), type_name, body if body is not None else {"n": 0}, utc_timestamp(), {}
+        new_message_id(),
+        type_name,
+        body if body is not None else {"n": 0},
+        utc_timestamp(),
+        headers or {},
     )
     return OutgoingMessage(envelope.id, type_name, encode_envelope(envelope), delay)
 
@@ -380,6 +395,67 @@ class DeadLetterContract(_Contract):
         assert queue_under_test.connection.purge_failed(queue_under_test.name) == 1
         assert queue_under_test.connection.failed(queue_under_test.name) == []
 
+    def test_dead_letter_keeps_attempts_and_a_timezone_aware_failed_at(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A listed dead letter has the attempts made (>= 1) and ``failed_at`` in UTC
+        (timezone-aware) when the backend knows it."""
+        _require(queue_under_test, "consume", "dead_letters")
+        before = time.time()
+        self._dead_letter(queue_under_test)
+        (dead,) = wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name))
+        assert dead.attempts >= 1
+        if dead.failed_at is not None:
+            assert dead.failed_at.tzinfo is not None
+            assert dead.failed_at.utcoffset() == timedelta(0)
+            assert abs(dead.failed_at.timestamp() - before) < 60
+
+    def test_dead_letters_are_listed_oldest_first_up_to_limit(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """``failed(queue, limit)`` lists the oldest dead letters first, at most ``limit``."""
+        _require(queue_under_test, "consume", "dead_letters")
+        first = self._dead_letter(queue_under_test, "first")
+        second = self._dead_letter(queue_under_test, "second")
+        self._dead_letter(queue_under_test, "third")
+        wait_for(lambda: len(queue_under_test.connection.failed(queue_under_test.name)) == 3)
+        listed = queue_under_test.connection.failed(queue_under_test.name, limit=2)
+        assert [d.id for d in listed] == [first.id, second.id]
+
+    def test_dead_letters_are_retried_and_purged_by_id(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """Retry and purge with ``ids`` touch only those dead letters and count them."""
+        _require(queue_under_test, "consume", "dead_letters")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        kept = self._dead_letter(queue_under_test, "kept")
+        retried = self._dead_letter(queue_under_test, "retried")
+        purged = self._dead_letter(queue_under_test, "purged")
+        wait_for(lambda: len(conn.failed(name)) == 3)
+        assert conn.retry_failed(name, [retried.id]) == 1
+        assert conn.purge_failed(name, [purged.id]) == 1
+        assert [d.id for d in conn.failed(name)] == [kept.id]
+        (again,) = drain(conn, name, 1)
+        assert again.id in (retried.id, "") and again.body == retried.body
+
+    def test_attempts_begin_at_one_again_after_a_dead_letter_is_retried(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A retried dead letter is a fresh message: its next delivery is attempt 1."""
+        _require(queue_under_test, "consume", "dead_letters", "nack_delay")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        message = _outgoing()
+        _push(queue_under_test, message)
+        (delivery,) = _pull(queue_under_test)
+        conn.hook.pashq_nack(queue=name, deliveries=[delivery], delay=0.0)
+        (delivery,) = _pull(queue_under_test)
+        assert delivery.attempts == 2
+        conn.hook.pashq_dead_letter(queue=name, delivery=delivery, reason="x", traceback=None)
+        wait_for(lambda: conn.failed(name))
+        assert conn.retry_failed(name) == 1
+        (again,) = drain(conn, name, 1)
+        assert again.attempts == 1
+
 
 class StatsContract(_Contract):
     """Stats count what is waiting."""
@@ -417,6 +493,41 @@ class PurgeContract(_Contract):
             )
         assert queue_under_test.connection.purge(queue_under_test.name) in (0, 3)
         assert _pull(queue_under_test, timeout=1.0) == []
+
+    def test_purge_keeps_dead_letters(self, queue_under_test: QueueUnderTest) -> None:
+        """Purging a queue leaves its dead letters alone."""
+        _require(queue_under_test, "consume", "purge", "dead_letters")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        _push(queue_under_test, _outgoing())
+        (delivery,) = _pull(queue_under_test)
+        conn.hook.pashq_dead_letter(queue=name, delivery=delivery, reason="x", traceback=None)
+        wait_for(lambda: conn.failed(name))
+        conn.purge(name)
+        assert [d.id for d in conn.failed(name)] == [delivery.id]
+
+
+class HeadersContract(_Contract):
+    """Envelope headers travel unchanged; dispatch options a driver does not know fail."""
+
+    def test_headers_round_trip(self, queue_under_test: QueueUnderTest) -> None:
+        """Headers set at dispatch arrive unchanged in the pulled envelope."""
+        _require(queue_under_test, "consume")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        headers = {"trace-id": "00-abc-01", "tenant": "acme", "note": "héllo ✓ " * 10}
+        message_id = conn.dispatch(name, Recorded("headers", 1), headers=headers)
+        (delivery,) = drain(conn, name, 1)
+        envelope = decode_envelope(delivery.body)
+        assert (envelope.id, dict(envelope.headers)) == (message_id, headers)
+
+    def test_unknown_dispatch_option_raises_type_error(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """``dispatch(..., no_such_option=1)`` raises ``TypeError`` and stores nothing."""
+        _require(queue_under_test, "consume")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        with pytest.raises(TypeError):
+            conn.dispatch(name, Recorded("options", 1), no_such_option=1)
+        assert _pull(queue_under_test, timeout=0.5) == []
 
 
 class WorkerContract(_Contract):
@@ -604,6 +715,7 @@ class DriverContract(
     BatchContract,
     IsolationContract,
     BodyContract,
+    HeadersContract,
     NackContract,
     DelayContract,
     LeaseContract,
