@@ -309,3 +309,46 @@ def test_plugins_may_set_reserved_headers(conn: Connection) -> None:
     conn.dispatch("q", Note("x"))
     _drain(conn)
     assert dict(seen[0].headers) == {"pashq-plugin": "yes"}
+
+
+@attrs.define
+class Urgent(Message, type_name="pashq_tests.lifecycle.urgent", priority=7):
+    """Class priority 7."""
+
+    text: str
+
+    def process_message(self) -> None:
+        """Record the context."""
+        seen.append(pashq.current())
+
+
+def test_class_priority_is_the_default_and_dispatch_priority_overrides_it(
+    conn: Connection,
+) -> None:
+    low = conn.dispatch("q", Note("low"))
+    urgent = conn.dispatch("q", Urgent("urgent"))
+    lowered = conn.dispatch("q", Urgent("lowered"), priority=0)
+    _drain(conn)
+    assert [c.id for c in seen] == [urgent, low, lowered]
+
+
+@pytest.mark.parametrize("priority", [-1, 10, 1.5, True, "3"])
+def test_priority_out_of_range_is_refused(conn: Connection, priority: Any) -> None:
+    with pytest.raises(ValueError, match="priority must be an int from 0 to 9"):
+        conn.dispatch("q", Note("x"), priority=priority)
+
+
+def test_class_priority_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="priority must be an int from 0 to 9"):
+
+        class Bad(Message, type_name="pashq_tests.lifecycle.bad_priority", priority=12):
+            pass
+
+
+def test_driver_without_priorities_refuses_a_class_priority() -> None:
+    conn = make_connection({"type": "sync"})
+    try:
+        with pytest.raises(pashq.UnsupportedError, match="no message priorities"):
+            conn.dispatch("q", Urgent("x"))
+    finally:
+        conn.close()

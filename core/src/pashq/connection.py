@@ -23,7 +23,7 @@ from pashq.envelope import Envelope, encode_envelope, new_message_ids, utc_times
 from pashq.errors import ConfigError, PashqError, QueueNameError, UnsupportedError
 from pashq.hookspecs import hookimpl
 from pashq.lifecycle import DispatchItem, check_user_headers
-from pashq.message import Message, body_of
+from pashq.message import Message, body_of, check_priority
 from pashq.serializer import JsonSerializer, default_only
 
 __all__ = ["Connection", "build_plugin_manager"]
@@ -117,6 +117,7 @@ class Connection:
         created_at: str,
         message_id: str,
         headers: Mapping[str, str] | None,
+        priority: int | None,
     ) -> DispatchItem:
         if not isinstance(message, Message):
             raise TypeError(
@@ -126,7 +127,9 @@ class Connection:
         envelope = Envelope(
             message_id, type_name, body_of(message), created_at, dict(headers) if headers else {}
         )
-        return DispatchItem(message, envelope, delay)
+        if priority is None:
+            priority = type(message).default_priority or 0
+        return DispatchItem(message, envelope, delay, priority)
 
     def _push(
         self, queue: str, items: Sequence[DispatchItem], options: Mapping[str, Any]
@@ -144,6 +147,7 @@ class Connection:
                     item.delay,
                     message.get_group_id(),
                     message.get_deduplication_id(),
+                    item.priority,
                 )
             )
         ids = self.hook.pashq_push(queue=queue, messages=batch, options=options)
@@ -203,6 +207,7 @@ class Connection:
         *,
         delay: float | None = None,
         headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> str:
         """Push one message to ``queue`` and return its id.
@@ -211,9 +216,12 @@ class Connection:
         :param message: the message instance.
         :param delay: seconds before it may be delivered.
         :param headers: envelope headers (str names and values; see docs/messages.md).
+        :param priority: 0 to 9, higher first (default: the class's ``priority=``, else 0).
         :param options: driver-specific options (see the driver's docs).
         """
-        return self.dispatch_many(queue, (message,), delay=delay, headers=headers, **options)[0]
+        return self.dispatch_many(
+            queue, (message,), delay=delay, headers=headers, priority=priority, **options
+        )[0]
 
     def dispatch_many(
         self,
@@ -222,6 +230,7 @@ class Connection:
         *,
         delay: float | None = None,
         headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> list[str]:
         """Push many messages to ``queue`` in one batched push; return their ids in order.
@@ -232,6 +241,8 @@ class Connection:
         self._check_queue(queue)
         self._check_delay(queue, delay)
         given = check_user_headers(headers) if headers is not None else None
+        if priority is not None:
+            check_priority(priority, f"dispatch to queue {queue!r}")
         created_at = utc_timestamp()
         messages = messages if isinstance(messages, list | tuple) else list(messages)
         if not messages:
@@ -239,9 +250,15 @@ class Connection:
         fresh_ids = new_message_ids(len(messages))
         wait = delay or 0.0
         items = [
-            self._item(m, wait, created_at, i, given)
+            self._item(m, wait, created_at, i, given, priority)
             for m, i in zip(messages, fresh_ids, strict=True)
         ]
+        if not self.capabilities.priorities and any(item.priority for item in items):
+            raise UnsupportedError(
+                f"connection {self.name!r} (driver {self.config.type!r}) has no message "
+                f"priorities; dispatch to queue {queue!r} without priority= (and without a "
+                "class priority=) or use a driver with the priorities capability (memory)"
+            )
         ids = self.hook.pashq_dispatch(queue=queue, messages=items, options=options)
         if ids is None:  # a plugin answered nothing
             raise PashqError(f"pashq_dispatch returned nothing for queue {queue!r}")
@@ -254,11 +271,18 @@ class Connection:
         *,
         delay: float | None = None,
         headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> str:
         """Awaitable :meth:`dispatch`: the push runs in a thread, never blocking the loop."""
         return await asyncio.to_thread(
-            self.dispatch, queue, message, delay=delay, headers=headers, **options
+            self.dispatch,
+            queue,
+            message,
+            delay=delay,
+            headers=headers,
+            priority=priority,
+            **options,
         )
 
     async def adispatch_many(
@@ -268,12 +292,19 @@ class Connection:
         *,
         delay: float | None = None,
         headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> list[str]:
         """Awaitable :meth:`dispatch_many`."""
         batch = list(messages)
         return await asyncio.to_thread(
-            self.dispatch_many, queue, batch, delay=delay, headers=headers, **options
+            self.dispatch_many,
+            queue,
+            batch,
+            delay=delay,
+            headers=headers,
+            priority=priority,
+            **options,
         )
 
     # -- administration ------------------------------------------------------------------------

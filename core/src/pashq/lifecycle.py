@@ -75,11 +75,13 @@ class DispatchItem:
     :ivar message: the message instance.
     :ivar envelope: the envelope about to be serialized (id, type, body, created_at, headers).
     :ivar delay: seconds before it may be delivered (0 = at once).
+    :ivar priority: 0 to 9, higher first (0 on drivers without priorities).
     """
 
     message: Message
     envelope: Envelope
     delay: float = 0.0
+    priority: int = 0
 
     @property
     def id(self) -> str:

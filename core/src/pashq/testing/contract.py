@@ -27,6 +27,7 @@ from pashq.envelope import (
     new_message_id,
     utc_timestamp,
 )
+from pashq.errors import UnsupportedError
 from pashq.testing.messages import AlwaysFails, AppendToFile, Recorded, Rejected, processed
 from pashq.testing.support import QueueUnderTest, drain, wait_for
 from pashq.worker import Worker
@@ -44,6 +45,7 @@ __all__ = [
     "IsolationContract",
     "LeaseContract",
     "NackContract",
+    "PriorityContract",
     "PurgeContract",
     "StatsContract",
     "WorkerContract",
@@ -530,6 +532,35 @@ class HeadersContract(_Contract):
         assert _pull(queue_under_test, timeout=0.5) == []
 
 
+class PriorityContract(_Contract):
+    """Priorities: higher first, FIFO within one priority; refused where unsupported."""
+
+    def test_higher_priority_is_delivered_first(self, queue_under_test: QueueUnderTest) -> None:
+        """Messages waiting together are delivered highest priority first, in dispatch
+        order within one priority."""
+        _require(queue_under_test, "consume", "priorities")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        order = [0, 5, 9, 5, 0, 1]
+        ids = [
+            conn.dispatch(name, Recorded("priority", i), priority=p) for i, p in enumerate(order)
+        ]
+        if conn.capabilities.stats:
+            wait_for(lambda: conn.stats(name).ready == len(order), timeout=10)
+        got = [d.id for d in drain(conn, name, len(order))]
+        expected = [ids[2], ids[1], ids[3], ids[5], ids[0], ids[4]]
+        assert got == expected
+
+    def test_priority_without_the_capability_is_refused(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A driver without ``priorities`` refuses ``priority=`` at dispatch."""
+        conn = queue_under_test.connection
+        if conn.capabilities.priorities:
+            pytest.skip("driver has priorities")
+        with pytest.raises(UnsupportedError, match="priorit"):
+            conn.dispatch(queue_under_test.name, Recorded("priority", 1), priority=3)
+
+
 class WorkerContract(_Contract):
     """The worker's contract holds on this driver: typed messages, retries, dead letters."""
 
@@ -723,6 +754,7 @@ class DriverContract(
     DeadLetterContract,
     StatsContract,
     PurgeContract,
+    PriorityContract,
     WorkerContract,
     ForkContract,
 ):
