@@ -111,6 +111,38 @@ class Connection:
     # -- dispatch ------------------------------------------------------------------------------
 
     @staticmethod
+    def _outgoing(
+        serialize: Callable[..., bytes],
+        message: Message,
+        delay: float,
+        created_at: str,
+        message_id: str,
+        headers: Mapping[str, str] | None,
+        priority: int | None,
+    ) -> OutgoingMessage:
+        if not isinstance(message, Message):
+            raise TypeError(
+                f"can only dispatch pashq.Message instances, got {type(message).__name__}"
+            )
+        cls = type(message)
+        envelope = Envelope(
+            message_id,
+            cls.type_name,
+            body_of(message),
+            created_at,
+            dict(headers) if headers else {},
+        )
+        return OutgoingMessage(
+            message_id,
+            cls.type_name,
+            serialize(envelope=envelope),
+            delay,
+            message.get_group_id(),
+            message.get_deduplication_id(),
+            (cls.default_priority or 0) if priority is None else priority,
+        )
+
+    @staticmethod
     def _item(
         message: Message,
         delay: float,
@@ -136,20 +168,23 @@ class Connection:
     ) -> list[str]:
         # Once per batch, so a plugin registered on the manager later is still honoured.
         serialize: Callable[..., bytes] = default_only(self.hook.pashq_serialize, encode_envelope)
-        batch = []
-        for item in items:
-            message, envelope = item.message, item.envelope
-            batch.append(
-                OutgoingMessage(
-                    envelope.id,
-                    envelope.type,
-                    serialize(envelope=envelope),
-                    item.delay,
-                    message.get_group_id(),
-                    message.get_deduplication_id(),
-                    item.priority,
-                )
+        batch = [
+            OutgoingMessage(
+                item.envelope.id,
+                item.envelope.type,
+                serialize(envelope=item.envelope),
+                item.delay,
+                item.message.get_group_id(),
+                item.message.get_deduplication_id(),
+                item.priority,
             )
+            for item in items
+        ]
+        return self._push_outgoing(queue, batch, options)
+
+    def _push_outgoing(
+        self, queue: str, batch: list[OutgoingMessage], options: Mapping[str, Any]
+    ) -> list[str]:
         ids = self.hook.pashq_push(queue=queue, messages=batch, options=options)
         if ids is None:  # no driver answered
             raise PashqError(
@@ -249,20 +284,36 @@ class Connection:
             return []
         fresh_ids = new_message_ids(len(messages))
         wait = delay or 0.0
+        if len(self.hook.pashq_dispatch.get_hookimpls()) == 1:
+            # Only the core's own implementation: serialize and push straight away.
+            serialize: Callable[..., bytes] = default_only(
+                self.hook.pashq_serialize, encode_envelope
+            )
+            batch = [
+                self._outgoing(serialize, m, wait, created_at, i, given, priority)
+                for m, i in zip(messages, fresh_ids, strict=True)
+            ]
+            self._check_priorities(queue, batch)
+            return self._push_outgoing(queue, batch, options)
         items = [
             self._item(m, wait, created_at, i, given, priority)
             for m, i in zip(messages, fresh_ids, strict=True)
         ]
-        if not self.capabilities.priorities and any(item.priority for item in items):
+        self._check_priorities(queue, items)
+        ids = self.hook.pashq_dispatch(queue=queue, messages=items, options=options)
+        if ids is None:  # a plugin answered nothing
+            raise PashqError(f"pashq_dispatch returned nothing for queue {queue!r}")
+        return list(ids)
+
+    def _check_priorities(
+        self, queue: str, batch: Sequence[OutgoingMessage | DispatchItem]
+    ) -> None:
+        if not self.capabilities.priorities and any(m.priority for m in batch):
             raise UnsupportedError(
                 f"connection {self.name!r} (driver {self.config.type!r}) has no message "
                 f"priorities; dispatch to queue {queue!r} without priority= (and without a "
                 "class priority=) or use a driver with the priorities capability (memory)"
             )
-        ids = self.hook.pashq_dispatch(queue=queue, messages=items, options=options)
-        if ids is None:  # a plugin answered nothing
-            raise PashqError(f"pashq_dispatch returned nothing for queue {queue!r}")
-        return list(ids)
 
     async def adispatch(
         self,

@@ -95,9 +95,8 @@ class DispatchItem:
         return headers
 
 
-@attrs.frozen(slots=True)
 class MessageContext:
-    """What :func:`pashq.current` returns inside a handler.
+    """What :func:`pashq.current` returns inside a handler (read-only by convention).
 
     :ivar id: the message id.
     :ivar queue: the queue it was pulled from.
@@ -108,13 +107,33 @@ class MessageContext:
     :ivar deadline: ``time.monotonic()`` value at which the time limit ends, or ``None``.
     """
 
-    id: str
-    queue: str
-    connection: str
-    attempts: int
-    headers: Mapping[str, str]
-    created_text: str
-    deadline: float | None = None
+    # A plain slotted class: one is built per delivery, and attrs' frozen __init__ costs
+    # several times more.
+    __slots__ = ("attempts", "connection", "created_text", "deadline", "headers", "id", "queue")
+
+    def __init__(
+        self,
+        id: str,
+        queue: str,
+        connection: str,
+        attempts: int,
+        headers: Mapping[str, str],
+        created_text: str,
+        deadline: float | None = None,
+    ) -> None:
+        self.id = id
+        self.queue = queue
+        self.connection = connection
+        self.attempts = attempts
+        self.headers = headers
+        self.created_text = created_text
+        self.deadline = deadline
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageContext(id={self.id!r}, queue={self.queue!r}, "
+            f"connection={self.connection!r}, attempts={self.attempts})"
+        )
 
     @property
     def created_at(self) -> datetime | None:
@@ -167,6 +186,10 @@ def _caller(function: Wrapper, names: tuple[str, ...]) -> Caller:
             f"pashq_process wrapper {function!r} takes unknown arguments {unknown}; "
             f"it may take {', '.join(_ARGS)}"
         )
+    if names == ("delivery",):
+        return lambda delivery, envelope, message: function(delivery)
+    if not names:
+        return lambda delivery, envelope, message: function()
     picks = tuple(_ARGS.index(n) for n in names)
 
     def call(delivery: Any, envelope: Any, message: Any) -> Generator[None, Any, Any]:

@@ -191,8 +191,10 @@ class MemoryDriver:
                 self._cond.wait(max(wait, 0.001))
             out: list[Delivery] = []
             ready, leased, until = q.ready, q.leased, now + lease
+            # Only lane 0 holds messages unless some have a priority: pop it directly.
+            pop = ready.popleft if ready.high else ready.lanes[0].popleft
             for _ in range(min(max_messages, len(ready))):
-                entry = ready.popleft()
+                entry = pop()
                 entry.attempts += 1
                 receipt = next(self._seq)
                 leased[receipt] = (entry, until)
