@@ -6,9 +6,11 @@ driver does not declare the capability it needs. :class:`DriverContract` combine
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
+import threading
 import time
 import traceback
 import uuid
@@ -182,6 +184,34 @@ class BasicContract(_Contract):
         assert got == []
         assert time.monotonic() - start < 10.0
 
+    def test_waiting_pull_returns_promptly_after_close(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A pull waiting on an empty queue returns (or raises) soon after ``pashq_close``."""
+        _require(queue_under_test, "consume")
+        if queue_under_test.open_connection is None:
+            pytest.skip("fixture gives no open_connection")
+        other = queue_under_test.open_connection()
+        other.check_queue_name(queue_under_test.name)
+        other.hook.pashq_declare(queue=queue_under_test.name)
+        entered = threading.Event()
+        returned = threading.Event()
+
+        def pull() -> None:
+            entered.set()
+            with contextlib.suppress(Exception):  # raising is a way of returning promptly
+                other.hook.pashq_pull(queue=queue_under_test.name, max_messages=1, timeout=20.0)
+            returned.set()
+
+        thread = threading.Thread(target=pull, daemon=True)
+        thread.start()
+        entered.wait(5)
+        time.sleep(0.3)  # let the pull start waiting: what is measured is the close below
+        started = time.monotonic()
+        other.close()
+        assert returned.wait(10), "pull still waiting 10 s after pashq_close"
+        assert time.monotonic() - started < 10
+
     def test_pull_respects_max_messages(self, queue_under_test: QueueUnderTest) -> None:
         """A pull never returns more than max_messages."""
         _require(queue_under_test, "consume")
@@ -311,6 +341,23 @@ class LeaseContract(_Contract):
         (again,) = _pull(queue_under_test, timeout=queue_under_test.lease + 15)
         assert again.id == message.id
         assert again.attempts == 2
+        _ack(queue_under_test, [again])
+
+    def test_stale_ack_does_not_remove_the_redelivered_message(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """An ack for a delivery whose lease ran out leaves the message now held by another
+        consumer: it comes back after that consumer's lease too."""
+        _require(queue_under_test, "consume", "lease")
+        assert queue_under_test.lease, "fixture must report the lease it configured"
+        message = _outgoing()
+        _push(queue_under_test, message)
+        (stale,) = _pull(queue_under_test)
+        (held,) = _pull(queue_under_test, timeout=queue_under_test.lease + 15)
+        assert held.attempts == 2
+        _ack(queue_under_test, [stale])  # too late: the message is held by `held` now
+        (again,) = _pull(queue_under_test, timeout=queue_under_test.lease + 15)
+        assert again.id == message.id and again.attempts == 3
         _ack(queue_under_test, [again])
 
     def test_extended_lease_keeps_message_reserved(self, queue_under_test: QueueUnderTest) -> None:
@@ -479,6 +526,37 @@ class StatsContract(_Contract):
             timeout=10,
             what="stats.ready == 0",
         )
+
+    def test_stats_count_delayed_in_flight_and_failed(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A delayed message counts as delayed, a pulled one as in flight, a dead letter as
+        failed (each where the backend can tell: ``None`` otherwise)."""
+        _require(queue_under_test, "consume", "stats")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        caps = conn.capabilities
+        expected = {"in_flight": 1, "ready": 0}
+        if caps.dead_letters:  # first, so a FIFO group is not blocked by the in-flight one
+            _push(queue_under_test, _outgoing({"n": 0}))
+            (dead,) = _pull(queue_under_test)
+            conn.hook.pashq_dead_letter(queue=name, delivery=dead, reason="x", traceback=None)
+            expected["failed"] = 1
+        _push(queue_under_test, _outgoing({"n": 1}))
+        (pulled,) = _pull(queue_under_test)
+        if caps.delay and not caps.fifo_groups:  # FIFO queues may not delay per message
+            _push(queue_under_test, _outgoing({"n": 2}, delay=60.0))
+            expected["delayed"] = 1
+
+        def counts() -> dict[str, int | None]:
+            stats = conn.stats(name)
+            return {k: getattr(stats, k) for k in expected}
+
+        wait_for(
+            lambda: all(v is None or v == expected[k] for k, v in counts().items()),
+            timeout=10,
+            what=f"stats {expected}",
+        )
+        _ack(queue_under_test, [pulled])
 
 
 class PurgeContract(_Contract):
