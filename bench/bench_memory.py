@@ -4,6 +4,9 @@ Cases:
 - ``raw deque``: the floor — append the JSON bytes to a deque, pop and json-decode them.
 - ``pashq memory``: ``dispatch_many`` of typed messages, then ``Worker.run(until_empty=True)``.
 - ``pashq memory, 4 threads``: the same with ``concurrency=4``.
+- ``pashq memory, no-op process wrapper``: ``pashq memory`` with one ``pashq_process``
+  wrapper that only yields (the cost of middleware around each delivery; issue 9 asks for
+  >= 0.8x the drain rate without it).
 
 ``--flat-rss N`` instead streams N messages through in chunks of 10,000 (dispatch_many, then
 drain) and prints the process RSS along the way, to show memory stays flat.
@@ -14,7 +17,9 @@ from __future__ import annotations
 import collections
 import json
 import sys
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -51,9 +56,19 @@ def raw_deque(n: int) -> Phases:
     return Phases(pub.seconds, con.seconds, ids)
 
 
-def _pashq(n: int, concurrency: int) -> Phases:
+class NoOpProcess:
+    """A ``pashq_process`` wrapper that does nothing but yield."""
+
+    @pashq.hookimpl(wrapper=True)
+    def pashq_process(self, delivery: pashq.Delivery) -> Generator[None, Any, Any]:
+        return (yield)
+
+
+def _pashq(n: int, concurrency: int, plugin: object | None = None) -> Phases:
     pashq.configure({"queues": {"default": {"type": "memory"}}})
     connection = pashq.queue()
+    if plugin is not None:
+        connection.plugin_manager.register(plugin)
     messages = [InvoicePaid(**payload(i)) for i in range(n)]  # type: ignore[arg-type]
     with Timer() as pub:
         connection.dispatch_many("bench", messages)
@@ -69,6 +84,10 @@ def pashq_memory(n: int) -> Phases:
 
 def pashq_memory_threads(n: int) -> Phases:
     return _pashq(n, 4)
+
+
+def pashq_memory_process_wrapper(n: int) -> Phases:
+    return _pashq(n, 1, NoOpProcess())
 
 
 def _rss_mb() -> float:
@@ -106,6 +125,7 @@ if __name__ == "__main__":
                 "raw deque + json (floor)": raw_deque,
                 "pashq memory": pashq_memory,
                 "pashq memory, 4 threads": pashq_memory_threads,
+                "pashq memory, no-op process wrapper": pashq_memory_process_wrapper,
             },
             default_n=20_000,
             title="pashq core overhead on the memory driver",

@@ -37,6 +37,31 @@ def _table(endpoint: str) -> dict[str, Any]:
     }
 
 
+_STALE_ACK = (
+    "SQS deletes a message for a receipt handle of an earlier receive (AWS: 'the request "
+    "succeeds, but the message might not be deleted'; moto always deletes): a stale ack "
+    "can remove the message another consumer holds. The driver cannot tell a stale receipt "
+    "handle from the current one; checked here as the backend's documented behaviour"
+)
+
+
+def _raw() -> OutgoingMessage:
+    envelope = Envelope(new_message_id(), "pashq.testing.raw", {"n": 0}, utc_timestamp(), {})
+    return OutgoingMessage(envelope.id, envelope.type, encode_envelope(envelope))
+
+
+def _stale_ack_deletes(qut: QueueUnderTest) -> None:
+    """SQS: an ack with the receipt of an earlier receive still deletes the message."""
+    conn, name = qut.connection, qut.name
+    message = _raw()
+    conn.hook.pashq_push(queue=name, messages=[message], options={})
+    (stale,) = drain(conn, name, 1, ack=False)
+    (held,) = drain(conn, name, 1, ack=False, timeout=float(LEASE) + 15)
+    assert held.attempts == 2
+    conn.hook.pashq_ack(queue=name, deliveries=[stale])
+    assert drain(conn, name, 1, timeout=float(LEASE) + 3) == []
+
+
 class TestStandardQueueContract(DriverContract):
     """Every contract test on a standard queue (created with its dead-letter queue)."""
 
@@ -51,6 +76,13 @@ class TestStandardQueueContract(DriverContract):
             lease=float(LEASE),
         )
         connection.close()
+
+    @contract_override(_STALE_ACK)
+    def test_stale_ack_does_not_remove_the_redelivered_message(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """SQS: a stale ack deletes (documented backend behaviour)."""
+        _stale_ack_deletes(queue_under_test)
 
 
 class TestFifoQueueContract(DriverContract):
@@ -68,6 +100,13 @@ class TestFifoQueueContract(DriverContract):
             lease=float(LEASE),
         )
         connection.close()
+
+    @contract_override(_STALE_ACK)
+    def test_stale_ack_does_not_remove_the_redelivered_message(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """SQS: a stale ack deletes (documented backend behaviour)."""
+        _stale_ack_deletes(queue_under_test)
 
     @contract_override(
         "SQS FIFO queues take no per-message DelaySeconds (AWS); the driver warns and sends "

@@ -34,7 +34,9 @@ from pashq.errors import (
 )
 from pashq.facade import close, configure, import_messages, queue, reset, settings
 from pashq.hookspecs import hookimpl
+from pashq.lifecycle import DispatchItem, MessageContext, current
 from pashq.message import Message
+from pashq.processing import Outcome, Result
 from pashq.worker import Worker, WorkerStats
 
 try:
@@ -48,14 +50,17 @@ __all__ = [
     "Connection",
     "DeadLetter",
     "Delivery",
+    "DispatchItem",
     "DriverError",
     "DriverNotFoundError",
     "DuplicateDriverError",
     "Envelope",
     "EnvelopeError",
     "Message",
+    "MessageContext",
     "MessageRejectedError",
     "MessageTooLargeError",
+    "Outcome",
     "OutgoingMessage",
     "PartialPushError",
     "PashqError",
@@ -63,6 +68,7 @@ __all__ = [
     "QueueNotFoundError",
     "QueueStats",
     "RegistryError",
+    "Result",
     "RetryPolicy",
     "SerializationError",
     "Settings",
@@ -74,6 +80,7 @@ __all__ = [
     "__version__",
     "close",
     "configure",
+    "current",
     "decode_envelope",
     "encode_envelope",
     "hookimpl",

@@ -17,7 +17,9 @@ class Capabilities:
     """A driver's declared features.
 
     :ivar persistent: messages survive the process that pushed them.
-    :ivar consume: messages are pulled by workers (``False`` for sync/logger drivers).
+    :ivar consume: other processes' workers pull the messages (``False`` for the ``sync``,
+        ``async`` and ``logger`` drivers, whose messages never reach a queue another
+        process can read; ``pashq work`` and ``Worker`` refuse them).
     :ivar delay: ``delay=`` on dispatch is honoured by the backend.
     :ivar max_delay: the longest delay in seconds the backend accepts (``None`` = no limit).
     :ivar batch_size: the most messages the driver moves per backend call; the worker pulls
@@ -29,7 +31,8 @@ class Capabilities:
     :ivar stats: ``pashq_stats`` is implemented.
     :ivar purge: ``pashq_purge`` is implemented.
     :ivar fifo_groups: ordering groups and deduplication ids are honoured (FIFO queues).
-    :ivar priorities: per-message priorities are honoured.
+    :ivar priorities: ``dispatch(priority=0..9)`` is honoured (higher first); without it
+        the core refuses a priority above 0 with ``UnsupportedError``.
     """
 
     persistent: bool = False

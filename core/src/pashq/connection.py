@@ -21,7 +21,9 @@ from pashq.delivery import DeadLetter, OutgoingMessage, QueueStats
 from pashq.discovery import DRIVER_GROUP, PLUGIN_GROUP, find
 from pashq.envelope import Envelope, encode_envelope, new_message_ids, utc_timestamp
 from pashq.errors import ConfigError, PashqError, QueueNameError, UnsupportedError
-from pashq.message import Message, body_of
+from pashq.hookspecs import hookimpl
+from pashq.lifecycle import DispatchItem, check_user_headers
+from pashq.message import Message, body_of, check_priority
 from pashq.serializer import JsonSerializer, default_only
 
 __all__ = ["Connection", "build_plugin_manager"]
@@ -44,6 +46,20 @@ def build_plugin_manager(driver: object, config: ConnectionConfig) -> pluggy.Plu
     pm.register(driver, name=f"pashq.driver.{config.type}")
     pm.check_pending()
     return pm
+
+
+class _CoreDispatch:
+    """The innermost ``pashq_dispatch``: serialize the batch and push it."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    @hookimpl(trylast=True)
+    def pashq_dispatch(
+        self, queue: str, messages: Sequence[DispatchItem], options: Mapping[str, Any]
+    ) -> list[str]:
+        """Serialize and push (``pashq_serialize``, then ``pashq_push``)."""
+        return self.connection._push(queue, messages, options)
 
 
 class Connection:
@@ -74,6 +90,7 @@ class Connection:
         self._closed = False
         self._lock = threading.Lock()
         self._valid_queues: set[str] = set()
+        self.plugin_manager.register(_CoreDispatch(self), name="pashq.core.dispatch")
         self.hook.pashq_connect(connection=self)
 
     # -- what drivers read at connect time ---------------------------------------------------
@@ -97,25 +114,83 @@ class Connection:
     def _outgoing(
         serialize: Callable[..., bytes],
         message: Message,
-        delay: float | None,
+        delay: float,
         created_at: str,
         message_id: str,
+        headers: Mapping[str, str] | None,
+        priority: int | None,
     ) -> OutgoingMessage:
         if not isinstance(message, Message):
             raise TypeError(
                 f"can only dispatch pashq.Message instances, got {type(message).__name__}"
             )
         cls = type(message)
-        envelope = Envelope(message_id, cls.type_name, body_of(message), created_at, {})
-        data = serialize(envelope=envelope)
-        return OutgoingMessage(
-            envelope.id,
+        envelope = Envelope(
+            message_id,
             cls.type_name,
-            data,
-            delay or 0.0,
+            body_of(message),
+            created_at,
+            dict(headers) if headers else {},
+        )
+        return OutgoingMessage(
+            message_id,
+            cls.type_name,
+            serialize(envelope=envelope),
+            delay,
             message.get_group_id(),
             message.get_deduplication_id(),
+            (cls.default_priority or 0) if priority is None else priority,
         )
+
+    @staticmethod
+    def _item(
+        message: Message,
+        delay: float,
+        created_at: str,
+        message_id: str,
+        headers: Mapping[str, str] | None,
+        priority: int | None,
+    ) -> DispatchItem:
+        if not isinstance(message, Message):
+            raise TypeError(
+                f"can only dispatch pashq.Message instances, got {type(message).__name__}"
+            )
+        type_name = type(message).type_name
+        envelope = Envelope(
+            message_id, type_name, body_of(message), created_at, dict(headers) if headers else {}
+        )
+        if priority is None:
+            priority = type(message).default_priority or 0
+        return DispatchItem(message, envelope, delay, priority)
+
+    def _push(
+        self, queue: str, items: Sequence[DispatchItem], options: Mapping[str, Any]
+    ) -> list[str]:
+        # Once per batch, so a plugin registered on the manager later is still honoured.
+        serialize: Callable[..., bytes] = default_only(self.hook.pashq_serialize, encode_envelope)
+        batch = [
+            OutgoingMessage(
+                item.envelope.id,
+                item.envelope.type,
+                serialize(envelope=item.envelope),
+                item.delay,
+                item.message.get_group_id(),
+                item.message.get_deduplication_id(),
+                item.priority,
+            )
+            for item in items
+        ]
+        return self._push_outgoing(queue, batch, options)
+
+    def _push_outgoing(
+        self, queue: str, batch: list[OutgoingMessage], options: Mapping[str, Any]
+    ) -> list[str]:
+        ids = self.hook.pashq_push(queue=queue, messages=batch, options=options)
+        if ids is None:  # no driver answered
+            raise PashqError(
+                f"driver {self.config.type!r} returned nothing from pashq_push on queue {queue!r}"
+            )
+        return list(ids)
 
     def check_queue_name(self, queue: str) -> None:
         """Raise :class:`~pashq.errors.QueueNameError` if the backend cannot hold ``queue``.
@@ -161,16 +236,27 @@ class Connection:
             )
 
     def dispatch(
-        self, queue: str, message: Message, *, delay: float | None = None, **options: Any
+        self,
+        queue: str,
+        message: Message,
+        *,
+        delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
+        **options: Any,
     ) -> str:
         """Push one message to ``queue`` and return its id.
 
         :param queue: the queue name.
         :param message: the message instance.
         :param delay: seconds before it may be delivered.
+        :param headers: envelope headers (str names and values; see docs/messages.md).
+        :param priority: 0 to 9, higher first (default: the class's ``priority=``, else 0).
         :param options: driver-specific options (see the driver's docs).
         """
-        return self.dispatch_many(queue, (message,), delay=delay, **options)[0]
+        return self.dispatch_many(
+            queue, (message,), delay=delay, headers=headers, priority=priority, **options
+        )[0]
 
     def dispatch_many(
         self,
@@ -178,34 +264,77 @@ class Connection:
         messages: Iterable[Message],
         *,
         delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> list[str]:
-        """Push many messages to ``queue`` in one batched push; return their ids in order."""
+        """Push many messages to ``queue`` in one batched push; return their ids in order.
+
+        ``headers`` are set on every message of the batch. The batch passes through the
+        ``pashq_dispatch`` wrappers, then ``pashq_serialize`` and ``pashq_push``.
+        """
         self._check_queue(queue)
         self._check_delay(queue, delay)
+        given = check_user_headers(headers) if headers is not None else None
+        if priority is not None:
+            check_priority(priority, f"dispatch to queue {queue!r}")
         created_at = utc_timestamp()
-        # Once per batch, so a plugin registered on the manager later is still honoured.
-        serialize = default_only(self.hook.pashq_serialize, encode_envelope)
         messages = messages if isinstance(messages, list | tuple) else list(messages)
+        if not messages:
+            return []
         fresh_ids = new_message_ids(len(messages))
-        batch = [
-            self._outgoing(serialize, m, delay, created_at, i)
+        wait = delay or 0.0
+        if len(self.hook.pashq_dispatch.get_hookimpls()) == 1:
+            # Only the core's own implementation: serialize and push straight away.
+            serialize: Callable[..., bytes] = default_only(
+                self.hook.pashq_serialize, encode_envelope
+            )
+            batch = [
+                self._outgoing(serialize, m, wait, created_at, i, given, priority)
+                for m, i in zip(messages, fresh_ids, strict=True)
+            ]
+            self._check_priorities(queue, batch)
+            return self._push_outgoing(queue, batch, options)
+        items = [
+            self._item(m, wait, created_at, i, given, priority)
             for m, i in zip(messages, fresh_ids, strict=True)
         ]
-        if not batch:
-            return []
-        ids = self.hook.pashq_push(queue=queue, messages=batch, options=options)
-        if ids is None:  # no driver answered
-            raise PashqError(
-                f"driver {self.config.type!r} returned nothing from pashq_push on queue {queue!r}"
-            )
+        self._check_priorities(queue, items)
+        ids = self.hook.pashq_dispatch(queue=queue, messages=items, options=options)
+        if ids is None:  # a plugin answered nothing
+            raise PashqError(f"pashq_dispatch returned nothing for queue {queue!r}")
         return list(ids)
 
+    def _check_priorities(
+        self, queue: str, batch: Sequence[OutgoingMessage | DispatchItem]
+    ) -> None:
+        if not self.capabilities.priorities and any(m.priority for m in batch):
+            raise UnsupportedError(
+                f"connection {self.name!r} (driver {self.config.type!r}) has no message "
+                f"priorities; dispatch to queue {queue!r} without priority= (and without a "
+                "class priority=) or use a driver with the priorities capability (memory)"
+            )
+
     async def adispatch(
-        self, queue: str, message: Message, *, delay: float | None = None, **options: Any
+        self,
+        queue: str,
+        message: Message,
+        *,
+        delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
+        **options: Any,
     ) -> str:
         """Awaitable :meth:`dispatch`: the push runs in a thread, never blocking the loop."""
-        return await asyncio.to_thread(self.dispatch, queue, message, delay=delay, **options)
+        return await asyncio.to_thread(
+            self.dispatch,
+            queue,
+            message,
+            delay=delay,
+            headers=headers,
+            priority=priority,
+            **options,
+        )
 
     async def adispatch_many(
         self,
@@ -213,11 +342,21 @@ class Connection:
         messages: Iterable[Message],
         *,
         delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> list[str]:
         """Awaitable :meth:`dispatch_many`."""
         batch = list(messages)
-        return await asyncio.to_thread(self.dispatch_many, queue, batch, delay=delay, **options)
+        return await asyncio.to_thread(
+            self.dispatch_many,
+            queue,
+            batch,
+            delay=delay,
+            headers=headers,
+            priority=priority,
+            **options,
+        )
 
     # -- administration ------------------------------------------------------------------------
 

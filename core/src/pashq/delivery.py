@@ -25,6 +25,8 @@ class OutgoingMessage:
     :ivar delay: seconds before the message may be delivered (0 = at once).
     :ivar group_id: ordering group for FIFO-capable backends (``None`` = none).
     :ivar deduplication_id: deduplication key for backends that support one.
+    :ivar priority: 0 to 9, higher first, for drivers with the ``priorities`` capability
+        (always 0 for the others: the core refuses a priority they cannot honour).
     """
 
     id: str
@@ -33,6 +35,7 @@ class OutgoingMessage:
     delay: float = 0.0
     group_id: str | None = None
     deduplication_id: str | None = None
+    priority: int = 0
 
 
 @attrs.define(slots=True, eq=False)

@@ -22,7 +22,9 @@ A driver is a class with ``name`` and ``capabilities`` attributes and hook imple
             self.client = connect(connection.options["url"])
 
         @hookimpl
-        def pashq_push(self, queue, messages):
+        def pashq_push(self, queue, messages, options):
+            if options:
+                raise TypeError(f"unknown dispatch options: {sorted(options)}")
             return [self.client.put(queue, m.body) for m in messages]
 
 It is found through the ``pashq.drivers`` entry-point group (see ``docs/writing-a-driver.md``).
@@ -42,6 +44,9 @@ from pashq.envelope import Envelope
 
 if TYPE_CHECKING:
     from pashq.connection import Connection
+    from pashq.lifecycle import DispatchItem
+    from pashq.message import Message
+    from pashq.processing import Result
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -302,6 +307,76 @@ def pashq_queue_empty(queue: str) -> bool | None:
         @hookimpl
         def pashq_queue_empty(self, queue):
             return self.table.count_ready(queue) == 0
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# A message's life (for middleware: implement these as ``wrapper=True``)
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pashq_dispatch(
+    queue: str, messages: Sequence[DispatchItem], options: Mapping[str, Any]
+) -> list[str]:
+    """Around one dispatched batch, before serialization (middleware; ``wrapper=True``).
+
+    The core's own implementation (innermost) serializes each item's envelope and calls
+    ``pashq_push``; what it returns are the ids of the stored messages. A wrapper sees the
+    :class:`~pashq.lifecycle.DispatchItem` objects (``.message``, ``.envelope``,
+    ``.delay``), may add headers to ``item.headers`` before it yields (names starting with
+    ``pashq-`` are left to pashq's own plugins), may refuse the batch by raising (nothing is
+    pushed; the caller gets the exception), and its timing covers serialization and push.
+    Called once per ``dispatch`` / ``dispatch_many`` call, on the dispatching thread.
+
+    :param queue: the queue name.
+    :param messages: the batch, in dispatch order.
+    :param options: the driver-specific dispatch options.
+    :returns: the ids of the stored messages, in order.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl(wrapper=True)
+        def pashq_dispatch(self, queue, messages, options):
+            for item in messages:
+                item.headers["tenant"] = current_tenant()
+            return (yield)
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_process(delivery: Delivery, envelope: Envelope | None, message: Message | None) -> Result:
+    """Around one delivery: validate, process and the decision (middleware; wrapper only).
+
+    Implementations must be ``@hookimpl(wrapper=True)`` generators that yield once; the
+    core runs the handler as the innermost step and ``yield`` returns the
+    :class:`~pashq.processing.Result` (``.outcome`` ack / retry / dead, ``.delay``,
+    ``.reason``, ``.exception`` when the attempt raised). What the wrapper returns is the
+    decision: the same result, or another (``attrs.evolve(result, outcome=Outcome.RETRY,
+    delay=60.0)``). A wrapper raising counts as a failed attempt. The code before and after
+    ``yield`` runs in the handler's thread, or for an ``async def`` handler in its task on
+    the worker's event loop (so it must not block there), with :func:`pashq.current` set:
+    its timing covers the handler's real run time, and context variables it sets are seen
+    by the handler. Deliveries settled without running (undecodable, unknown type, a body
+    that does not fit, a crash loop past ``max_attempts``) pass through it too, with
+    ``envelope`` and ``message`` ``None`` where decoding failed. Deliveries handed back
+    unstarted at shutdown do not. The wrappers are taken when a worker run starts.
+
+    :param delivery: the delivery (``.id``, ``.queue``, ``.attempts``).
+    :param envelope: the decoded envelope, or ``None``.
+    :param message: the message instance, or ``None``.
+    :returns: the decision.
+
+    Example::
+
+        @hookimpl(wrapper=True)
+        def pashq_process(self, delivery, envelope, message):
+            started = time.perf_counter()
+            result = yield
+            self.observe(delivery.queue, result.outcome, time.perf_counter() - started)
+            return result
     """
 
 

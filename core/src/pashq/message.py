@@ -37,7 +37,9 @@ class Message:
     """Base class of every message: subclass it and decorate with ``@attrs.define``.
 
     Class keywords: ``type_name`` (the stable wire name, default ``module.QualName``),
-    ``queue`` and ``connection`` (where :meth:`dispatch` sends by default), ``time_limit``
+    ``queue`` and ``connection`` (where :meth:`dispatch` sends by default), ``priority``
+    (0 to 9, higher first, on drivers with priorities; kept as ``default_priority``),
+    ``time_limit``
     (seconds a handler may run before it is interrupted and the attempt counts as failed;
     also settable as a class attribute).
 
@@ -53,6 +55,7 @@ class Message:
     type_name: ClassVar[str] = ""
     default_queue: ClassVar[str] = "default"
     default_connection: ClassVar[str] = "default"
+    default_priority: ClassVar[int | None] = None
     max_attempts: ClassVar[int | None] = None
     retry_delay: ClassVar[float | None] = None
     retry_delay_max: ClassVar[float | None] = None
@@ -67,6 +70,7 @@ class Message:
         queue: str | None = None,
         connection: str | None = None,
         time_limit: float | None = None,
+        priority: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -78,6 +82,9 @@ class Message:
             cls.default_queue = queue
         if connection is not None:
             cls.default_connection = connection
+        if priority is not None:
+            check_priority(priority, cls.__qualname__)
+            cls.default_priority = priority
         if time_limit is not None:
             if not isinstance(time_limit, int | float) or not time_limit > 0:
                 raise ValueError(
@@ -130,6 +137,8 @@ class Message:
         *,
         connection: str | None = None,
         delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> str:
         """Push this message and return its id.
@@ -138,12 +147,21 @@ class Message:
         :param connection: the configured connection name (default: the class's
             ``connection=``, else ``"default"``).
         :param delay: seconds before it may be delivered.
+        :param headers: envelope headers: str names and values, at most 64, names not
+            starting with ``pashq-`` (read them in the handler with ``pashq.current()``).
+        :param priority: 0 to 9, higher first (default: the class's ``priority=``, else 0);
+            drivers without priorities raise :class:`~pashq.errors.UnsupportedError`.
         :param options: driver-specific options (e.g. a database transaction).
         """
         from pashq.facade import queue as get_connection
 
         return get_connection(connection or self.default_connection).dispatch(
-            self.default_queue if queue is None else queue, self, delay=delay, **options
+            self.default_queue if queue is None else queue,
+            self,
+            delay=delay,
+            headers=headers,
+            priority=priority,
+            **options,
         )
 
     async def adispatch(
@@ -152,13 +170,20 @@ class Message:
         *,
         connection: str | None = None,
         delay: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        priority: int | None = None,
         **options: Any,
     ) -> str:
         """Like :meth:`dispatch`, for async code: the push runs off the event loop."""
         from pashq.facade import queue as get_connection
 
         return await get_connection(connection or self.default_connection).adispatch(
-            self.default_queue if queue is None else queue, self, delay=delay, **options
+            self.default_queue if queue is None else queue,
+            self,
+            delay=delay,
+            headers=headers,
+            priority=priority,
+            **options,
         )
 
     # -- FIFO support ----------------------------------------------------------------------
@@ -170,6 +195,13 @@ class Message:
     def get_deduplication_id(self) -> str | None:
         """Return the deduplication id on FIFO backends (default: the ``deduplicate_by`` field)."""
         return None if self.deduplicate_by is None else str(getattr(self, self.deduplicate_by))
+
+
+def check_priority(priority: object, where: str) -> int:
+    """Return ``priority`` if it is an int from 0 to 9, else raise ``ValueError``."""
+    if type(priority) is not int or not 0 <= priority <= 9:
+        raise ValueError(f"{where}: priority must be an int from 0 to 9, got {priority!r}")
+    return priority
 
 
 _default_get_message = Message.get_message

@@ -12,9 +12,12 @@ import asyncio
 import concurrent.futures
 import enum
 import inspect
+import logging
 import threading
+import time
 import traceback
-from collections.abc import Awaitable
+import types
+from collections.abc import Awaitable, Generator, Mapping
 from typing import Any
 
 import attrs
@@ -29,6 +32,7 @@ from pashq.errors import (
     TimeLimitExceeded,
     UnknownMessageTypeError,
 )
+from pashq.lifecycle import Caller, MessageContext, process_wrappers, reset_current, set_current
 from pashq.message import Message, build_message
 from pashq.retry import backoff_delay, policy_for
 from pashq.serializer import default_only
@@ -43,6 +47,7 @@ __all__ = [
     "run_awaitable",
 ]
 
+log = logging.getLogger("pashq.worker")
 _loops = threading.local()
 
 
@@ -99,7 +104,10 @@ def _safe_traceback(text: str | None) -> str | None:
 class Result:
     """The outcome of one delivery, with the retry delay or dead-letter reason.
 
-    ``timed_out``: the attempt failed by running past its time limit.
+    ``timed_out``: the attempt failed by running past its time limit. ``exception``: what
+    the handler (or a ``pashq_process`` wrapper) raised, for an attempt that failed.
+    A ``pashq_process`` wrapper changes the decision by returning another result
+    (``attrs.evolve(result, outcome=Outcome.RETRY, delay=30.0)``).
     The reason and traceback are made storable on every backend (:func:`pashq.text.safe_text`):
     no NUL, no lone surrogates, capped in length with a marker.
     """
@@ -110,6 +118,29 @@ class Result:
     reason: str = attrs.field(default="", converter=_safe_reason)
     traceback: str | None = attrs.field(default=None, converter=_safe_traceback)
     timed_out: bool = False
+    exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+
+
+def _start(
+    wrappers: list[Caller], delivery: Delivery, envelope: Envelope | None, message: Message | None
+) -> tuple[list[Generator[None, Any, Any]], Exception | None]:
+    """Run each wrapper up to its ``yield``, outermost first; stop at one that raises."""
+    started: list[Generator[None, Any, Any]] = []
+    for call in wrappers:
+        try:
+            gen = call(delivery, envelope, message)
+            next(gen)
+        except Exception as exc:
+            return started, exc
+        started.append(gen)
+    return started, None
+
+
+_NO_HEADERS: Mapping[str, str] = types.MappingProxyType({})
+
+
+def _read_only(headers: Mapping[str, str]) -> Mapping[str, str]:
+    return types.MappingProxyType(headers) if headers else _NO_HEADERS
 
 
 def _call(value: Any) -> Any:
@@ -136,6 +167,7 @@ class Prepared:
     message: Message
     policy: RetryPolicy
     is_async: bool
+    envelope: Envelope | None = None
 
     @property
     def time_limit(self) -> float | None:
@@ -146,10 +178,14 @@ class Prepared:
 class Processor:
     """Applies the delivery contract to deliveries of one connection."""
 
-    def __init__(self, hook: Any, policy: RetryPolicy) -> None:
-        """:param hook: the connection's hook relay. :param policy: its retry policy."""
+    def __init__(self, hook: Any, policy: RetryPolicy, connection: str = "") -> None:
+        """:param hook: the connection's hook relay. :param policy: its retry policy.
+        :param connection: the connection name (for :func:`pashq.current`)."""
         self.hook = hook
         self.policy = policy
+        self.connection = connection
+        # Like the deserializer, the pashq_process wrappers are taken once per Processor.
+        self._wrappers = process_wrappers(hook)
         self._policies: dict[type[Message], RetryPolicy] = {}
         self._async: dict[type[Message], bool] = {}
         # Checked once per Processor (one per Worker.run): plugins are registered by then.
@@ -173,23 +209,53 @@ class Processor:
 
     def prepare(self, delivery: Delivery) -> Result | Prepared:
         """Decode a delivery: a :class:`Result` when it is settled without running (poison,
-        crash loop), else the :class:`Prepared` message. Never raises ``Exception``."""
+        crash loop; it has passed through the ``pashq_process`` wrappers already), else the
+        :class:`Prepared` message. Never raises ``Exception``."""
+        found, envelope, message = self._prepare(delivery)
+        if self._wrappers and isinstance(found, Result):
+            return self._unrun(found, envelope, message)
+        return found
+
+    def _unrun(self, result: Result, envelope: Envelope | None, message: Message | None) -> Result:
+        """Pass a result decided without running the handler through the wrappers."""
+        delivery = result.delivery
+        context = MessageContext(
+            delivery.id,
+            delivery.queue,
+            self.connection,
+            delivery.attempts,
+            _read_only(envelope.headers) if envelope is not None else _NO_HEADERS,
+            envelope.created_at if envelope is not None else "",
+        )
+        token = set_current(context)
+        try:
+            started, error = _start(self._wrappers, delivery, envelope, message)
+            if error is not None:
+                log.error("a pashq_process wrapper failed before it yielded: %r", error)
+            return self._finish(started, result, None)
+        finally:
+            reset_current(token)
+
+    def _prepare(
+        self, delivery: Delivery
+    ) -> tuple[Result | Prepared, Envelope | None, Message | None]:
         if delivery.attempts < 1:  # a hostile or broken attempts header/column: never below 1
             delivery.attempts = 1
         try:
             envelope, message = self.decode(delivery.body)
         except EnvelopeError as exc:
-            return Result(delivery, Outcome.DEAD, reason=f"undecodable envelope: {exc}")
+            return Result(delivery, Outcome.DEAD, reason=f"undecodable envelope: {exc}"), None, None
         except UnknownMessageTypeError as exc:
-            return Result(delivery, Outcome.DEAD, reason=str(exc))
+            return Result(delivery, Outcome.DEAD, reason=str(exc)), None, None
         except SerializationError as exc:
-            return Result(delivery, Outcome.DEAD, reason=f"body does not fit its class: {exc}")
+            reason = f"body does not fit its class: {exc}"
+            return Result(delivery, Outcome.DEAD, reason=reason), None, None
         except Exception as exc:  # a serializer plugin failing: treat as poison, keep the bytes
-            return Result(
-                delivery,
-                Outcome.DEAD,
-                reason=f"cannot decode message: {type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc(),
+            reason = f"cannot decode message: {type(exc).__name__}: {exc}"
+            return (
+                Result(delivery, Outcome.DEAD, reason=reason, traceback=traceback.format_exc()),
+                None,
+                None,
             )
         if envelope.id != delivery.id:
             # The envelope's id is the message's identity on every driver; a transport id
@@ -200,18 +266,15 @@ class Processor:
         if delivery.attempts > policy.max_attempts:
             # Only a worker that died mid-message (crash, OOM kill) lets a delivery exceed
             # max_attempts: stop the crash loop here instead of running it again.
-            return Result(
-                delivery,
-                Outcome.DEAD,
-                reason=(
-                    f"delivered {delivery.attempts} times, more than max_attempts="
-                    f"{policy.max_attempts}: a worker probably died while processing it"
-                ),
+            reason = (
+                f"delivered {delivery.attempts} times, more than max_attempts="
+                f"{policy.max_attempts}: a worker probably died while processing it"
             )
+            return Result(delivery, Outcome.DEAD, reason=reason), envelope, message
         is_async = self._async.get(cls)
         if is_async is None:
             is_async = self._async[cls] = inspect.iscoroutinefunction(cls.process_message)
-        return Prepared(delivery, message, policy, is_async)
+        return Prepared(delivery, message, policy, is_async, envelope), envelope, message
 
     def failure(self, prepared: Prepared, exc: BaseException, tb: str | None = None) -> Result:
         """The result of a failed attempt: a retry with backoff, or the dead letters."""
@@ -225,6 +288,7 @@ class Processor:
                 reason=f"failed {delivery.attempts} time(s), last: {text}",
                 traceback=tb,
                 timed_out=timed_out,
+                exception=exc,
             )
         return Result(
             delivery,
@@ -232,12 +296,79 @@ class Processor:
             delay=backoff_delay(delivery.attempts, policy),
             reason=text,
             timed_out=timed_out,
+            exception=exc,
         )
+
+    def _context(self, prepared: Prepared) -> MessageContext:
+        delivery, envelope, limit = prepared.delivery, prepared.envelope, prepared.policy.time_limit
+        return MessageContext(
+            delivery.id,
+            delivery.queue,
+            self.connection,
+            delivery.attempts,
+            _read_only(envelope.headers) if envelope is not None else _NO_HEADERS,
+            envelope.created_at if envelope is not None else "",
+            time.monotonic() + limit if limit else None,
+        )
+
+    def _wrapper_failed(
+        self, prepared: Prepared | None, exc: Exception, when: str
+    ) -> Result | None:
+        log.error(
+            "a pashq_process wrapper failed %s it yielded: %s: %s; the attempt counts as failed",
+            when,
+            type(exc).__name__,
+            exc,
+        )
+        if prepared is None:
+            return None
+        return self.failure(prepared, exc, "".join(traceback.format_exception(exc)))
+
+    def _finish(
+        self, started: list[Generator[None, Any, Any]], result: Result, prepared: Prepared | None
+    ) -> Result:
+        """Send the result back through the started wrappers, innermost first."""
+        for gen in reversed(started):
+            try:
+                gen.send(result)
+            except StopIteration as stop:
+                if isinstance(stop.value, Result):
+                    result = stop.value
+                else:
+                    log.error(
+                        "a pashq_process wrapper returned %r instead of a Result (the one "
+                        "it was given, or another); keeping the decision",
+                        stop.value,
+                    )
+                continue
+            except Exception as exc:
+                result = self._wrapper_failed(prepared, exc, "after") or result
+                continue
+            gen.close()
+            log.error("a pashq_process wrapper yielded more than once; keeping the decision")
+        return result
 
     def execute(self, prepared: Prepared) -> Result:
         """Validate and process in this thread (an ``async def`` handler runs on this
-        thread's event loop). A :class:`TimeLimitExceeded` raised into the thread by the
+        thread's event loop), inside the ``pashq_process`` wrappers, with
+        :func:`pashq.current` set. A :class:`TimeLimitExceeded` raised into the thread by the
         worker's watchdog is a failed attempt. Never raises ``Exception``."""
+        token = set_current(self._context(prepared))
+        try:
+            if not self._wrappers:
+                return self._execute(prepared)
+            started, error = _start(
+                self._wrappers, prepared.delivery, prepared.envelope, prepared.message
+            )
+            if error is None:
+                result = self._execute(prepared)
+            else:
+                result = self._wrapper_failed(prepared, error, "before")  # type: ignore[assignment]
+            return self._finish(started, result, prepared)
+        finally:
+            reset_current(token)
+
+    def _execute(self, prepared: Prepared) -> Result:
         message = prepared.message
         try:
             if _call(message.validate_message()) is False:
@@ -252,8 +383,24 @@ class Processor:
         return Result(prepared.delivery, Outcome.ACK)
 
     async def execute_async(self, prepared: Prepared) -> Result:
-        """Validate and process on the running event loop, cancelled at the time limit.
-        Never raises ``Exception``."""
+        """Validate and process on the running event loop, cancelled at the time limit,
+        inside the ``pashq_process`` wrappers. Never raises ``Exception``."""
+        token = set_current(self._context(prepared))
+        try:
+            if not self._wrappers:
+                return await self._execute_async(prepared)
+            started, error = _start(
+                self._wrappers, prepared.delivery, prepared.envelope, prepared.message
+            )
+            if error is None:
+                result = await self._execute_async(prepared)
+            else:
+                result = self._wrapper_failed(prepared, error, "before")  # type: ignore[assignment]
+            return self._finish(started, result, prepared)
+        finally:
+            reset_current(token)
+
+    async def _execute_async(self, prepared: Prepared) -> Result:
         message = prepared.message
         limit = prepared.time_limit
         deadline = asyncio.timeout(limit)

@@ -1,8 +1,9 @@
 """``memory``: the reference driver, in one process.
 
-Features: delays, leases (an unacked delivery comes back after ``lease`` seconds), lease
-extension, nack with delay, dead letters (list / retry / purge), stats and purge. Messages
-live in the process's memory: at-least-once within the process, lost with it.
+Features: priorities (0-9, higher first; a retried dead letter comes back at 0), delays,
+leases (an unacked delivery comes back after ``lease`` seconds), lease extension, nack with
+delay, dead letters (list / retry / purge), stats and purge. Messages live in the process's
+memory: at-least-once within the process, lost with it.
 
 Options (``[queues.<name>]``):
 
@@ -16,7 +17,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,20 +41,66 @@ class MemoryOptions:
 
 
 class _Entry:
-    __slots__ = ("attempts", "body", "group", "id")
+    __slots__ = ("attempts", "body", "group", "id", "priority")
 
-    def __init__(self, id: str, body: bytes, group: str | None = None) -> None:
+    def __init__(self, id: str, body: bytes, group: str | None = None, priority: int = 0) -> None:
         self.id = id
         self.body = body
         self.group = group
+        self.priority = priority
         self.attempts = 0
+
+
+class _Ready:
+    """Ready entries in one FIFO lane per priority; the highest non-empty lane goes first."""
+
+    __slots__ = ("high", "lanes")
+
+    def __init__(self) -> None:
+        self.lanes: list[deque[_Entry]] = [deque() for _ in range(10)]
+        self.high = 0  # entries in lanes 1-9: while 0, only lane 0 is looked at
+
+    def append(self, entry: _Entry) -> None:
+        self.lanes[entry.priority].append(entry)
+        if entry.priority:
+            self.high += 1
+
+    def extend(self, entries: Iterable[_Entry]) -> None:
+        for entry in entries:
+            self.append(entry)
+
+    def extendleft(self, entries: Iterable[_Entry]) -> None:
+        for entry in entries:
+            self.lanes[entry.priority].appendleft(entry)
+            if entry.priority:
+                self.high += 1
+
+    def popleft(self) -> _Entry:
+        if self.high:
+            for lane in reversed(self.lanes):
+                if lane:
+                    if lane is not self.lanes[0]:
+                        self.high -= 1
+                    return lane.popleft()
+        return self.lanes[0].popleft()
+
+    def clear(self) -> None:
+        for lane in self.lanes:
+            lane.clear()
+        self.high = 0
+
+    def __len__(self) -> int:
+        return len(self.lanes[0]) + self.high
+
+    def __bool__(self) -> bool:
+        return bool(self.high or self.lanes[0])
 
 
 class _Queue:
     __slots__ = ("dead", "delayed", "leased", "ready")
 
     def __init__(self) -> None:
-        self.ready: deque[_Entry] = deque()
+        self.ready = _Ready()
         self.delayed: list[tuple[float, int, _Entry]] = []
         self.leased: dict[int, tuple[_Entry, float]] = {}
         self.dead: list[DeadLetter] = []
@@ -65,6 +112,7 @@ class MemoryDriver:
     name = "memory"
     capabilities = Capabilities(
         persistent=False,
+        priorities=True,
         delay=True,
         batch_size=1000,
         nack_delay=True,
@@ -115,7 +163,7 @@ class MemoryDriver:
         with self._cond:
             q = self._queue(queue)
             for m in messages:
-                entry = _Entry(m.id, m.body, m.group_id)
+                entry = _Entry(m.id, m.body, m.group_id, m.priority)
                 if m.delay > 0:
                     heapq.heappush(q.delayed, (now + m.delay, next(self._seq), entry))
                 else:
@@ -143,8 +191,10 @@ class MemoryDriver:
                 self._cond.wait(max(wait, 0.001))
             out: list[Delivery] = []
             ready, leased, until = q.ready, q.leased, now + lease
+            # Only lane 0 holds messages unless some have a priority: pop it directly.
+            pop = ready.popleft if ready.high else ready.lanes[0].popleft
             for _ in range(min(max_messages, len(ready))):
-                entry = ready.popleft()
+                entry = pop()
                 entry.attempts += 1
                 receipt = next(self._seq)
                 leased[receipt] = (entry, until)

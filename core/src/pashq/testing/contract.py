@@ -6,20 +6,30 @@ driver does not declare the capability it needs. :class:`DriverContract` combine
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
+import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from pashq.delivery import Delivery, OutgoingMessage
-from pashq.envelope import Envelope, encode_envelope, new_message_id, utc_timestamp
+from pashq.envelope import (
+    Envelope,
+    decode_envelope,
+    encode_envelope,
+    new_message_id,
+    utc_timestamp,
+)
+from pashq.errors import UnsupportedError
 from pashq.testing.messages import AlwaysFails, AppendToFile, Recorded, Rejected, processed
 from pashq.testing.support import QueueUnderTest, drain, wait_for
 from pashq.worker import Worker
@@ -33,9 +43,11 @@ __all__ = [
     "DelayContract",
     "DriverContract",
     "ForkContract",
+    "HeadersContract",
     "IsolationContract",
     "LeaseContract",
     "NackContract",
+    "PriorityContract",
     "PurgeContract",
     "StatsContract",
     "WorkerContract",
@@ -64,10 +76,17 @@ def _require(qut: QueueUnderTest, *capabilities: str) -> None:
 
 
 def _outgoing(
-    body: Any = None, delay: float = 0.0, type_name: str = "pashq.testing.raw"
+    body: Any = None,
+    delay: float = 0.0,
+    type_name: str = "pashq.testing.raw",
+    headers: dict[str, str] | None = None,
 ) -> OutgoingMessage:
     envelope = Envelope(
-        new_message_id(), type_name, body if body is not None else {"n": 0}, utc_timestamp(), {}
+        new_message_id(),
+        type_name,
+        body if body is not None else {"n": 0},
+        utc_timestamp(),
+        headers or {},
     )
     return OutgoingMessage(envelope.id, type_name, encode_envelope(envelope), delay)
 
@@ -164,6 +183,34 @@ class BasicContract(_Contract):
         )
         assert got == []
         assert time.monotonic() - start < 10.0
+
+    def test_waiting_pull_returns_promptly_after_close(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A pull waiting on an empty queue returns (or raises) soon after ``pashq_close``."""
+        _require(queue_under_test, "consume")
+        if queue_under_test.open_connection is None:
+            pytest.skip("fixture gives no open_connection")
+        other = queue_under_test.open_connection()
+        other.check_queue_name(queue_under_test.name)
+        other.hook.pashq_declare(queue=queue_under_test.name)
+        entered = threading.Event()
+        returned = threading.Event()
+
+        def pull() -> None:
+            entered.set()
+            with contextlib.suppress(Exception):  # raising is a way of returning promptly
+                other.hook.pashq_pull(queue=queue_under_test.name, max_messages=1, timeout=20.0)
+            returned.set()
+
+        thread = threading.Thread(target=pull, daemon=True)
+        thread.start()
+        entered.wait(5)
+        time.sleep(0.3)  # let the pull start waiting: what is measured is the close below
+        started = time.monotonic()
+        other.close()
+        assert returned.wait(10), "pull still waiting 10 s after pashq_close"
+        assert time.monotonic() - started < 10
 
     def test_pull_respects_max_messages(self, queue_under_test: QueueUnderTest) -> None:
         """A pull never returns more than max_messages."""
@@ -296,6 +343,23 @@ class LeaseContract(_Contract):
         assert again.attempts == 2
         _ack(queue_under_test, [again])
 
+    def test_stale_ack_does_not_remove_the_redelivered_message(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """An ack for a delivery whose lease ran out leaves the message now held by another
+        consumer: it comes back after that consumer's lease too."""
+        _require(queue_under_test, "consume", "lease")
+        assert queue_under_test.lease, "fixture must report the lease it configured"
+        message = _outgoing()
+        _push(queue_under_test, message)
+        (stale,) = _pull(queue_under_test)
+        (held,) = _pull(queue_under_test, timeout=queue_under_test.lease + 15)
+        assert held.attempts == 2
+        _ack(queue_under_test, [stale])  # too late: the message is held by `held` now
+        (again,) = _pull(queue_under_test, timeout=queue_under_test.lease + 15)
+        assert again.id == message.id and again.attempts == 3
+        _ack(queue_under_test, [again])
+
     def test_extended_lease_keeps_message_reserved(self, queue_under_test: QueueUnderTest) -> None:
         """Extending the lease before it ends keeps the message from other pullers."""
         _require(queue_under_test, "consume", "lease", "extend_lease")
@@ -380,6 +444,67 @@ class DeadLetterContract(_Contract):
         assert queue_under_test.connection.purge_failed(queue_under_test.name) == 1
         assert queue_under_test.connection.failed(queue_under_test.name) == []
 
+    def test_dead_letter_keeps_attempts_and_a_timezone_aware_failed_at(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A listed dead letter has the attempts made (>= 1) and ``failed_at`` in UTC
+        (timezone-aware) when the backend knows it."""
+        _require(queue_under_test, "consume", "dead_letters")
+        before = time.time()
+        self._dead_letter(queue_under_test)
+        (dead,) = wait_for(lambda: queue_under_test.connection.failed(queue_under_test.name))
+        assert dead.attempts >= 1
+        if dead.failed_at is not None:
+            assert dead.failed_at.tzinfo is not None
+            assert dead.failed_at.utcoffset() == timedelta(0)
+            assert abs(dead.failed_at.timestamp() - before) < 60
+
+    def test_dead_letters_are_listed_oldest_first_up_to_limit(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """``failed(queue, limit)`` lists the oldest dead letters first, at most ``limit``."""
+        _require(queue_under_test, "consume", "dead_letters")
+        first = self._dead_letter(queue_under_test, "first")
+        second = self._dead_letter(queue_under_test, "second")
+        self._dead_letter(queue_under_test, "third")
+        wait_for(lambda: len(queue_under_test.connection.failed(queue_under_test.name)) == 3)
+        listed = queue_under_test.connection.failed(queue_under_test.name, limit=2)
+        assert [d.id for d in listed] == [first.id, second.id]
+
+    def test_dead_letters_are_retried_and_purged_by_id(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """Retry and purge with ``ids`` touch only those dead letters and count them."""
+        _require(queue_under_test, "consume", "dead_letters")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        kept = self._dead_letter(queue_under_test, "kept")
+        retried = self._dead_letter(queue_under_test, "retried")
+        purged = self._dead_letter(queue_under_test, "purged")
+        wait_for(lambda: len(conn.failed(name)) == 3)
+        assert conn.retry_failed(name, [retried.id]) == 1
+        assert conn.purge_failed(name, [purged.id]) == 1
+        assert [d.id for d in conn.failed(name)] == [kept.id]
+        (again,) = drain(conn, name, 1)
+        assert again.id in (retried.id, "") and again.body == retried.body
+
+    def test_attempts_begin_at_one_again_after_a_dead_letter_is_retried(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A retried dead letter is a fresh message: its next delivery is attempt 1."""
+        _require(queue_under_test, "consume", "dead_letters", "nack_delay")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        message = _outgoing()
+        _push(queue_under_test, message)
+        (delivery,) = _pull(queue_under_test)
+        conn.hook.pashq_nack(queue=name, deliveries=[delivery], delay=0.0)
+        (delivery,) = _pull(queue_under_test)
+        assert delivery.attempts == 2
+        conn.hook.pashq_dead_letter(queue=name, delivery=delivery, reason="x", traceback=None)
+        wait_for(lambda: conn.failed(name))
+        assert conn.retry_failed(name) == 1
+        (again,) = drain(conn, name, 1)
+        assert again.attempts == 1
+
 
 class StatsContract(_Contract):
     """Stats count what is waiting."""
@@ -402,6 +527,37 @@ class StatsContract(_Contract):
             what="stats.ready == 0",
         )
 
+    def test_stats_count_delayed_in_flight_and_failed(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A delayed message counts as delayed, a pulled one as in flight, a dead letter as
+        failed (each where the backend can tell: ``None`` otherwise)."""
+        _require(queue_under_test, "consume", "stats")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        caps = conn.capabilities
+        expected = {"in_flight": 1, "ready": 0}
+        if caps.dead_letters:  # first, so a FIFO group is not blocked by the in-flight one
+            _push(queue_under_test, _outgoing({"n": 0}))
+            (dead,) = _pull(queue_under_test)
+            conn.hook.pashq_dead_letter(queue=name, delivery=dead, reason="x", traceback=None)
+            expected["failed"] = 1
+        _push(queue_under_test, _outgoing({"n": 1}))
+        (pulled,) = _pull(queue_under_test)
+        if caps.delay and not caps.fifo_groups:  # FIFO queues may not delay per message
+            _push(queue_under_test, _outgoing({"n": 2}, delay=60.0))
+            expected["delayed"] = 1
+
+        def counts() -> dict[str, int | None]:
+            stats = conn.stats(name)
+            return {k: getattr(stats, k) for k in expected}
+
+        wait_for(
+            lambda: all(v is None or v == expected[k] for k, v in counts().items()),
+            timeout=10,
+            what=f"stats {expected}",
+        )
+        _ack(queue_under_test, [pulled])
+
 
 class PurgeContract(_Contract):
     """Purge empties a queue."""
@@ -417,6 +573,70 @@ class PurgeContract(_Contract):
             )
         assert queue_under_test.connection.purge(queue_under_test.name) in (0, 3)
         assert _pull(queue_under_test, timeout=1.0) == []
+
+    def test_purge_keeps_dead_letters(self, queue_under_test: QueueUnderTest) -> None:
+        """Purging a queue leaves its dead letters alone."""
+        _require(queue_under_test, "consume", "purge", "dead_letters")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        _push(queue_under_test, _outgoing())
+        (delivery,) = _pull(queue_under_test)
+        conn.hook.pashq_dead_letter(queue=name, delivery=delivery, reason="x", traceback=None)
+        wait_for(lambda: conn.failed(name))
+        conn.purge(name)
+        assert [d.id for d in conn.failed(name)] == [delivery.id]
+
+
+class HeadersContract(_Contract):
+    """Envelope headers travel unchanged; dispatch options a driver does not know fail."""
+
+    def test_headers_round_trip(self, queue_under_test: QueueUnderTest) -> None:
+        """Headers set at dispatch arrive unchanged in the pulled envelope."""
+        _require(queue_under_test, "consume")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        headers = {"trace-id": "00-abc-01", "tenant": "acme", "note": "héllo ✓ " * 10}
+        message_id = conn.dispatch(name, Recorded("headers", 1), headers=headers)
+        (delivery,) = drain(conn, name, 1)
+        envelope = decode_envelope(delivery.body)
+        assert (envelope.id, dict(envelope.headers)) == (message_id, headers)
+
+    def test_unknown_dispatch_option_raises_type_error(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """``dispatch(..., no_such_option=1)`` raises ``TypeError`` and stores nothing."""
+        _require(queue_under_test, "consume")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        with pytest.raises(TypeError):
+            conn.dispatch(name, Recorded("options", 1), no_such_option=1)
+        assert _pull(queue_under_test, timeout=0.5) == []
+
+
+class PriorityContract(_Contract):
+    """Priorities: higher first, FIFO within one priority; refused where unsupported."""
+
+    def test_higher_priority_is_delivered_first(self, queue_under_test: QueueUnderTest) -> None:
+        """Messages waiting together are delivered highest priority first, in dispatch
+        order within one priority."""
+        _require(queue_under_test, "consume", "priorities")
+        conn, name = queue_under_test.connection, queue_under_test.name
+        order = [0, 5, 9, 5, 0, 1]
+        ids = [
+            conn.dispatch(name, Recorded("priority", i), priority=p) for i, p in enumerate(order)
+        ]
+        if conn.capabilities.stats:
+            wait_for(lambda: conn.stats(name).ready == len(order), timeout=10)
+        got = [d.id for d in drain(conn, name, len(order))]
+        expected = [ids[2], ids[1], ids[3], ids[5], ids[0], ids[4]]
+        assert got == expected
+
+    def test_priority_without_the_capability_is_refused(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A driver without ``priorities`` refuses ``priority=`` at dispatch."""
+        conn = queue_under_test.connection
+        if conn.capabilities.priorities:
+            pytest.skip("driver has priorities")
+        with pytest.raises(UnsupportedError, match="priorit"):
+            conn.dispatch(queue_under_test.name, Recorded("priority", 1), priority=3)
 
 
 class WorkerContract(_Contract):
@@ -604,6 +824,7 @@ class DriverContract(
     BatchContract,
     IsolationContract,
     BodyContract,
+    HeadersContract,
     NackContract,
     DelayContract,
     LeaseContract,
@@ -611,6 +832,7 @@ class DriverContract(
     DeadLetterContract,
     StatsContract,
     PurgeContract,
+    PriorityContract,
     WorkerContract,
     ForkContract,
 ):

@@ -153,7 +153,7 @@ class Worker:
         policy = conn.config.retry
         if self.time_limit is not None:
             policy = attrs.evolve(policy, time_limit=self.time_limit)
-        self._processor = Processor(conn.hook, policy)
+        self._processor = Processor(conn.hook, policy, conn.name)
         self._batch = max(1, min(self.batch_size or caps.batch_size, caps.batch_size))
         control = self._control
         self._reset_run_state()
