@@ -111,39 +111,43 @@ class Connection:
     # -- dispatch ------------------------------------------------------------------------------
 
     @staticmethod
-    def _outgoing(
-        serialize: Callable[..., bytes],
-        message: Message,
-        delay: float,
-        created_at: str,
-        message_id: str,
-        headers: Mapping[str, str] | None,
-        priority: int | None,
-    ) -> OutgoingMessage:
+    def _envelope(
+        message: Message, created_at: str, message_id: str, headers: Mapping[str, str] | None
+    ) -> Envelope:
         if not isinstance(message, Message):
             raise TypeError(
                 f"can only dispatch pashq.Message instances, got {type(message).__name__}"
             )
-        cls = type(message)
-        envelope = Envelope(
+        return Envelope(
             message_id,
-            cls.type_name,
+            type(message).type_name,
             body_of(message),
             created_at,
             dict(headers) if headers else {},
         )
+
+    @staticmethod
+    def _outgoing(
+        serialize: Callable[..., bytes],
+        envelope: Envelope,
+        message: Message,
+        delay: float,
+        priority: int | None,
+    ) -> OutgoingMessage:
+        """What a driver pushes; ``priority`` ``None`` means the class's default."""
         return OutgoingMessage(
-            message_id,
-            cls.type_name,
+            envelope.id,
+            envelope.type,
             serialize(envelope=envelope),
             delay,
             message.get_group_id(),
             message.get_deduplication_id(),
-            (cls.default_priority or 0) if priority is None else priority,
+            (type(message).default_priority or 0) if priority is None else priority,
         )
 
-    @staticmethod
+    @classmethod
     def _item(
+        cls,
         message: Message,
         delay: float,
         created_at: str,
@@ -151,14 +155,7 @@ class Connection:
         headers: Mapping[str, str] | None,
         priority: int | None,
     ) -> DispatchItem:
-        if not isinstance(message, Message):
-            raise TypeError(
-                f"can only dispatch pashq.Message instances, got {type(message).__name__}"
-            )
-        type_name = type(message).type_name
-        envelope = Envelope(
-            message_id, type_name, body_of(message), created_at, dict(headers) if headers else {}
-        )
+        envelope = cls._envelope(message, created_at, message_id, headers)
         if priority is None:
             priority = type(message).default_priority or 0
         return DispatchItem(message, envelope, delay, priority)
@@ -169,15 +166,7 @@ class Connection:
         # Once per batch, so a plugin registered on the manager later is still honoured.
         serialize: Callable[..., bytes] = default_only(self.hook.pashq_serialize, encode_envelope)
         batch = [
-            OutgoingMessage(
-                item.envelope.id,
-                item.envelope.type,
-                serialize(envelope=item.envelope),
-                item.delay,
-                item.message.get_group_id(),
-                item.message.get_deduplication_id(),
-                item.priority,
-            )
+            self._outgoing(serialize, item.envelope, item.message, item.delay, item.priority)
             for item in items
         ]
         return self._push_outgoing(queue, batch, options)
@@ -289,8 +278,9 @@ class Connection:
             serialize: Callable[..., bytes] = default_only(
                 self.hook.pashq_serialize, encode_envelope
             )
+            envelope = self._envelope
             batch = [
-                self._outgoing(serialize, m, wait, created_at, i, given, priority)
+                self._outgoing(serialize, envelope(m, created_at, i, given), m, wait, priority)
                 for m, i in zip(messages, fresh_ids, strict=True)
             ]
             self._check_priorities(queue, batch)
