@@ -219,14 +219,7 @@ class Processor:
     def _unrun(self, result: Result, envelope: Envelope | None, message: Message | None) -> Result:
         """Pass a result decided without running the handler through the wrappers."""
         delivery = result.delivery
-        context = MessageContext(
-            delivery.id,
-            delivery.queue,
-            self.connection,
-            delivery.attempts,
-            _read_only(envelope.headers) if envelope is not None else _NO_HEADERS,
-            envelope.created_at if envelope is not None else "",
-        )
+        context = self._message_context(delivery, envelope, None)
         token = set_current(context)
         try:
             started, error = _start(self._wrappers, delivery, envelope, message)
@@ -300,7 +293,14 @@ class Processor:
         )
 
     def _context(self, prepared: Prepared) -> MessageContext:
-        delivery, envelope, limit = prepared.delivery, prepared.envelope, prepared.policy.time_limit
+        limit = prepared.policy.time_limit
+        deadline = time.monotonic() + limit if limit else None
+        return self._message_context(prepared.delivery, prepared.envelope, deadline)
+
+    def _message_context(
+        self, delivery: Delivery, envelope: Envelope | None, deadline: float | None
+    ) -> MessageContext:
+        """What ``pashq.current()`` shows for ``delivery`` (headers read-only)."""
         return MessageContext(
             delivery.id,
             delivery.queue,
@@ -308,7 +308,7 @@ class Processor:
             delivery.attempts,
             _read_only(envelope.headers) if envelope is not None else _NO_HEADERS,
             envelope.created_at if envelope is not None else "",
-            time.monotonic() + limit if limit else None,
+            deadline,
         )
 
     def _wrapper_failed(
