@@ -39,6 +39,8 @@ def _install_all(session: nox.Session, extra: str = "test") -> None:
 def tests(session: nox.Session) -> None:
     """The whole test suite: core, contract suite on every driver, reliability, e2e."""
     _install_all(session)
+    # Bring up every server the suite needs (and the browser), as .ci/run relies on.
+    session.run("bash", str(ROOT / "scripts" / "services"), external=True)
     # The suite restarts the local PostgreSQL server in two reliability tests; set
     # PASHQ_TEST_RESTART_POSTGRESQL=0 when others share the server.
     env = {"PASHQ_TEST_RESTART_POSTGRESQL": os.environ.get("PASHQ_TEST_RESTART_POSTGRESQL", "1")}
