@@ -30,6 +30,8 @@ class Capabilities:
     :ivar dead_letters: the driver keeps dead letters and implements ``pashq_failed_*``.
     :ivar stats: ``pashq_stats`` is implemented.
     :ivar purge: ``pashq_purge`` is implemented.
+    :ivar list_queues: ``pashq_queues`` is implemented: the driver can say which queues
+        exist (it may still answer ``None`` on a connection whose options do not allow it).
     :ivar fifo_groups: ordering groups and deduplication ids are honoured (FIFO queues).
     :ivar priorities: ``dispatch(priority=0..9)`` is honoured (higher first); without it
         the core refuses a priority above 0 with ``UnsupportedError``.
@@ -46,5 +48,6 @@ class Capabilities:
     dead_letters: bool = False
     stats: bool = False
     purge: bool = False
+    list_queues: bool = False
     fifo_groups: bool = False
     priorities: bool = False

@@ -1,7 +1,8 @@
 """The ``pashq`` command line.
 
-``pashq work``, ``drivers``, ``stats``, ``failed list|retry|purge`` and ``purge``; drivers add
-their own groups through the ``pashq.commands`` entry-point group (``pashq database ...``).
+``pashq work``, ``drivers``, ``stats``, ``queues``, ``failed list|retry|purge`` and
+``purge``; drivers add their own groups through the ``pashq.commands`` entry-point group
+(``pashq database ...``).
 Every read command takes ``--json``. ``work`` shows a live status line on a terminal and
 writes plain (or, with ``--json``, JSON-lines) logs when piped.
 """
@@ -471,6 +472,23 @@ def stats(
             ),
         )
     Console().print(table)
+
+
+@main.command("queues")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@cli_errors
+def queues_command(
+    connection: str, config: str | None, imports: tuple[str, ...], as_json: bool
+) -> None:
+    """List the queues of a connection (the driver's and those in `queues = [...]`)."""
+    conn = load_connection(connection, config, imports)
+    names = conn.queues()
+    if as_json:
+        _echo_json(names)
+        return
+    for name in names:
+        click.echo(name)
 
 
 @main.command()

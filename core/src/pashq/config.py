@@ -16,6 +16,7 @@ Sources, first match wins: the ``path_or_mapping`` given to :func:`pashq.configu
     retry_delay = 1.0
     retry_delay_max = 300.0
     plugins = ["metrics"]
+    queues = ["emails", "reports"]   # queues to list when the backend cannot tell
 
 ``${VAR}`` and ``${VAR:-default}`` in string values are read from the environment.
 """
@@ -52,7 +53,7 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
 }
 _TOP_KEYS = frozenset({"imports", "queues"})
 _CONNECTION_KEYS = frozenset(
-    {"type", "max_attempts", "retry_delay", "retry_delay_max", "time_limit", "plugins"}
+    {"type", "max_attempts", "retry_delay", "retry_delay_max", "time_limit", "plugins", "queues"}
 )
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -80,6 +81,8 @@ class ConnectionConfig:
     :ivar retry: the connection-level retry policy.
     :ivar plugins: middleware names (entry points in ``pashq.plugins``).
     :ivar where: where the table was read, for error messages.
+    :ivar queues: queue names listed in ``queues = [...]`` (for backends that cannot say
+        which queues exist; see ``Connection.queues()``).
     """
 
     name: str
@@ -88,6 +91,7 @@ class ConnectionConfig:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     plugins: tuple[str, ...] = ()
     where: str = "<config>"
+    queues: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -194,8 +198,20 @@ def _connection(name: str, table: Any, source: str) -> ConnectionConfig:
     plugins = table.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"{where}: 'plugins' must be a list of plugin names, got {plugins!r}")
+    queues = table.get("queues", [])
+    if (
+        not isinstance(queues, list)
+        or not all(isinstance(q, str) and q for q in queues)
+        or len(set(queues)) != len(queues)
+    ):
+        raise ConfigError(
+            f"{where}: 'queues' must be a list of distinct, non-empty queue names, "
+            f"got {redact(queues)!r}"
+        )
     options = {k: v for k, v in table.items() if k not in _CONNECTION_KEYS}
-    return ConnectionConfig(name, driver, options, retry, tuple(plugins), where)
+    return ConnectionConfig(
+        name, driver, options, retry, tuple(plugins), where, tuple(str(q) for q in queues)
+    )
 
 
 def load_settings(data: Mapping[str, Any], source: str = "<mapping>") -> Settings:

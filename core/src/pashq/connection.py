@@ -358,6 +358,26 @@ class Connection:
                 f"{what} (queue {queue!r})"
             )
 
+    def queues(self) -> list[str]:
+        """Return the names of this connection's queues, sorted.
+
+        The driver's answer (``pashq_queues``, capability ``list_queues``) together with
+        the connection's ``queues = [...]`` key.
+
+        :raises UnsupportedError: the driver cannot tell (no ``list_queues``, or it answered
+            ``None`` for this connection) and ``queues = [...]`` is not set.
+        """
+        found: list[str] | None = None
+        if self.capabilities.list_queues:
+            found = self.hook.pashq_queues()
+        configured = list(self.config.queues)
+        if found is None and not configured:
+            raise UnsupportedError(
+                f"connection {self.name!r} (driver {self.config.type!r}) cannot list its "
+                f'queues; name them in {self.where} with `queues = ["..."]`'
+            )
+        return sorted(set(found or ()) | set(configured))
+
     def stats(self, queue: str) -> QueueStats:
         """Return message counts for ``queue``."""
         self._require("stats", "stats", queue)

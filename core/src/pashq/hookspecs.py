@@ -475,6 +475,30 @@ def pashq_purge(queue: str) -> int:
 
 
 @hookspec(firstresult=True)
+def pashq_queues() -> list[str] | None:
+    """Return the names of the queues that exist on the backend (capability ``list_queues``).
+
+    A queue exists when it holds messages or dead letters, or was declared on a backend
+    that declares queues. Return pashq queue names (without any prefix or suffix the
+    driver adds, and without the driver's own helper queues such as delay or dead-letter
+    queues), each once. Return ``None`` when this connection cannot tell (a RabbitMQ
+    connection without ``management_url``): the core then uses the connection's
+    ``queues = [...]`` key alone. ``Connection.queues()`` adds the configured names to
+    the answer and sorts it.
+
+    :returns: the queue names, or ``None``.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_queues(self):
+            return sorted(self.table.distinct_queues())
+    """
+
+
+@hookspec(firstresult=True)
 def pashq_failed_list(queue: str, limit: int) -> list[DeadLetter]:
     """List dead letters of ``queue``, oldest first (capability ``dead_letters``).
 

@@ -2,7 +2,8 @@
 
 Features: priorities (0-9, higher first; a retried dead letter comes back at 0), delays,
 leases (an unacked delivery comes back after ``lease`` seconds), lease extension, nack with
-delay, dead letters (list / retry / purge), stats and purge. Messages live in the process's
+delay, dead letters (list / retry / purge), stats, purge and the list of queues (those
+holding messages or dead letters). Messages live in the process's
 memory: at-least-once within the process, lost with it.
 
 Options (``[queues.<name>]``):
@@ -121,6 +122,7 @@ class MemoryDriver:
         dead_letters=True,
         stats=True,
         purge=True,
+        list_queues=True,
     )
 
     def __init__(self) -> None:
@@ -290,6 +292,16 @@ class MemoryDriver:
             q.ready.clear()
             q.delayed.clear()
             return count
+
+    @hookimpl
+    def pashq_queues(self) -> list[str]:
+        """The queues holding messages (ready, delayed or leased) or dead letters."""
+        with self._cond:
+            return sorted(
+                name
+                for name, q in self._queues.items()
+                if q.ready or q.delayed or q.leased or q.dead
+            )
 
     @hookimpl
     def pashq_failed_list(self, queue: str, limit: int) -> list[DeadLetter]:

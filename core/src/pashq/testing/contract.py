@@ -49,6 +49,7 @@ __all__ = [
     "NackContract",
     "PriorityContract",
     "PurgeContract",
+    "QueueListingContract",
     "StatsContract",
     "WorkerContract",
     "contract_override",
@@ -586,6 +587,55 @@ class PurgeContract(_Contract):
         assert [d.id for d in conn.failed(name)] == [delivery.id]
 
 
+class QueueListingContract(_Contract):
+    """``pashq_queues`` names the queues that hold messages or dead letters, once each."""
+
+    def _listed(self, qut: QueueUnderTest) -> list[str]:
+        _require(qut, "list_queues")
+        listed: list[str] | None = qut.connection.hook.pashq_queues()
+        if listed is None:
+            pytest.skip("the driver cannot list queues on this connection (it answered None)")
+        return listed
+
+    def _ours(self, qut: QueueUnderTest) -> list[str]:
+        return [n for n in self._listed(qut) if n.startswith(qut.name)]
+
+    def test_queue_holding_messages_is_listed_once_without_helper_queues(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A queue with waiting (and, where the driver delays, delayed) messages is listed
+        once, by its pashq name, and no helper queue of the driver appears beside it."""
+        qut = queue_under_test
+        self._listed(qut)
+        _require(qut, "consume")
+        messages = [_outgoing({"n": 1})]
+        if qut.connection.capabilities.delay:
+            messages.append(_outgoing({"n": 2}, delay=30.0))
+        _push(qut, *messages)
+        ours = wait_for(lambda: self._ours(qut), timeout=20, what=f"{qut.name!r} in pashq_queues()")
+        assert ours == [qut.name]
+        listed = self._listed(qut)
+        assert all(isinstance(n, str) for n in listed)
+        assert len(set(listed)) == len(listed)
+        assert qut.name in qut.connection.queues()
+
+    def test_queue_holding_only_dead_letters_is_listed(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A queue whose only messages are dead letters is still listed, once."""
+        qut = queue_under_test
+        self._listed(qut)
+        _require(qut, "consume", "dead_letters")
+        _push(qut, _outgoing())
+        (delivery,) = _pull(qut)
+        qut.connection.hook.pashq_dead_letter(
+            queue=qut.name, delivery=delivery, reason="x", traceback=None
+        )
+        wait_for(lambda: qut.connection.failed(qut.name), timeout=10)
+        ours = wait_for(lambda: self._ours(qut), timeout=20, what=f"{qut.name!r} in pashq_queues()")
+        assert ours == [qut.name]
+
+
 class HeadersContract(_Contract):
     """Envelope headers travel unchanged; dispatch options a driver does not know fail."""
 
@@ -832,6 +882,7 @@ class DriverContract(
     DeadLetterContract,
     StatsContract,
     PurgeContract,
+    QueueListingContract,
     PriorityContract,
     WorkerContract,
     ForkContract,

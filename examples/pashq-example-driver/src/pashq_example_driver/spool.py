@@ -149,6 +149,7 @@ class SpoolDriver:
         dead_letters=True,
         stats=True,
         purge=True,
+        list_queues=True,
     )
     options: SpoolOptions
     root: Path
@@ -350,6 +351,11 @@ class SpoolDriver:
             in_flight=len(leased) - expired,
             failed=failed,
         )
+
+    @hookimpl
+    def pashq_queues(self) -> list[str]:
+        """The queues that have a directory under ``path``."""
+        return self.queues()
 
     @hookimpl
     def pashq_purge(self, queue: str) -> int:

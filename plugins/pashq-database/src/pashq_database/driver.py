@@ -159,6 +159,7 @@ class DatabaseDriver:
         dead_letters=True,
         stats=True,
         purge=True,
+        list_queues=True,
     )
 
     def __init__(self) -> None:
@@ -817,6 +818,15 @@ class DatabaseDriver:
         total, ready, in_flight, dead = self._transact("stats", queue, work)
         total, ready, in_flight = int(total), int(ready), int(in_flight)
         return QueueStats(queue, ready, total - ready - in_flight, in_flight, int(dead))
+
+    @hookimpl
+    def pashq_queues(self) -> list[str]:
+        """The distinct queues of the messages and dead-letter tables (one query)."""
+        m, dl = self.schema.messages, self.schema.dead_letters
+        stmt = sa.union(sa.select(m.c.queue).distinct(), sa.select(dl.c.queue).distinct())
+        self.check_tables()
+        rows = self._transact("listing queues", None, lambda c: c.execute(stmt).scalars().all())
+        return sorted(set(rows))
 
     @hookimpl
     def pashq_purge(self, queue: str) -> int:

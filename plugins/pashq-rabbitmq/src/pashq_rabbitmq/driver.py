@@ -81,7 +81,7 @@ from pashq.errors import (
 )
 from pashq.hookspecs import hookimpl
 from pashq_rabbitmq.link import BrokerLink, Publish, Receipt
-from pashq_rabbitmq.management import queue_counts
+from pashq_rabbitmq.management import queue_counts, queue_names
 from pashq_rabbitmq.options import RabbitMQOptions, display_url
 from pashq_rabbitmq.properties import (
     ATTEMPTS_HEADER,
@@ -148,6 +148,7 @@ class RabbitMQDriver:
         dead_letters=True,
         stats=True,
         purge=True,
+        list_queues=True,  # with management_url only: pashq_queues answers None without it
     )
 
     def __init__(self) -> None:
@@ -457,6 +458,30 @@ class RabbitMQDriver:
         except QueueNotFoundError:
             failed = None
         return QueueStats(queue, ready=ready, delayed=None, in_flight=in_flight, failed=failed)
+
+    @hookimpl
+    def pashq_queues(self) -> list[str] | None:
+        """The vhost's queues from the management API, ``<queue>.failed`` and
+        ``<queue>.delay.<ms>`` folded into ``<queue>``; ``None`` without ``management_url``
+        (AMQP cannot list queues)."""
+        if self.options.management_url is None:
+            return None
+        names = queue_names(
+            self.options.management_url, self.options.url, self.options.publish_timeout
+        )
+        found = set()
+        for name in names:
+            if name.startswith("amq."):
+                continue  # server-named (exclusive reply queues and the like)
+            base, dot, last = name.rpartition(".")
+            if dot and last == "failed":
+                name = base
+            else:
+                head, dot, middle = base.rpartition(".")
+                if dot and middle == "delay" and last.isdigit():
+                    name = head
+            found.add(name)
+        return sorted(found)
 
     @hookimpl
     def pashq_purge(self, queue: str) -> int:

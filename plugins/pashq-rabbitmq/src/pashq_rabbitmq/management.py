@@ -19,7 +19,7 @@ import attrs
 from pashq.errors import DriverError, QueueNotFoundError
 from pashq.redaction import redact_url
 
-__all__ = ["ManagementCounts", "queue_counts"]
+__all__ = ["ManagementCounts", "queue_counts", "queue_names"]
 
 
 @attrs.frozen
@@ -75,3 +75,41 @@ def queue_counts(
         ready=int(data.get("messages_ready", 0) or 0),
         unacknowledged=int(data.get("messages_unacknowledged", 0) or 0),
     )
+
+
+def queue_names(management_url: str, amqp_url: str, timeout: float) -> list[str]:
+    """Return the names of every queue of the AMQP URL's vhost (``GET /api/queues/<vhost>``).
+
+    Credentials and vhost as for :func:`queue_counts`.
+
+    :raises DriverError: the API cannot be reached or answers something else.
+    """
+    amqp = urllib.parse.urlsplit(amqp_url)
+    base = urllib.parse.urlsplit(management_url)
+    user = urllib.parse.unquote(base.username or amqp.username or "guest")
+    password = urllib.parse.unquote(base.password or amqp.password or "guest")
+    vhost = urllib.parse.unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
+    netloc = base.hostname or ""
+    if base.port:
+        netloc = f"{netloc}:{base.port}"
+    path = f"{base.path.rstrip('/')}/api/queues/{urllib.parse.quote(vhost, safe='')}"
+    url = urllib.parse.urlunsplit((base.scheme, netloc, path, "columns=name", ""))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    shown = redact_url(management_url)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = json.load(response)
+    except urllib.error.HTTPError as exc:
+        raise DriverError(
+            f"RabbitMQ management API at {shown} answered HTTP {exc.code} listing the queues "
+            f"of vhost {vhost!r}"
+        ) from exc
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DriverError(
+            f"cannot list queues from the RabbitMQ management API at {shown}: {exc} "
+            "(is the plugin enabled? rabbitmq-plugins enable rabbitmq_management)"
+        ) from exc
+    if not isinstance(data, list):
+        raise DriverError(f"RabbitMQ management API at {shown} did not answer a list of queues")
+    return [str(q["name"]) for q in data if isinstance(q, dict) and "name" in q]

@@ -168,6 +168,7 @@ class SQSDriver:
         stats=True,
         purge=True,
         fifo_groups=True,
+        list_queues=True,
     )
 
     def __init__(self) -> None:
@@ -968,6 +969,13 @@ class SQSDriver:
         if all_states:
             names.append("ApproximateNumberOfMessagesNotVisible")
         return sum(int(found.get(n, 0)) for n in names)
+
+    @hookimpl
+    def pashq_queues(self) -> list[str]:
+        """ListQueues under ``prefix`` (or the ``queue_urls`` keys), without dead-letter
+        queues."""
+        assert self.queues is not None, "pashq_connect was not called"
+        return self.queues.list_names()
 
     @hookimpl
     def pashq_stats(self, queue: str) -> QueueStats:

@@ -110,6 +110,33 @@ class QueueDirectory:
             name += ".fifo"
         return name
 
+    def list_names(self) -> list[str]:
+        """Return the pashq queue names that exist: the ``queue_urls`` keys when set (no
+        ListQueues call), else ListQueues under ``prefix``; dead-letter queues of listed
+        queues are left out."""
+        options = self.options
+        if options.queue_urls:
+            names = set(options.queue_urls)
+        else:
+            names = set()
+            params: dict[str, Any] = {"MaxResults": 1000}
+            if options.prefix:
+                params["QueueNamePrefix"] = options.prefix
+            with translated("ListQueues", options.prefix or "*", options.endpoint_url):
+                while True:
+                    response = self.client.list_queues(**params)
+                    for url in response.get("QueueUrls", []):
+                        name = str(url).rsplit("/", 1)[-1].removeprefix(options.prefix)
+                        if options.fifo:  # sqs_name() added it
+                            name = name.removesuffix(".fifo")
+                        names.add(name)
+                    token = response.get("NextToken")
+                    if not token:
+                        break
+                    params["NextToken"] = token
+        dead = {self.dead_letter_name(n) for n in names}
+        return sorted(n for n in names if n not in dead)
+
     # -- lookups ---------------------------------------------------------------------------
 
     def get(self, queue: str) -> QueueInfo:
