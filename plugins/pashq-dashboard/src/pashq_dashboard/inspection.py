@@ -7,6 +7,7 @@ Everything here goes through the core's public API (``pashq.queue``, ``Connectio
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -71,7 +72,8 @@ class ConnectionView:
 
 
 class Inspector:
-    """Reads connections through pashq.
+    """Reads connections through pashq. A queue it listed once stays listed (with its
+    counts) for the life of the dashboard, even when the backend stops listing it.
 
     :param names: the connection names, in display order (a callable, read at each call).
     :param open_connection: returns the open connection of a name (``pashq.queue``).
@@ -82,6 +84,17 @@ class Inspector:
     ) -> None:
         self._names = names
         self._open = open_connection
+        # Queues listed once stay known: a database queue emptied by a purge is no longer
+        # listed, and its page must not turn into a 404 under the operator's feet.
+        self._seen: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def _queues(self, name: str, conn: Connection) -> list[str]:
+        listed = conn.queues()
+        with self._lock:
+            self._seen.update((name, q) for q in listed)
+            seen = {q for c, q in self._seen if c == name}
+        return sorted(seen)
 
     def names(self) -> list[str]:
         """The configured connection names."""
@@ -103,7 +116,7 @@ class Inspector:
         """
         conn = self.connection(connection)
         try:
-            known = conn.queues()
+            known = self._queues(connection, conn)
         except UnsupportedError as exc:
             raise NotFound(str(exc)) from exc
         if queue not in known:
@@ -123,7 +136,7 @@ class Inspector:
         shown = redact_url(url) if isinstance(url, str) else None
         base = ConnectionView(name, conn.config.type, shown, capabilities=conn.capabilities)
         try:
-            names = conn.queues()
+            names = self._queues(name, conn)
         except PashqError as exc:
             return attrs.evolve(base, error=safe_error(exc))
         rows = []
