@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import attrs
 
@@ -30,6 +31,8 @@ __all__ = [
 
 #: The most dead letters read to find one by id or to show a later page.
 MAX_SCAN = 10_000
+#: Queues whose counts are read at once, per connection.
+STATS_THREADS = 4
 
 
 class NotFound(LookupError):
@@ -139,16 +142,20 @@ class Inspector:
             names = self._queues(name, conn)
         except PashqError as exc:
             return attrs.evolve(base, error=safe_error(exc))
-        rows = []
-        for queue in names:
-            if not conn.capabilities.stats:
-                rows.append(QueueRow(queue, None))
-                continue
+        if not conn.capabilities.stats:
+            return attrs.evolve(base, rows=tuple(QueueRow(q, None) for q in names))
+
+        def row(queue: str) -> QueueRow:
             try:
-                rows.append(QueueRow(queue, conn.stats(queue)))
+                return QueueRow(queue, conn.stats(queue))
             except PashqError as exc:
-                rows.append(QueueRow(queue, None, safe_error(exc)))
-        return attrs.evolve(base, rows=tuple(rows))
+                return QueueRow(queue, None, safe_error(exc))
+
+        if len(names) <= 1:
+            return attrs.evolve(base, rows=tuple(row(q) for q in names))
+        # One backend round trip per queue: a few at once (drivers are thread-safe).
+        with ThreadPoolExecutor(min(STATS_THREADS, len(names))) as pool:
+            return attrs.evolve(base, rows=tuple(pool.map(row, names)))
 
     def dead_letters(
         self, connection: str, queue: str, page: int, per_page: int
