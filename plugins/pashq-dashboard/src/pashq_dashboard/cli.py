@@ -38,6 +38,12 @@ __all__ = ["dashboard"]
     type=click.IntRange(min=1),
     help="Seconds between the overview's refreshes.",
 )
+@click.option(
+    "--root-path",
+    default="",
+    metavar="PATH",
+    help="The path prefix a reverse proxy serves the dashboard under (e.g. /ops/queues).",
+)
 @cli_errors
 def dashboard(
     host: str,
@@ -46,6 +52,7 @@ def dashboard(
     token: str | None,
     config: str | None,
     refresh: int,
+    root_path: str,
 ) -> None:
     """Serve the web dashboard: queues, counts, dead letters, retry and purge."""
     import uvicorn
@@ -77,4 +84,11 @@ def dashboard(
         + (" read-only" if read_only else ""),
         err=True,
     )
-    uvicorn.run(app, host=host, port=port, log_level="warning", server_header=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        root_path=root_path.rstrip("/"),
+        log_level="warning",
+        server_header=False,
+    )
