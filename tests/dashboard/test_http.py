@@ -232,3 +232,24 @@ def test_app_can_be_mounted_under_a_path(sqlite_config: dict[str, object]) -> No
         assert done.headers["location"].startswith("/ops/queues/queue?")
     assert pashq.queue("default").failed("jobs") == []
     assert message_id
+
+
+def test_loopback_names_only_when_asked(sqlite_config: dict[str, object]) -> None:
+    """Against DNS rebinding: another site's name pointed at 127.0.0.1 gets no page."""
+    from pashq_dashboard.security import LOOPBACK_HOSTS
+
+    pashq.configure(sqlite_config)
+    app = create_app(allowed_hosts=LOOPBACK_HOSTS)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/").status_code == 200
+        assert client.get("/", headers={"host": "localhost:8000"}).status_code == 200
+        rebound = client.get("/", headers={"host": "evil.example:8000"})
+        assert rebound.status_code == 400 and "csrf" not in rebound.text
+
+
+def test_token_redirect_never_leaves_the_site(sqlite_config: dict[str, object]) -> None:
+    pashq.configure(sqlite_config)
+    with TestClient(create_app(token=TOKEN), base_url="http://127.0.0.1") as client:
+        opened = client.get(f"/%2F%2Fevil.example?token={TOKEN}", follow_redirects=False)
+        assert opened.status_code == 303
+        assert opened.headers["location"] == "/evil.example"

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -66,6 +67,7 @@ def create_app(
     connections: Sequence[str] | None = None,
     open_connection: Callable[[str], Connection] | None = None,
     secret: bytes | None = None,
+    allowed_hosts: Sequence[str] | None = None,
 ) -> Starlette:
     """Build the dashboard application.
 
@@ -79,6 +81,9 @@ def create_app(
     :param connections: the connection names to show (default: every configured one).
     :param open_connection: returns the connection of a name (default :func:`pashq.queue`).
     :param secret: the key of the CSRF tokens (default: random per app).
+    :param allowed_hosts: answer only requests whose ``Host`` is one of these (any port);
+        ``pashq dashboard`` passes the loopback names when it serves without a token,
+        against DNS rebinding. Default: any host (your application or proxy decides).
     :raises ValueError: a token shorter than 16 characters, or bad numbers.
     """
     if token is not None and len(token) < MIN_TOKEN_LENGTH:
@@ -100,6 +105,8 @@ def create_app(
         csrf=Csrf(secret),
     )
     middleware = [Middleware(CsrfMiddleware, csrf=dashboard.csrf)]
+    if allowed_hosts is not None:
+        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
     if token is not None:
         middleware.append(Middleware(TokenGuard, token=token, refuse=dashboard.unauthorized))
     app = Starlette(

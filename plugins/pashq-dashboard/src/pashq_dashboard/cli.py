@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from pashq.cli import cli_errors
-from pashq_dashboard.security import MIN_TOKEN_LENGTH, is_loopback
+from pashq_dashboard.security import LOOPBACK_HOSTS, MIN_TOKEN_LENGTH, is_loopback
 
 __all__ = ["dashboard"]
 
@@ -76,7 +76,11 @@ def dashboard(
     given_here = ctx.get_parameter_source("config") == click.core.ParameterSource.COMMANDLINE
     if group_config is not None and not given_here:
         config = str(group_config)
-    app = create_app(config, read_only=read_only, token=token, refresh=refresh)
+    # Without a token, a loopback dashboard answers only to loopback names (DNS rebinding).
+    allowed = LOOPBACK_HOSTS if token is None else None
+    app = create_app(
+        config, read_only=read_only, token=token, refresh=refresh, allowed_hosts=allowed
+    )
     shown = f"[{host}]" if ":" in host else host
     click.echo(
         f"pashq dashboard on http://{shown}:{port}/"

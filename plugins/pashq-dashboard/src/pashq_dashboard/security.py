@@ -6,6 +6,9 @@
 - Every POST carries a CSRF field: an HMAC, under a secret of the app, of a random value
   kept in a SameSite=Strict cookie. A page of another site can neither read the field nor
   forge it.
+- Bound to loopback without a token, only requests naming a loopback host
+  (``Host: 127.0.0.1:8000``, ``localhost``) are served: a site that rebinds its own DNS
+  name to 127.0.0.1 gets 400, never a page or a CSRF field.
 - Every response forbids scripts, framing and other sites' resources
   (Content-Security-Policy) and is never cached.
 """
@@ -22,6 +25,7 @@ from typing import Any
 
 __all__ = [
     "CSRF_COOKIE",
+    "LOOPBACK_HOSTS",
     "MIN_TOKEN_LENGTH",
     "SECURITY_HEADERS",
     "TOKEN_COOKIE",
@@ -31,6 +35,8 @@ __all__ = [
     "is_loopback",
 ]
 
+#: The Host names a dashboard bound to loopback answers to (any port).
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 TOKEN_COOKIE = "pashq_dashboard_token"
 CSRF_COOKIE = "pashq_dashboard_csrf"
 MIN_TOKEN_LENGTH = 16
@@ -175,7 +181,8 @@ class TokenGuard:
         given = [v for k, v in query if k == "token"]
         if given and self._matches(given[-1]) and scope.get("method") == "GET":
             rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "token"])
-            path = scope.get("root_path", "") + scope.get("path", "/")
+            # One leading slash: "//host/..." would send the browser to another site.
+            path = "/" + (scope.get("root_path", "") + scope.get("path", "/")).lstrip("/")
             location = path + (f"?{rest}" if rest else "")
             cookie = (
                 f"{TOKEN_COOKIE}={urllib.parse.quote(self.token, safe='')}; "
