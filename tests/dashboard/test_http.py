@@ -253,3 +253,17 @@ def test_token_redirect_never_leaves_the_site(sqlite_config: dict[str, object]) 
         opened = client.get(f"/%2F%2Fevil.example?token={TOKEN}", follow_redirects=False)
         assert opened.status_code == 303
         assert opened.headers["location"] == "/evil.example"
+
+
+def test_dead_letters_are_paginated_oldest_first(sqlite_config: dict[str, object]) -> None:
+    pashq.configure(sqlite_config)
+    ids = [_dead_letter(str(i)) for i in range(3)]
+    with TestClient(create_app(page_size=2), base_url="http://127.0.0.1") as client:
+        first = client.get("/queue?c=default&q=jobs").text
+        second = client.get("/queue?c=default&q=jobs&page=2").text
+        third = client.get("/queue?c=default&q=jobs&page=3").text
+    assert re.findall(r'data-id="([0-9a-f]{32})"', first) == ids[:2]
+    assert 'id="next-page"' in first and 'id="previous-page"' not in first
+    assert re.findall(r'data-id="([0-9a-f]{32})"', second) == ids[2:]
+    assert 'id="next-page"' not in second and 'id="previous-page"' in second
+    assert 'id="no-dead-letters"' in third
