@@ -16,7 +16,7 @@ import attrs
 from pashq.capabilities import Capabilities
 from pashq.connection import Connection
 from pashq.delivery import DeadLetter, QueueStats
-from pashq.errors import PashqError, UnsupportedError
+from pashq.errors import UnsupportedError
 from pashq.redaction import redact_url
 
 __all__ = [
@@ -131,16 +131,18 @@ class Inspector:
         return [self._view(name) for name in self.names()]
 
     def _view(self, name: str) -> ConnectionView:
+        # Any failure of one connection (a third-party driver may raise anything) shows in
+        # its own section: it must not hide the others.
         try:
             conn = self._open(name)
-        except PashqError as exc:
+        except Exception as exc:
             return ConnectionView(name, "?", None, error=safe_error(exc))
         url = conn.options.get("url")
         shown = redact_url(url) if isinstance(url, str) else None
         base = ConnectionView(name, conn.config.type, shown, capabilities=conn.capabilities)
         try:
             names = self._queues(name, conn)
-        except PashqError as exc:
+        except Exception as exc:
             return attrs.evolve(base, error=safe_error(exc))
         if not conn.capabilities.stats:
             return attrs.evolve(base, rows=tuple(QueueRow(q, None) for q in names))
@@ -148,7 +150,7 @@ class Inspector:
         def row(queue: str) -> QueueRow:
             try:
                 return QueueRow(queue, conn.stats(queue))
-            except PashqError as exc:
+            except Exception as exc:
                 return QueueRow(queue, None, safe_error(exc))
 
         if len(names) <= 1:
