@@ -1,0 +1,43 @@
+"""The conventions' messaging metrics: sent and consumed message counts, process duration.
+
+Instruments come from the meter provider given to the plugin, else the global one (a
+no-op until the application installs the SDK's ``MeterProvider``; the API hands out
+proxies that start recording once it does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry import metrics
+
+__all__ = ["PROCESS_BUCKETS", "Instruments"]
+
+#: The bucket boundaries the conventions advise for ``messaging.process.duration``.
+PROCESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+
+
+class Instruments:
+    """``messaging.client.sent.messages``, ``messaging.client.consumed.messages`` and
+    ``messaging.process.duration`` of one meter."""
+
+    def __init__(self, meter_provider: Any | None, version: str) -> None:
+        """:param meter_provider: an ``opentelemetry.metrics.MeterProvider``, or ``None``
+        for the global one. :param version: the instrumentation's version."""
+        meter = metrics.get_meter("pashq_opentelemetry", version, meter_provider=meter_provider)
+        self.sent = meter.create_counter(
+            "messaging.client.sent.messages",
+            unit="{message}",
+            description="Number of messages producer attempted to send to the broker.",
+        )
+        self.consumed = meter.create_counter(
+            "messaging.client.consumed.messages",
+            unit="{message}",
+            description="Number of messages that were delivered to the application.",
+        )
+        self.process_duration = meter.create_histogram(
+            "messaging.process.duration",
+            unit="s",
+            description="Duration of processing operation.",
+            explicit_bucket_boundaries_advisory=list(PROCESS_BUCKETS),
+        )
