@@ -36,7 +36,9 @@ __all__ = ["DURATION_BUCKETS", "MetricsServer", "WorkerMetrics", "serve_metrics"
 log = logging.getLogger("pashq.worker.prometheus")
 
 #: Seconds; the bucket boundaries OpenTelemetry advises for ``messaging.process.duration``.
-DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+)  # fmt: skip
 _OUTCOMES = {Outcome.ACK: "ack", Outcome.RETRY: "retry", Outcome.DEAD: "dead_letter"}
 _NO_TYPE = "(unknown)"  # undecodable bytes or an unregistered type
 _STATES = ("ready", "in_flight", "delayed", "failed")
@@ -178,8 +180,9 @@ class WorkerMetrics:
         )
         for (queue, kind), row in sorted(durations.items()):
             cumulative, buckets = 0.0, []
-            for bound, count in zip((*DURATION_BUCKETS, float("inf")), row[:-1], strict=True):
-                cumulative += count
+            bounds: tuple[float, ...] = (*DURATION_BUCKETS, float("inf"))
+            for bound, in_bucket in zip(bounds, row[:-1], strict=True):
+                cumulative += in_bucket
                 buckets.append((_le(bound), cumulative))
             histogram.add_metric([queue, kind], buckets, sum_value=row[-1])
         yield histogram
