@@ -73,7 +73,8 @@ class WorkerMetrics:
         self._handled: dict[tuple[str, str, str], int] = {}
         #: (queue, type) -> [count per bucket (not cumulative)..., +Inf count, sum]
         self._durations: dict[tuple[str, str], list[float]] = {}
-        self._in_flight: dict[str, int] = {}
+        #: deliveries being processed (set.add and set.discard are atomic: no lock needed)
+        self._running: set[Delivery] = set()
         self._depths: dict[str, dict[str, int]] = {}
         self._stats_errors = 0
         self._stop = threading.Event()
@@ -86,22 +87,17 @@ class WorkerMetrics:
         self, delivery: Delivery, envelope: Envelope | None
     ) -> Generator[None, Result, Result]:
         """Count the delivery in flight, then by outcome, and time it."""
-        queue = delivery.queue
-        lock = self._lock
-        with lock:
-            self._in_flight[queue] = self._in_flight.get(queue, 0) + 1
+        running = self._running
+        running.add(delivery)
         started = time.perf_counter()
         try:
             result = yield
-        except BaseException:
-            with lock:
-                self._in_flight[queue] -= 1
-            raise
+        finally:
+            running.discard(delivery)
         elapsed = time.perf_counter() - started
         kind = envelope.type if envelope is not None else _NO_TYPE
-        key = (queue, kind, _OUTCOMES.get(result.outcome, result.outcome.value))
-        with lock:
-            self._in_flight[queue] -= 1
+        key = (delivery.queue, kind, _OUTCOMES.get(result.outcome, result.outcome.value))
+        with self._lock:
             self._handled[key] = self._handled.get(key, 0) + 1
             row = self._durations.get(key[:2])
             if row is None:
@@ -162,7 +158,7 @@ class WorkerMetrics:
         with self._lock:
             handled = dict(self._handled)
             durations = {k: list(v) for k, v in self._durations.items()}
-            in_flight = dict(self._in_flight)
+            running = list(self._running)
             depths = {q: dict(d) for q, d in self._depths.items()}
             stats_errors = self._stats_errors
         counter = CounterMetricFamily(
@@ -191,8 +187,11 @@ class WorkerMetrics:
             "Deliveries being processed by this worker now, by queue.",
             labels=["queue"],
         )
-        for queue in self.queues:
-            gauge.add_metric([queue], in_flight.get(queue, 0))
+        in_flight = dict.fromkeys(self.queues, 0)
+        for delivery in running:
+            in_flight[delivery.queue] = in_flight.get(delivery.queue, 0) + 1
+        for queue, count in in_flight.items():
+            gauge.add_metric([queue], count)
         yield gauge
         depth = GaugeMetricFamily(
             "pashq_queue_messages",

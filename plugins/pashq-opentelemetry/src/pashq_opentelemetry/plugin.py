@@ -58,6 +58,7 @@ class OpenTelemetryPlugin:
         # Per-queue attribute dicts, built once: a delivery copies one instead of building it.
         self._process_base: dict[str, dict[str, Any]] = {}
         self._metric_base: dict[str, dict[str, str]] = {}
+        self._metric_keys: dict[str, tuple[tuple[str, str], ...]] = {}
 
     @hookimpl
     def pashq_connect(self, connection: Any) -> None:
@@ -66,6 +67,7 @@ class OpenTelemetryPlugin:
             self.system = semconv.messaging_system(connection.config.type, connection.options)
             self._process_base.clear()
             self._metric_base.clear()
+            self._metric_keys.clear()
 
     def _metric_attributes(self, queue: str, operation: str) -> dict[str, str]:
         key = f"{operation}\x00{queue}"
@@ -173,56 +175,65 @@ class OpenTelemetryPlugin:
     def pashq_process(
         self, delivery: Delivery, envelope: Envelope | None
     ) -> Generator[None, Result, Result]:
-        """A ``process`` span (kind CONSUMER) per delivery, child of the producer's span
-        (and linked to it), with the attempt number and the outcome; the exception recorded
-        and status ERROR on a failed attempt, the reason on a dead letter."""
+        """A ``process`` span (kind CONSUMER) per delivery, child of the producer's span,
+        with the attempt number and the outcome; the exception recorded and status ERROR on
+        a failed attempt, the reason on a dead letter."""
         queue = delivery.queue
-        attributes = dict(self._base(queue))
+        attributes = self._base(queue).copy()
         attributes[semconv.MESSAGE_ID] = delivery.id
         attributes[semconv.ATTEMPT] = delivery.attempts
-        attributes[semconv.BODY_SIZE] = len(delivery.body)
         parent = None
-        links: list[Link] | None = None
         if envelope is not None:
             attributes[semconv.MESSAGE_TYPE] = envelope.type
             if envelope.headers:
                 parent = propagate.extract(envelope.headers)
-                producer = trace.get_current_span(parent).get_span_context()
-                if producer.is_valid:
-                    links = [Link(producer)]
         metric_attributes = self._metric_attributes(queue, "process")
-        self._instruments.consumed.add(1, metric_attributes)
+        self._instruments.consumed(self._metric_key(queue))
         span = self._tracer.start_span(
-            f"process {queue}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=links,
+            f"process {queue}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
-        token = otel_context.attach(trace.set_span_in_context(span))
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
         started = time.perf_counter()
         try:
             result = yield
         finally:
             elapsed = time.perf_counter() - started
             otel_context.detach(token)
+        error = self._settle_span(span, result)
+        if error is not None:
+            metric_attributes = {**metric_attributes, semconv.ERROR_TYPE: error}
+        self._instruments.process_duration.record(elapsed, metric_attributes)
+        return result
+
+    def _metric_key(self, queue: str) -> tuple[tuple[str, str], ...]:
+        found = self._metric_keys.get(queue)
+        if found is None:
+            attributes = self._metric_attributes(queue, "process")
+            found = self._metric_keys[queue] = tuple(sorted(attributes.items()))
+        return found
+
+    @staticmethod
+    def _settle_span(span: Any, result: Result) -> str | None:
+        """Put the outcome on the span and end it; return the ``error.type``, if any."""
         outcome = result.outcome
-        span.set_attribute(semconv.OUTCOME, _OUTCOMES.get(outcome, outcome.value))
         error = None
         if result.exception is not None:
             error = _error_type(result.exception)
-            span.record_exception(result.exception)
-        if outcome is Outcome.RETRY:
-            span.set_attribute(semconv.RETRY_DELAY, result.delay)
-            error = error or "retry"
-            span.set_status(Status(StatusCode.ERROR, result.reason))
+        elif outcome is Outcome.RETRY:
+            error = "retry"
         elif outcome is Outcome.DEAD:
-            span.set_attribute(semconv.DEAD_LETTER_REASON, result.reason)
-            error = error or "dead_letter"
-            span.set_status(Status(StatusCode.ERROR, f"dead-lettered: {result.reason}"))
-        if error is not None:
-            span.set_attribute(semconv.ERROR_TYPE, error)
-            metric_attributes = {**metric_attributes, semconv.ERROR_TYPE: error}
+            error = "dead_letter"
+        if span.is_recording():
+            span.set_attribute(semconv.OUTCOME, _OUTCOMES.get(outcome, outcome.value))
+            if result.exception is not None:
+                span.record_exception(result.exception)
+            if outcome is Outcome.RETRY:
+                span.set_attribute(semconv.RETRY_DELAY, result.delay)
+                span.set_status(Status(StatusCode.ERROR, result.reason))
+            elif outcome is Outcome.DEAD:
+                span.set_attribute(semconv.DEAD_LETTER_REASON, result.reason)
+                span.set_status(Status(StatusCode.ERROR, f"dead-lettered: {result.reason}"))
+            if error is not None:
+                span.set_attribute(semconv.ERROR_TYPE, error)
         span.end()
-        self._instruments.process_duration.record(elapsed, metric_attributes)
-        return result
+        return error
