@@ -34,6 +34,18 @@ def _error_type(exc: BaseException) -> str:
     )
 
 
+def _result_error(result: Result) -> str | None:
+    """The ``error.type`` of a result: the exception's class, ``retry`` or ``dead_letter``
+    without one, ``None`` for an ack."""
+    if result.exception is not None:
+        return _error_type(result.exception)
+    if result.outcome is Outcome.RETRY:
+        return "retry"
+    if result.outcome is Outcome.DEAD:
+        return "dead_letter"
+    return None
+
+
 class OpenTelemetryPlugin:
     """Traces and measures a connection's messages by the messaging semantic conventions.
 
@@ -52,6 +64,10 @@ class OpenTelemetryPlugin:
         self._tracer = trace.get_tracer(
             "pashq_opentelemetry", _VERSION, tracer_provider=tracer_provider
         )
+        # Until an SDK is installed the API records nothing: skip the span work then.
+        self._tracing = tracer_provider is not None and not isinstance(
+            tracer_provider, trace.NoOpTracerProvider
+        )
         self._instruments = Instruments(meter_provider, _VERSION)
         self.system = system or "pashq"
         self._given_system = system is not None
@@ -68,6 +84,18 @@ class OpenTelemetryPlugin:
             self._process_base.clear()
             self._metric_base.clear()
             self._metric_keys.clear()
+
+    def _traces(self) -> bool:
+        """Whether spans are recorded: a tracer provider was given or one is installed.
+
+        Once true it stays true (a global tracer provider can be set only once)."""
+        if self._tracing:
+            return True
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+            return False
+        self._tracing = True
+        return True
 
     def _metric_attributes(self, queue: str, operation: str) -> dict[str, str]:
         key = f"{operation}\x00{queue}"
@@ -93,6 +121,20 @@ class OpenTelemetryPlugin:
         one ``send`` span (CLIENT) with ``messaging.batch.message_count`` linking to them,
         as the conventions prescribe for batch sends.
         """
+        if not self._traces():
+            try:
+                ids = yield
+            except BaseException as exc:
+                self._instruments.sent.add(
+                    len(messages),
+                    {
+                        **self._metric_attributes(queue, "send"),
+                        semconv.ERROR_TYPE: _error_type(exc),
+                    },
+                )
+                raise
+            self._instruments.sent.add(len(messages), self._metric_attributes(queue, "send"))
+            return ids
         base = {
             semconv.SYSTEM: self.system,
             semconv.DESTINATION_NAME: queue,
@@ -179,6 +221,18 @@ class OpenTelemetryPlugin:
         with the attempt number and the outcome; the exception recorded and status ERROR on
         a failed attempt, the reason on a dead letter."""
         queue = delivery.queue
+        self._instruments.consumed(self._metric_key(queue))
+        metric_attributes = self._metric_attributes(queue, "process")
+        if not self._traces():
+            started = time.perf_counter()
+            result = yield
+            error = _result_error(result)
+            if error is not None:
+                metric_attributes = {**metric_attributes, semconv.ERROR_TYPE: error}
+            self._instruments.process_duration.record(
+                time.perf_counter() - started, metric_attributes
+            )
+            return result
         attributes = self._base(queue).copy()
         attributes[semconv.MESSAGE_ID] = delivery.id
         attributes[semconv.ATTEMPT] = delivery.attempts
@@ -187,8 +241,6 @@ class OpenTelemetryPlugin:
             attributes[semconv.MESSAGE_TYPE] = envelope.type
             if envelope.headers:
                 parent = propagate.extract(envelope.headers)
-        metric_attributes = self._metric_attributes(queue, "process")
-        self._instruments.consumed(self._metric_key(queue))
         span = self._tracer.start_span(
             f"process {queue}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
@@ -216,13 +268,7 @@ class OpenTelemetryPlugin:
     def _settle_span(span: Any, result: Result) -> str | None:
         """Put the outcome on the span and end it; return the ``error.type``, if any."""
         outcome = result.outcome
-        error = None
-        if result.exception is not None:
-            error = _error_type(result.exception)
-        elif outcome is Outcome.RETRY:
-            error = "retry"
-        elif outcome is Outcome.DEAD:
-            error = "dead_letter"
+        error = _result_error(result)
         if span.is_recording():
             span.set_attribute(semconv.OUTCOME, _OUTCOMES.get(outcome, outcome.value))
             if result.exception is not None:
