@@ -12,10 +12,10 @@ from typing import Any
 
 import attrs
 import pytest
-from conftest import BACKENDS, backend_table, run_worker, worker_env, write_config
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from otel_messages import AlwaysFails, FailsTwice, Fine
+from otel_support import BACKENDS, backend_table, run_worker, worker_env, write_config
 
 from pashq.testing import make_connection
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import backend_table, run_worker, worker_env, write_config
 from otel_messages import AlwaysFails, FailsTwice, Fine
+from otel_support import backend_table, run_worker, worker_env, write_config
 
 from pashq.testing import make_connection
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import backend_table, worker_env, write_config
 from otel_messages import AlwaysFails, FailsTwice, Fine
+from otel_support import backend_table, worker_env, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 import pashq
