@@ -15,11 +15,15 @@ import logging
 import time
 from collections.abc import Generator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pashq.delivery import Delivery
 from pashq.envelope import Envelope
 from pashq.hookspecs import hookimpl
 from pashq.processing import Outcome, Result
+
+if TYPE_CHECKING:
+    from pashq.message import Message
 
 __all__ = ["FIELDS", "JsonFormatter", "MessageLog"]
 
@@ -72,7 +76,7 @@ class MessageLog:
 
     @hookimpl(wrapper=True)
     def pashq_process(
-        self, delivery: Delivery, envelope: Envelope | None
+        self, delivery: Delivery, envelope: Envelope | None, message: Message | None
     ) -> Generator[None, Result, Result]:
         """Time the delivery and log its outcome."""
         started = time.perf_counter()

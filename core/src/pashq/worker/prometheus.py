@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
 
     from pashq.connection import Connection
+    from pashq.message import Message
 
 __all__ = ["DURATION_BUCKETS", "MetricsServer", "WorkerMetrics", "serve_metrics"]
 
@@ -39,7 +40,11 @@ log = logging.getLogger("pashq.worker.prometheus")
 DURATION_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip
-_OUTCOMES = {Outcome.ACK: "ack", Outcome.RETRY: "retry", Outcome.DEAD: "dead_letter"}
+_OUTCOME_NAMES = ("ack", "retry", "dead_letter")
+_COLUMNS = {Outcome.ACK: 0, Outcome.RETRY: 1, Outcome.DEAD: 2}
+_FIRST_BUCKET = len(_OUTCOME_NAMES)
+_ROW_LENGTH = _FIRST_BUCKET + len(DURATION_BUCKETS) + 2
+_clock = time.perf_counter
 _NO_TYPE = "(unknown)"  # undecodable bytes or an unregistered type
 _STATES = ("ready", "in_flight", "delayed", "failed")
 
@@ -69,10 +74,9 @@ class WorkerMetrics:
         self.interval = interval
         self.started = time.time()
         self._lock = threading.Lock()
-        #: (queue, type, outcome) -> count
-        self._handled: dict[tuple[str, str, str], int] = {}
-        #: (queue, type) -> [count per bucket (not cumulative)..., +Inf count, sum]
-        self._durations: dict[tuple[str, str], list[float]] = {}
+        #: (queue, type) -> [ack, retry, dead_letter counts, count per duration bucket (not
+        #: cumulative)..., +Inf bucket, sum of durations]: one row per delivery to update
+        self._rows: dict[tuple[str, str], list[float]] = {}
         #: deliveries being processed (set.add and set.discard are atomic: no lock needed)
         self._running: set[Delivery] = set()
         self._depths: dict[str, dict[str, int]] = {}
@@ -84,25 +88,26 @@ class WorkerMetrics:
 
     @hookimpl(wrapper=True)
     def pashq_process(
-        self, delivery: Delivery, envelope: Envelope | None
+        self, delivery: Delivery, envelope: Envelope | None, message: Message | None
     ) -> Generator[None, Result, Result]:
         """Count the delivery in flight, then by outcome, and time it."""
         running = self._running
         running.add(delivery)
-        started = time.perf_counter()
+        started = _clock()
         try:
             result = yield
         finally:
             running.discard(delivery)
-        elapsed = time.perf_counter() - started
-        kind = envelope.type if envelope is not None else _NO_TYPE
-        key = (delivery.queue, kind, _OUTCOMES.get(result.outcome, result.outcome.value))
+        elapsed = _clock() - started
+        key = (delivery.queue, envelope.type if envelope is not None else _NO_TYPE)
+        column = _COLUMNS.get(result.outcome)
         with self._lock:
-            self._handled[key] = self._handled.get(key, 0) + 1
-            row = self._durations.get(key[:2])
+            row = self._rows.get(key)
             if row is None:
-                row = self._durations[key[:2]] = [0.0] * (len(DURATION_BUCKETS) + 2)
-            row[bisect.bisect_left(DURATION_BUCKETS, elapsed)] += 1
+                row = self._rows[key] = [0.0] * _ROW_LENGTH
+            if column is not None:
+                row[column] += 1
+            row[_FIRST_BUCKET + bisect.bisect_left(DURATION_BUCKETS, elapsed)] += 1
             row[-1] += elapsed
         return result
 
@@ -156,8 +161,7 @@ class WorkerMetrics:
         )
 
         with self._lock:
-            handled = dict(self._handled)
-            durations = {k: list(v) for k, v in self._durations.items()}
+            rows = {k: list(v) for k, v in self._rows.items()}
             running = list(self._running)
             depths = {q: dict(d) for q, d in self._depths.items()}
             stats_errors = self._stats_errors
@@ -166,18 +170,20 @@ class WorkerMetrics:
             "Deliveries handled, by queue, message type and outcome (ack, retry, dead_letter).",
             labels=["queue", "type", "outcome"],
         )
-        for (queue, kind, outcome), count in sorted(handled.items()):
-            counter.add_metric([queue, kind, outcome], count)
+        for (queue, kind), row in sorted(rows.items()):
+            for outcome, count in zip(_OUTCOME_NAMES, row, strict=False):
+                if count:
+                    counter.add_metric([queue, kind, outcome], count)
         yield counter
         histogram = HistogramMetricFamily(
             "pashq_message_process_duration_seconds",
             "Seconds a delivery took to validate, process and decide, by queue and type.",
             labels=["queue", "type"],
         )
-        for (queue, kind), row in sorted(durations.items()):
+        bounds: tuple[float, ...] = (*DURATION_BUCKETS, float("inf"))
+        for (queue, kind), row in sorted(rows.items()):
             cumulative, buckets = 0.0, []
-            bounds: tuple[float, ...] = (*DURATION_BUCKETS, float("inf"))
-            for bound, in_bucket in zip(bounds, row[:-1], strict=True):
+            for bound, in_bucket in zip(bounds, row[_FIRST_BUCKET:-1], strict=True):
                 cumulative += in_bucket
                 buckets.append((_le(bound), cumulative))
             histogram.add_metric([queue, kind], buckets, sum_value=row[-1])

@@ -17,7 +17,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from pashq import Delivery, DispatchItem, Envelope, Outcome, Result, hookimpl
+from pashq import Delivery, DispatchItem, Envelope, Message, Outcome, Result, hookimpl
 from pashq_opentelemetry import semconv
 from pashq_opentelemetry.instruments import Instruments
 
@@ -215,7 +215,7 @@ class OpenTelemetryPlugin:
 
     @hookimpl(wrapper=True)
     def pashq_process(
-        self, delivery: Delivery, envelope: Envelope | None
+        self, delivery: Delivery, envelope: Envelope | None, message: Message | None
     ) -> Generator[None, Result, Result]:
         """A ``process`` span (kind CONSUMER) per delivery, child of the producer's span,
         with the attempt number and the outcome; the exception recorded and status ERROR on
