@@ -20,6 +20,10 @@ round's rates are divided by that round's baseline, so a machine shared with oth
 slows the cases of one round alike; the table shows the medians of those ratios. Issue 12
 asks for >= 0.5x with the SDK and >= 0.9x with ``--metrics-port``.
 
+After the table it prints what a delivery costs in the baseline and, measured bare, what the
+SDK case adds per delivery (a span with the plugin's attributes, a histogram record, a
+trace-context extraction), which bounds what the plugin can reach on this driver.
+
     python bench/bench_observability.py [--rounds 7] [-n 20000]
 """
 
@@ -136,6 +140,51 @@ CASES: dict[str, Callable[[int], Phases]] = {
 }
 
 
+def sdk_floor(n: int = 20_000) -> dict[str, float]:
+    """Microseconds per call of what the SDK case adds per delivery, measured bare (best of
+    five loops of ``n``): one span started and ended with the plugin's attributes, one
+    histogram record, one trace-context extraction."""
+    import time
+
+    from opentelemetry import metrics, propagate, trace
+    from opentelemetry.trace import SpanKind
+
+    _install_sdk()
+    tracer = trace.get_tracer("floor")
+    histogram = metrics.get_meter("floor").create_histogram("floor")
+    attributes: dict[str, Any] = {
+        "messaging.system": "pashq.memory",
+        "messaging.destination.name": "bench",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.message.id": "0" * 32,
+        "pashq.attempt": 1,
+        "pashq.message.type": "bench.invoice_paid",
+    }
+    metric_attributes = {k: attributes[k] for k in list(attributes)[:4]}
+    headers: dict[str, str] = {}
+    with tracer.start_as_current_span("producer"):
+        propagate.inject(headers)
+
+    def best(call: Callable[[], object]) -> float:
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            for _ in range(n):
+                call()
+            times.append((time.perf_counter() - start) / n * 1e6)
+        return min(times)
+
+    def span() -> None:
+        tracer.start_span("process bench", kind=SpanKind.CONSUMER, attributes=attributes).end()
+
+    return {
+        "SDK span start + end, 7 attributes": best(span),
+        "SDK histogram record": best(lambda: histogram.record(0.001, metric_attributes)),
+        "trace context extract": best(lambda: propagate.extract(headers)),
+    }
+
+
 def _child_run(name: str, n: int) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, sys.argv[0], "--child", name, "-n", str(n)],
@@ -177,11 +226,20 @@ def interleaved(rounds: int, n: int) -> None:
         pub_ratio = statistics.median(r[0] / b[0] for r, b in zip(runs, base, strict=True))
         con_ratio = statistics.median(r[1] / b[1] for r, b in zip(runs, base, strict=True))
         print(f"| {name} | {pub:,.0f} | {con:,.0f} | {pub_ratio:.2f}x | {con_ratio:.2f}x |")
+    floor = subprocess.run(
+        [sys.executable, sys.argv[0], "--floor"], capture_output=True, text=True, check=True
+    )
+    base_us = 1e6 / statistics.median(r[1] for r in base)
+    print(f"\nper delivery, pashq memory (median consume): {base_us:.1f} us")
+    print(floor.stdout, end="")
 
 
 if __name__ == "__main__":
     if "--child" in sys.argv:
         main(CASES, default_n=20_000, title="pashq observability overhead")
+    elif "--floor" in sys.argv:
+        for what, micros in sdk_floor().items():
+            print(f"{what}: {micros:.1f} us")
     else:
         parser = argparse.ArgumentParser(description="pashq observability overhead")
         parser.add_argument("-n", type=int, default=20_000, help="messages per run")

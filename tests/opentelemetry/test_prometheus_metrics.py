@@ -21,7 +21,7 @@ from otel_support import backend_table, worker_env, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 import pashq
-from pashq.errors import ConfigError
+from pashq.errors import ConfigError, PashqError
 from pashq.testing import make_connection
 from pashq.worker.prometheus import serve_metrics
 
@@ -177,3 +177,13 @@ def test_missing_prometheus_client_is_an_error_naming_the_extra(
     pashq.configure({"queues": {"default": {"type": "memory"}}})
     with pytest.raises(ConfigError, match=r"pip install 'pashq\[prometheus\]'"):
         serve_metrics(pashq.queue(), ["q"], port=0)
+
+
+def test_port_in_use_is_an_error_naming_the_option() -> None:
+    pashq.configure({"queues": {"default": {"type": "memory"}}})
+    server = serve_metrics(pashq.queue(), ["q"], port=0)
+    try:
+        with pytest.raises(PashqError, match=rf"cannot serve metrics on 127.0.0.1:{server.port}"):
+            serve_metrics(pashq.queue(), ["q"], port=server.port)
+    finally:
+        server.close()
