@@ -30,6 +30,7 @@ trace-context extraction), which bounds what the plugin can reach on this driver
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -141,9 +142,10 @@ CASES: dict[str, Callable[[int], Phases]] = {
 
 
 def sdk_floor(n: int = 20_000) -> dict[str, float]:
-    """Microseconds per call of what the SDK case adds per delivery, measured bare (best of
-    five loops of ``n``): one span started and ended with the plugin's attributes, one
-    histogram record, one trace-context extraction."""
+    """Microseconds per call, measured bare (best of five loops of ``n``): a no-op and the
+    Prometheus ``pashq_process`` wrapper driven through one delivery, and what the SDK case
+    adds per delivery (a span started and ended with the plugin's attributes, a histogram
+    record, a trace-context extraction)."""
     import time
 
     from opentelemetry import metrics, propagate, trace
@@ -178,7 +180,34 @@ def sdk_floor(n: int = 20_000) -> dict[str, float]:
     def span() -> None:
         tracer.start_span("process bench", kind=SpanKind.CONSUMER, attributes=attributes).end()
 
+    from pashq.delivery import Delivery
+    from pashq.envelope import Envelope
+    from pashq.processing import Outcome, Result
+    from pashq.worker.prometheus import WorkerMetrics
+
+    pashq.configure({"queues": {"default": {"type": "memory"}}})
+    prometheus_plugin = WorkerMetrics(pashq.queue(), ["bench"], 15.0)
+    delivery = Delivery("bench", "0" * 32, b"{}")
+    envelope = Envelope("0" * 32, "bench.invoice_paid", {}, "2026-12-01T00:00:00.000000Z", {})
+    result = Result(delivery, Outcome.ACK)
+
+    def no_op(delivery: Any, envelope: Any, message: Any) -> Any:
+        return (yield)
+
+    def through(wrapper: Callable[..., Any]) -> Callable[[], None]:
+        def call() -> None:
+            gen = wrapper(delivery, envelope, None)
+            next(gen)
+            with contextlib.suppress(StopIteration):
+                gen.send(result)
+
+        return call
+
     return {
+        "no-op pashq_process wrapper, one delivery": best(through(no_op)),
+        "Prometheus pashq_process wrapper, one delivery": best(
+            through(prometheus_plugin.pashq_process)
+        ),
         "SDK span start + end, 7 attributes": best(span),
         "SDK histogram record": best(lambda: histogram.record(0.001, metric_attributes)),
         "trace context extract": best(lambda: propagate.extract(headers)),

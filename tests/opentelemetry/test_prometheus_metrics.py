@@ -92,7 +92,7 @@ def wait_for_scrape(url: str, ready: Callable[[Samples], bool], timeout: float =
 @pytest.fixture
 def worker(tmp_path: Path, queue_name: str, request: pytest.FixtureRequest) -> Iterator[Any]:
     """Dispatch 5 fine, 1 failing twice, 1 dead-lettered message; start a worker with
-    --metrics-port 0 and yield (worker, metrics URL, queue)."""
+    --metrics-port 0 and four handler threads; yield (worker, metrics URL, queue)."""
     table = backend_table("sqlite", tmp_path, queue_name, request)
     config = write_config(tmp_path / "pashq.toml", table, imports=["otel_messages"])
     producer = make_connection(table)
@@ -103,7 +103,7 @@ def worker(tmp_path: Path, queue_name: str, request: pytest.FixtureRequest) -> I
     command = [
         sys.executable, "-m", "pashq", "work", queue_name, "--config", str(config),
         "--metrics-port", "0", "--metrics-interval", "0.2", "--log-format", "json",
-        "--poll-timeout", "0.2",
+        "--poll-timeout", "0.2", "--concurrency", "4",  # counts kept per handler thread
     ]  # fmt: skip
     running = RunningWorker(command, worker_env(), tmp_path)
     try:

@@ -41,7 +41,7 @@ DURATION_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip
 _OUTCOME_NAMES = ("ack", "retry", "dead_letter")
-_COLUMNS = {Outcome.ACK: 0, Outcome.RETRY: 1, Outcome.DEAD: 2}
+_ACK, _RETRY, _DEAD = Outcome.ACK, Outcome.RETRY, Outcome.DEAD
 _FIRST_BUCKET = len(_OUTCOME_NAMES)
 _ROW_LENGTH = _FIRST_BUCKET + len(DURATION_BUCKETS) + 2
 _clock = time.perf_counter
@@ -74,9 +74,11 @@ class WorkerMetrics:
         self.interval = interval
         self.started = time.time()
         self._lock = threading.Lock()
-        #: (queue, type) -> [ack, retry, dead_letter counts, count per duration bucket (not
-        #: cumulative)..., +Inf bucket, sum of durations]: one row per delivery to update
-        self._rows: dict[tuple[str, str], list[float]] = {}
+        #: Per thread, (queue, type) -> [ack, retry, dead_letter counts, count per duration
+        #: bucket (not cumulative)..., +Inf bucket, sum of durations]. Each handler thread
+        #: updates its own rows without a lock; a scrape adds up every thread's.
+        self._local = threading.local()
+        self._thread_rows: list[dict[tuple[str, str], list[float]]] = []
         #: deliveries being processed (set.add and set.discard are atomic: no lock needed)
         self._running: set[Delivery] = set()
         self._depths: dict[str, dict[str, int]] = {}
@@ -100,15 +102,21 @@ class WorkerMetrics:
             running.discard(delivery)
         elapsed = _clock() - started
         key = (delivery.queue, envelope.type if envelope is not None else _NO_TYPE)
-        column = _COLUMNS.get(result.outcome)
-        with self._lock:
-            row = self._rows.get(key)
-            if row is None:
-                row = self._rows[key] = [0.0] * _ROW_LENGTH
-            if column is not None:
-                row[column] += 1
-            row[_FIRST_BUCKET + bisect.bisect_left(DURATION_BUCKETS, elapsed)] += 1
-            row[-1] += elapsed
+        outcome = result.outcome  # identity tests: an Enum's hash runs Python code
+        column = 0 if outcome is _ACK else 1 if outcome is _RETRY else 2 if outcome is _DEAD else -1
+        try:
+            rows: dict[tuple[str, str], list[float]] = self._local.rows
+        except AttributeError:
+            rows = self._local.rows = {}
+            with self._lock:
+                self._thread_rows.append(rows)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = [0.0] * _ROW_LENGTH
+        if column >= 0:
+            row[column] += 1
+        row[_FIRST_BUCKET + bisect.bisect_left(DURATION_BUCKETS, elapsed)] += 1
+        row[-1] += elapsed
         return result
 
     # -- queue depths -----------------------------------------------------------------------
@@ -160,11 +168,20 @@ class WorkerMetrics:
             InfoMetricFamily,
         )
 
+        rows: dict[tuple[str, str], list[float]] = {}
         with self._lock:
-            rows = {k: list(v) for k, v in self._rows.items()}
+            thread_rows = list(self._thread_rows)
             running = list(self._running)
             depths = {q: dict(d) for q, d in self._depths.items()}
             stats_errors = self._stats_errors
+        for per_thread in thread_rows:
+            # list() of a dict, and of a list of floats, copies it whole under the GIL.
+            for key, row in list(per_thread.items()):
+                total = rows.get(key)
+                if total is None:
+                    rows[key] = list(row)
+                else:
+                    rows[key] = [a + b for a, b in zip(total, list(row), strict=True)]
         counter = CounterMetricFamily(
             "pashq_messages_handled",
             "Deliveries handled, by queue, message type and outcome (ack, retry, dead_letter).",
