@@ -36,7 +36,9 @@ class Instruments:
         # Counted here (a dict increment per delivery) and reported when the SDK collects,
         # through an asynchronous counter: a synchronous add() per message costs more than
         # the rest of a delivery on the memory driver.
-        self._consumed: dict[tuple[tuple[str, str], ...], int] = {}
+        # One dict per thread, updated without a lock; the callback adds them up.
+        self._local = threading.local()
+        self._per_thread: list[dict[tuple[tuple[str, str], ...], int]] = []
         self._lock = threading.Lock()
         meter.create_observable_counter(
             "messaging.client.consumed.messages",
@@ -53,10 +55,19 @@ class Instruments:
 
     def consumed(self, attributes: tuple[tuple[str, str], ...]) -> None:
         """Count one delivered message with these attributes (sorted key-value pairs)."""
-        with self._lock:
-            self._consumed[attributes] = self._consumed.get(attributes, 0) + 1
+        try:
+            counts: dict[tuple[tuple[str, str], ...], int] = self._local.counts
+        except AttributeError:
+            counts = self._local.counts = {}
+            with self._lock:
+                self._per_thread.append(counts)
+        counts[attributes] = counts.get(attributes, 0) + 1
 
     def _observe_consumed(self, options: CallbackOptions) -> Iterable[Observation]:
+        totals: dict[tuple[tuple[str, str], ...], int] = {}
         with self._lock:
-            counts = list(self._consumed.items())
-        return [Observation(count, dict(attributes)) for attributes, count in counts]
+            per_thread = list(self._per_thread)
+        for counts in per_thread:
+            for attributes, count in list(counts.items()):  # a whole copy under the GIL
+                totals[attributes] = totals.get(attributes, 0) + count
+        return [Observation(count, dict(attributes)) for attributes, count in totals.items()]

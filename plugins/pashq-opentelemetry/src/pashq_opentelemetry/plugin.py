@@ -24,6 +24,9 @@ from pashq_opentelemetry.instruments import Instruments
 __all__ = ["OpenTelemetryPlugin"]
 
 _VERSION = "0.1.0"
+_NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+#: Without an SDK, look for one installed since at most this often (seconds).
+_RECHECK_SECONDS = 1.0
 _OUTCOMES = {Outcome.ACK: "ack", Outcome.RETRY: "retry", Outcome.DEAD: "dead_letter"}
 
 
@@ -68,12 +71,13 @@ class OpenTelemetryPlugin:
         self._tracing = tracer_provider is not None and not isinstance(
             tracer_provider, trace.NoOpTracerProvider
         )
+        self._next_check = 0.0  # time.monotonic() of the next look for a global provider
         self._instruments = Instruments(meter_provider, _VERSION)
         self.system = system or "pashq"
         self._given_system = system is not None
         # Per-queue attribute dicts, built once: a delivery copies one instead of building it.
         self._process_base: dict[str, dict[str, Any]] = {}
-        self._metric_base: dict[str, dict[str, str]] = {}
+        self._metric_base: dict[tuple[str, str], dict[str, str]] = {}
         self._metric_keys: dict[str, tuple[tuple[str, str], ...]] = {}
 
     @hookimpl
@@ -91,14 +95,18 @@ class OpenTelemetryPlugin:
         Once true it stays true (a global tracer provider can be set only once)."""
         if self._tracing:
             return True
+        now = time.monotonic()
+        if now < self._next_check:
+            return False
         provider = trace.get_tracer_provider()
-        if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
+        if isinstance(provider, _NO_SDK):
+            self._next_check = now + _RECHECK_SECONDS
             return False
         self._tracing = True
         return True
 
     def _metric_attributes(self, queue: str, operation: str) -> dict[str, str]:
-        key = f"{operation}\x00{queue}"
+        key = (operation, queue)
         found = self._metric_base.get(key)
         if found is None:
             found = self._metric_base[key] = {
