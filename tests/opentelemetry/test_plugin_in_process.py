@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from otel_messages import AlwaysFails, FailsTwice, Fine
 
 import pashq
-from pashq import hookimpl
+from pashq import OutgoingMessage, hookimpl
 from pashq.errors import DriverError
 from pashq_opentelemetry import OpenTelemetryPlugin, messaging_system
 
@@ -193,3 +193,37 @@ def test_configured_plugin_learns_the_system_from_the_driver() -> None:
     plugin = pashq.queue().plugin_manager.get_plugin("pashq.plugin.opentelemetry")
     assert isinstance(plugin, OpenTelemetryPlugin)
     assert plugin.system == "pashq.memory"
+
+
+def test_message_without_trace_context_starts_a_new_trace_in_the_worker(
+    connection: pashq.Connection, telemetry: Telemetry
+) -> None:
+    # Pushed below the dispatch hooks, as a producer without the plugin would store it.
+    envelope = pashq.Envelope("f" * 32, Fine.type_name, {"n": 1}, "2026-12-01T00:00:00.000000Z", {})
+    connection.hook.pashq_push(
+        queue="orders",
+        messages=[OutgoingMessage(envelope.id, envelope.type, pashq.encode_envelope(envelope))],
+        options={},
+    )
+    pashq.Worker("orders", connection=connection, install_signal_handlers=False).run(
+        until_empty=True
+    )
+    [process] = telemetry.spans.get_finished_spans()
+    assert process.parent is None
+    assert process.attributes["messaging.message.id"] == "f" * 32
+    assert process.attributes["pashq.outcome"] == "ack"
+
+
+def test_undecodable_delivery_gets_a_dead_letter_span(
+    connection: pashq.Connection, telemetry: Telemetry
+) -> None:
+    connection.hook.pashq_push(
+        queue="orders", messages=[OutgoingMessage("a" * 32, "x", b"not json")], options={}
+    )
+    pashq.Worker("orders", connection=connection, install_signal_handlers=False).run(
+        until_empty=True
+    )
+    [process] = telemetry.spans.get_finished_spans()
+    assert process.attributes["pashq.outcome"] == "dead_letter"
+    assert process.status.status_code is StatusCode.ERROR
+    assert process.status.description.startswith("dead-lettered: undecodable envelope")
