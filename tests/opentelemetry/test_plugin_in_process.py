@@ -3,6 +3,7 @@ failed pushes, the conventions' metrics and the ``messaging.system`` of each dri
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +33,27 @@ class Traced(pashq.Message, type_name="pashq_tests.otel.traced"):
         """One span, on the tracer the test put in ``_handler_tracer``."""
         with _handler_tracer[-1].start_as_current_span("charge card"):
             pass
+
+
+@attrs.define
+class TracedAsync(pashq.Message, type_name="pashq_tests.otel.traced_async"):
+    """An ``async def`` handler that opens a span across an ``await``."""
+
+    n: int
+
+    async def process_message(self) -> None:
+        """One span named after the message, around a sleep."""
+        with _handler_tracer[-1].start_as_current_span(f"handler {self.n}"):
+            await asyncio.sleep(0.01)
+
+
+@attrs.define
+class Chained(pashq.Message, type_name="pashq_tests.otel.chained"):
+    """Dispatches a :class:`Fine` from its handler."""
+
+    def process_message(self) -> None:
+        """Send the follow-up message on the same connection."""
+        pashq.queue().dispatch("orders", Fine(99))
 
 
 class Telemetry:
@@ -227,3 +249,36 @@ def test_undecodable_delivery_gets_a_dead_letter_span(
     assert process.attributes["pashq.outcome"] == "dead_letter"
     assert process.status.status_code is StatusCode.ERROR
     assert process.status.description.startswith("dead-lettered: undecodable envelope")
+
+
+def test_async_handlers_running_together_each_see_their_own_process_span(
+    connection: pashq.Connection, telemetry: Telemetry
+) -> None:
+    _handler_tracer.append(telemetry.tracer_provider.get_tracer("handler"))
+    ids = connection.dispatch_many("orders", [TracedAsync(i) for i in range(8)])
+    pashq.Worker("orders", connection=connection, concurrency=4, install_signal_handlers=False).run(
+        until_empty=True
+    )
+    spans = telemetry.spans.get_finished_spans()
+    processes = {s.context.span_id: s for s in spans if s.name == "process orders"}
+    handlers = [s for s in spans if s.name.startswith("handler ")]
+    assert len(handlers) == 8
+    for handler in handlers:
+        process = processes[handler.parent.span_id]
+        n = int(handler.name.split()[1])
+        assert process.attributes["messaging.message.id"] == ids[n]
+
+
+def test_message_dispatched_by_a_handler_continues_the_trace(
+    connection: pashq.Connection, telemetry: Telemetry
+) -> None:
+    connection.dispatch("orders", Chained())
+    pashq.Worker("orders", connection=connection, install_signal_handlers=False).run(
+        until_empty=True
+    )
+    spans = telemetry.spans.get_finished_spans()
+    first, second = (s for s in spans if s.name == "process orders")
+    follow_up = [s for s in spans if s.name == "send orders"][1]
+    assert follow_up.parent.span_id == first.context.span_id
+    assert second.parent.span_id == follow_up.context.span_id
+    assert len({s.context.trace_id for s in spans}) == 1
