@@ -28,7 +28,9 @@ from pashq.connection import Connection
 from pashq.discovery import COMMAND_GROUP, DRIVER_GROUP, installed
 from pashq.errors import PashqError
 from pashq.facade import close, configure, import_messages, queue, settings
+from pashq.logs import JsonFormatter, MessageLog
 from pashq.worker import Worker, WorkerStats
+from pashq.worker.prometheus import serve_metrics
 
 __all__ = ["cli_errors", "connection_options", "load_connection", "load_driver", "main"]
 
@@ -201,19 +203,6 @@ def main(config: str | None) -> None:
 # -- work ------------------------------------------------------------------------------------
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        data = {
-            "time": round(record.created, 3),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            data["exc"] = self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False)
-
-
 def _is_pashq_logger(name: str) -> bool:
     """pashq's loggers and its plugins': ``pashq``, ``pashq.*``, ``pashq_*``."""
     return name == "pashq" or name.startswith(("pashq.", "pashq_"))
@@ -242,7 +231,7 @@ def _setup_logging(as_json: bool, interactive: bool, verbose: int) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(
-            _JsonFormatter()
+            JsonFormatter()
             if as_json
             else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         )
@@ -313,7 +302,38 @@ def _status_line(stats: WorkerStats, queues: list[str]) -> str:
     type=click.FloatRange(min=0),
     help="Seconds in-flight work may take on SIGTERM.",
 )
-@click.option("--json", "as_json", is_flag=True, help="JSON-lines logs and a JSON summary.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A JSON summary on stdout at the end (and JSON logs unless --log-format text).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    help="json: one JSON object per line, one per message handled (default: text).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on http://HOST:PORT/metrics (needs pashq[prometheus]).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    metavar="HOST",
+    help="Address the metrics server listens on.",
+)
+@click.option(
+    "--metrics-interval",
+    default=15.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    metavar="SECONDS",
+    help="Seconds between two samples of the queue depths for the metrics.",
+)
 @click.option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
 @cli_errors
 def work(
@@ -331,16 +351,31 @@ def work(
     poll_timeout: float,
     shutdown_timeout: float,
     as_json: bool,
+    log_format: str | None,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_interval: float,
     verbose: int,
 ) -> None:
     """Process messages from QUEUES until stopped (SIGTERM/SIGINT: graceful)."""
     interactive = sys.stderr.isatty()
-    _setup_logging(as_json, interactive, verbose)
+    json_logs = log_format == "json" or (log_format is None and as_json)
+    _setup_logging(json_logs, interactive, verbose)
     conn = load_connection(connection, config, imports)
     names = list(queues)
+    if json_logs:
+        conn.plugin_manager.register(MessageLog(), name="pashq.logs.messages")
+    metrics = None
+    if metrics_port is not None:
+        metrics = serve_metrics(
+            conn, names, port=metrics_port, host=metrics_host, interval=metrics_interval
+        )
+        logging.getLogger("pashq.cli").info(
+            "serving metrics on %s", metrics.url, extra={"event": "metrics.serving"}
+        )
     live = None
     on_progress: Callable[[WorkerStats], None] | None = None
-    if interactive and not as_json:
+    if interactive and not json_logs and not as_json:
         from rich.console import Console
         from rich.live import Live
 
@@ -370,12 +405,15 @@ def work(
             conn.config.type,
             ",".join(names),
             concurrency,
+            extra={"event": "worker.started"},
         )
     try:
         stats = worker.run(until_empty=until_empty)
     finally:
         if live is not None:
             live.stop()
+        if metrics is not None:
+            metrics.close()
     summary = {"queues": names, "connection": conn.name, **stats.as_dict()}
     if as_json:
         _echo_json(summary)
@@ -387,6 +425,7 @@ def work(
             stats.dead_lettered,
             stats.released,
             stats.errors,
+            extra={"event": "worker.stopped"},
         )
     if stats.interrupted:
         sys.exit(1)
