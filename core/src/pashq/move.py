@@ -6,7 +6,8 @@ that dies therefore loses nothing: what it held at the source comes back after t
 source's lease, and a batch confirmed but not yet acked is moved again. The body travels
 byte for byte, so every message keeps its id and a repeat is recognisable (a FIFO SQS
 destination drops it within its five-minute deduplication window; moved dead letters are
-skipped by id on the database and memory drivers).
+skipped by id on the database and memory drivers; elsewhere a repeat is delivered twice,
+as any at-least-once redelivery is).
 
 What travels with a message depends on both sides' capabilities:
 
@@ -364,14 +365,9 @@ class Move:
         delay = waiting.due_in if caps.delay else 0.0
         if caps.max_delay is not None and delay > caps.max_delay:
             delay = caps.max_delay
-        return OutgoingMessage(
-            message_id,
-            type_name,
-            delivery.body,
-            delay,
-            delivery.group,
-            message_id,  # a FIFO destination drops a repeat within its deduplication window
-        )
+        # No deduplication id: a FIFO SQS destination uses the message id (drops a repeat
+        # within its five-minute window); standard queues would warn about one.
+        return OutgoingMessage(message_id, type_name, delivery.body, delay, delivery.group)
 
     def _push(self, messages: Sequence[OutgoingMessage], attempts: Sequence[int]) -> None:
         hook, queue = self.destination.hook, self.destination_queue
@@ -465,7 +461,7 @@ class Move:
         outgoing = []
         for d in dead:
             message_id, type_name = self._identify(Delivery(d.queue, d.id, d.body))
-            outgoing.append(OutgoingMessage(message_id, type_name, d.body, 0.0, None, message_id))
+            outgoing.append(OutgoingMessage(message_id, type_name, d.body))
         self._push(outgoing, [0] * len(outgoing))  # a fresh start, as `pashq failed retry`
 
     def _progress(self) -> None:
