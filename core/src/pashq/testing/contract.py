@@ -893,14 +893,12 @@ class MoveContract(_Contract):
             queue=queue_under_test.name, dead_letters=dead
         )
         assert ids == [first.id, second.id]
-        listed = wait_for(
-            lambda: (
-                len(queue_under_test.connection.failed(queue_under_test.name)) == 2
-                and queue_under_test.connection.failed(queue_under_test.name)
-            ),
-            timeout=10,
-            what="the moved dead letters to be listed",
-        )
+
+        def both() -> list[DeadLetter]:
+            found = queue_under_test.connection.failed(queue_under_test.name)
+            return found if len(found) == 2 else []
+
+        listed = wait_for(both, timeout=10, what="the moved dead letters to be listed")
         by_id = {d.id: d for d in listed}
         assert set(by_id) == {first.id, second.id}
         assert by_id[first.id].reason == "bad input: 1"
