@@ -25,7 +25,12 @@ def _summary(report: MoveReport) -> list[str]:
     lines = [
         f"{what} {report.moved} message(s) from {report.source} to {report.destination}"
         + (f", {report.delayed} not yet due" if report.delayed else "")
-        + ("" if report.dry_run else f" in {report.seconds:.1f} s ({report.batches} batches)")
+        + (
+            ""
+            if report.dry_run
+            else f" in {report.seconds:.2f}s ({report.batches} "
+            f"batch{'' if report.batches == 1 else 'es'})"
+        )
     ]
     if report.dead_letters:
         lines.append(f"{what} {report.dead_letters} dead letter(s) with their reasons")
