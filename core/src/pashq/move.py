@@ -331,7 +331,8 @@ class Move:
         hook, queue = self.source.hook, self.source_queue
         got: list[WaitingDelivery] = []
         wait = first_wait
-        while len(got) < n:
+        started, budget = time.monotonic(), float("inf")
+        while len(got) < n and time.monotonic() - started < budget:
             if self.source.capabilities.claim_waiting:
                 part: list[WaitingDelivery] = hook.pashq_claim_waiting(
                     queue=queue, max_messages=n - len(got)
@@ -345,7 +346,22 @@ class Move:
                 break
             got.extend(part)
             wait = 0.0
-        return got
+            # Stop filling the batch well before the first reservations run out (SQS hands
+            # out ten at a time: a batch of hundreds takes many receives).
+            leases = [w.delivery.lease for w in part if w.delivery.lease]
+            if leases:
+                budget = min(budget, min(leases) / 3)
+        return self._latest(got)
+
+    @staticmethod
+    def _latest(batch: list[WaitingDelivery]) -> list[WaitingDelivery]:
+        """One reservation per message: a message delivered twice within one batch (its
+        lease ran out meanwhile) keeps its newest reservation, the one that settles it."""
+        latest: dict[object, WaitingDelivery] = {}
+        for waiting in batch:
+            latest.pop(waiting.delivery.id or id(waiting), None)
+            latest[waiting.delivery.id or id(waiting)] = waiting
+        return list(latest.values())
 
     def _identify(self, delivery: Delivery) -> tuple[str, str]:
         """The message's id and type name, read from its envelope where it decodes."""
