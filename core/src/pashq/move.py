@@ -432,11 +432,17 @@ class Move:
             self._progress()
 
     def _release(self, batch: Sequence[WaitingDelivery]) -> None:
-        """Hand a batch the destination did not confirm back to the source at once."""
+        """Hand a batch the destination did not confirm back to the source at once (a
+        delayed message for the time it had left)."""
         try:
-            self.source.hook.pashq_nack(
-                queue=self.source_queue, deliveries=[w.delivery for w in batch], delay=0.0
-            )
+            due = [w.delivery for w in batch if w.due_in <= 0]
+            if due:
+                self.source.hook.pashq_nack(queue=self.source_queue, deliveries=due, delay=0.0)
+            for w in batch:
+                if w.due_in > 0:
+                    self.source.hook.pashq_nack(
+                        queue=self.source_queue, deliveries=[w.delivery], delay=w.due_in
+                    )
         except Exception:  # the lease brings them back anyway
             log.warning("could not release %d message(s) at %s", len(batch), self.report.source)
 

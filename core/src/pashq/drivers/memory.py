@@ -106,13 +106,15 @@ class _Ready:
 
 
 class _Queue:
-    __slots__ = ("dead", "delayed", "leased", "ready")
+    __slots__ = ("dead", "delayed", "due", "leased", "ready")
 
     def __init__(self) -> None:
         self.ready = _Ready()
         self.delayed: list[tuple[float, int, _Entry]] = []
         self.leased: dict[int, tuple[_Entry, float]] = {}
         self.dead: list[DeadLetter] = []
+        #: Due times of not-yet-due messages leased by ``pashq_claim_waiting``.
+        self.due: dict[int, float] = {}
 
 
 class MemoryDriver:
@@ -162,7 +164,12 @@ class MemoryDriver:
         if q.leased:
             expired = [r for r, (_, deadline) in q.leased.items() if deadline <= now]
             for receipt in expired:
-                q.ready.append(q.leased.pop(receipt)[0])
+                entry = q.leased.pop(receipt)[0]
+                due = q.due.pop(receipt, now)
+                if due > now:  # claimed by a move that never acked: delayed as before
+                    heapq.heappush(q.delayed, (due, next(self._seq), entry))
+                else:
+                    q.ready.append(entry)
 
     @hookimpl
     def pashq_push(
@@ -221,9 +228,10 @@ class MemoryDriver:
     def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         """Forget acked deliveries (a lease that expired meanwhile is ignored)."""
         with self._cond:
-            leased = self._queue(queue).leased
+            q = self._queue(queue)
             for d in deliveries:
-                leased.pop(d.receipt, None)
+                q.leased.pop(d.receipt, None)
+                q.due.pop(d.receipt, None)
 
     @hookimpl
     def pashq_nack(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
@@ -234,6 +242,7 @@ class MemoryDriver:
             back = []
             for d in deliveries:
                 found = q.leased.pop(d.receipt, None)
+                q.due.pop(d.receipt, None)
                 if found is None:
                     continue
                 if delay > 0:
@@ -336,7 +345,7 @@ class MemoryDriver:
     @hookimpl
     def pashq_claim_waiting(self, queue: str, max_messages: int) -> list[WaitingDelivery]:
         """Lease ready messages, then delayed ones (soonest first) with their due time; an
-        unacked delayed one comes back at its due time at the earliest."""
+        unacked delayed one goes back to waiting for its due time when the lease ends."""
         with self._cond:
             q = self._queue(queue)
             now = time.monotonic()
@@ -349,7 +358,9 @@ class MemoryDriver:
                     due, _, entry = heapq.heappop(q.delayed)
                 entry.attempts += 1
                 receipt = next(self._seq)
-                q.leased[receipt] = (entry, max(now + self.lease, due))
+                q.leased[receipt] = (entry, now + self.lease)
+                if due > now:
+                    q.due[receipt] = due
                 delivery = Delivery(
                     queue, entry.id, entry.body, entry.attempts, receipt, self.lease, entry.group
                 )
