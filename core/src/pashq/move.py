@@ -351,12 +351,16 @@ class Move:
             leases = [w.delivery.lease for w in part if w.delivery.lease]
             if leases:
                 budget = min(budget, min(leases) / 3)
+        if self.source.capabilities.claim_waiting or budget == float("inf"):
+            return got  # one claim never hands out a message twice
         return self._latest(got)
 
     @staticmethod
     def _latest(batch: list[WaitingDelivery]) -> list[WaitingDelivery]:
         """One reservation per message: a message delivered twice within one batch (its
-        lease ran out meanwhile) keeps its newest reservation, the one that settles it."""
+        lease ran out meanwhile) keeps its newest reservation, the one that settles it (the
+        older one settles nothing on SQS). A second message with the same id stays at the
+        source until a later batch."""
         latest: dict[object, WaitingDelivery] = {}
         for waiting in batch:
             latest.pop(waiting.delivery.id or id(waiting), None)
