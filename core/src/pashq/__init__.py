@@ -12,7 +12,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pashq.capabilities import Capabilities
 from pashq.config import RetryPolicy, Settings, parse_options
 from pashq.connection import Connection
-from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.delivery import (
+    DeadLetter,
+    Delivery,
+    MovedMessage,
+    OutgoingMessage,
+    QueueStats,
+    WaitingDelivery,
+)
 from pashq.envelope import Envelope, decode_envelope, encode_envelope
 from pashq.errors import (
     ConfigError,
@@ -22,6 +29,7 @@ from pashq.errors import (
     EnvelopeError,
     MessageRejectedError,
     MessageTooLargeError,
+    MoveError,
     PartialPushError,
     PashqError,
     QueueNameError,
@@ -60,6 +68,8 @@ __all__ = [
     "MessageContext",
     "MessageRejectedError",
     "MessageTooLargeError",
+    "MoveError",
+    "MovedMessage",
     "Outcome",
     "OutgoingMessage",
     "PartialPushError",
@@ -75,6 +85,7 @@ __all__ = [
     "TimeLimitExceeded",
     "UnknownMessageTypeError",
     "UnsupportedError",
+    "WaitingDelivery",
     "Worker",
     "WorkerStats",
     "__version__",

@@ -35,6 +35,12 @@ class Capabilities:
     :ivar fifo_groups: ordering groups and deduplication ids are honoured (FIFO queues).
     :ivar priorities: ``dispatch(priority=0..9)`` is honoured (higher first); without it
         the core refuses a priority above 0 with ``UnsupportedError``.
+    :ivar claim_waiting: ``pashq_claim_waiting`` reserves messages whether due or not, with
+        their due time (``pashq move`` then takes delayed messages along).
+    :ivar store_attempts: ``pashq_push_moved`` stores messages with the attempts they
+        already had (``pashq move`` keeps attempt counts).
+    :ivar store_dead_letters: ``pashq_failed_store`` keeps dead letters moved from another
+        connection, with their reason (``pashq move --failed``).
     """
 
     persistent: bool = False
@@ -51,3 +57,6 @@ class Capabilities:
     list_queues: bool = False
     fifo_groups: bool = False
     priorities: bool = False
+    claim_waiting: bool = False
+    store_attempts: bool = False
+    store_dead_letters: bool = False

@@ -24,6 +24,7 @@ import click
 
 from pashq import __version__
 from pashq.capabilities import Capabilities
+from pashq.commands.move import move
 from pashq.connection import Connection
 from pashq.discovery import COMMAND_GROUP, DRIVER_GROUP, installed
 from pashq.errors import PashqError
@@ -654,3 +655,6 @@ def failed_purge(
     _echo_json({"queue": queue_name, "purged": count}) if as_json else click.echo(
         f"deleted {count} dead letter(s) of {queue_name}"
     )
+
+
+main.add_command(move)  # its own module: pashq.commands.move

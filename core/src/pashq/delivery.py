@@ -12,7 +12,14 @@ from typing import Any
 
 import attrs
 
-__all__ = ["DeadLetter", "Delivery", "OutgoingMessage", "QueueStats"]
+__all__ = [
+    "DeadLetter",
+    "Delivery",
+    "MovedMessage",
+    "OutgoingMessage",
+    "QueueStats",
+    "WaitingDelivery",
+]
 
 
 @attrs.frozen(slots=True)
@@ -102,3 +109,28 @@ class QueueStats:
     delayed: int | None = None
     in_flight: int | None = None
     failed: int | None = None
+
+
+@attrs.frozen(slots=True)
+class WaitingDelivery:
+    """A message reserved by ``pashq_claim_waiting``, due or not (for ``pashq move``).
+
+    :ivar delivery: the reservation, settled with ``pashq_ack`` like any delivery.
+    :ivar due_in: seconds until the message is due (0 when it is ready now).
+    """
+
+    delivery: Delivery
+    due_in: float = 0.0
+
+
+@attrs.frozen(slots=True)
+class MovedMessage:
+    """A message moved from another connection, for ``pashq_push_moved``.
+
+    :ivar message: what to store (id, body, ``delay`` = seconds until it is due).
+    :ivar attempts: deliveries it already had (0 = never delivered): the next delivery
+        from the destination counts ``attempts + 1``.
+    """
+
+    message: OutgoingMessage
+    attempts: int = 0

@@ -16,6 +16,7 @@ __all__ = [
     "EnvelopeError",
     "MessageRejectedError",
     "MessageTooLargeError",
+    "MoveError",
     "PartialPushError",
     "PashqError",
     "QueueNameError",
@@ -91,6 +92,11 @@ class PartialPushError(DriverError):
 
 class MessageTooLargeError(DriverError):
     """A message is larger than the backend accepts."""
+
+
+class MoveError(PashqError):
+    """``pashq move`` cannot start or finish: a bad ``CONNECTION:QUEUE``, the same queue on
+    both sides, a side that cannot take part (no consumer, not persistent, no dead letters)."""
 
 
 class MessageRejectedError(PashqError):

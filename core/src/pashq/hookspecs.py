@@ -39,7 +39,14 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.delivery import (
+    DeadLetter,
+    Delivery,
+    MovedMessage,
+    OutgoingMessage,
+    QueueStats,
+    WaitingDelivery,
+)
 from pashq.envelope import Envelope
 
 if TYPE_CHECKING:
@@ -549,4 +556,87 @@ def pashq_failed_purge(queue: str, ids: Sequence[str] | None) -> int:
         @hookimpl
         def pashq_failed_purge(self, queue, ids):
             return self.failed_table.delete(queue, ids)
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# Moving messages between connections (``pashq move``; optional, declared in capabilities)
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pashq_claim_waiting(queue: str, max_messages: int) -> list[WaitingDelivery]:
+    """Reserve up to ``max_messages`` waiting messages of ``queue``, due or not
+    (capability ``claim_waiting``).
+
+    Like ``pashq_pull`` without waiting, except that messages whose delay (or retry
+    backoff) has not passed are taken too, each with the seconds until it is due. Leased
+    messages (in flight at a worker) are not taken. The reservation is settled with
+    ``pashq_ack``; one that is never acked comes back no earlier than the message's due
+    time (so a move that dies does not make a delayed message due early).
+
+    :param queue: the queue name.
+    :param max_messages: the most messages to reserve.
+    :returns: the reservations, due ones first; empty when nothing waits.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_claim_waiting(self, queue, max_messages):
+            rows = self.claim(queue, max_messages, lease=self.lease, due_or_not=True)
+            return [WaitingDelivery(self.delivery(r), max(0.0, r.due - now)) for r in rows]
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_push_moved(queue: str, messages: Sequence[MovedMessage]) -> list[str]:
+    """Store messages moved from another connection, keeping their attempt counts
+    (capability ``store_attempts``).
+
+    As ``pashq_push`` with no dispatch options (each ``message.message.delay`` is the time
+    left until it is due), but the next delivery of each counts ``attempts + 1``. Return
+    only once the backend holds every message; raise as ``pashq_push`` does.
+
+    :param queue: the queue name.
+    :param messages: the messages, in order.
+    :returns: the ids of the stored messages, in order.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_push_moved(self, queue, messages):
+            self.table.insert_many(
+                queue, [(m.message.id, m.message.body, m.message.delay, m.attempts)
+                        for m in messages])
+            return [m.message.id for m in messages]
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_failed_store(queue: str, dead_letters: Sequence[DeadLetter]) -> list[str]:
+    """Keep dead letters moved from another connection among the dead letters of
+    ``queue`` (capability ``store_dead_letters``).
+
+    Each keeps its id, body, reason, traceback, attempts and (where the backend stores it)
+    ``failed_at``, and is then listed, retried and purged like the driver's own. Return
+    once all are stored. A driver that can tell cheaply skips a dead letter whose id it
+    already keeps for ``queue`` (a move repeated after a crash) and returns its id too.
+    Store text through :func:`pashq.text.safe_text`.
+
+    :param queue: the queue name.
+    :param dead_letters: the dead letters (their ``queue`` is the source's queue).
+    :returns: the ids now kept, in order.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_failed_store(self, queue, dead_letters):
+            self.failed_table.insert_many(queue, dead_letters, skip_known_ids=True)
+            return [d.id for d in dead_letters]
     """

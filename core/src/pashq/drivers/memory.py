@@ -3,8 +3,9 @@
 Features: priorities (0-9, higher first; a retried dead letter comes back at 0), delays,
 leases (an unacked delivery comes back after ``lease`` seconds), lease extension, nack with
 delay, dead letters (list / retry / purge), stats, purge and the list of queues (those
-holding messages or dead letters). Messages live in the process's
-memory: at-least-once within the process, lost with it.
+holding messages or dead letters); for ``pashq move``, delayed messages are claimed with
+their due time, and moved messages and dead letters keep their attempts and reasons.
+Messages live in the process's memory: at-least-once within the process, lost with it.
 
 Options (``[queues.<name>]``):
 
@@ -27,7 +28,14 @@ import attrs
 from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
-from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.delivery import (
+    DeadLetter,
+    Delivery,
+    MovedMessage,
+    OutgoingMessage,
+    QueueStats,
+    WaitingDelivery,
+)
 from pashq.errors import ConfigError
 from pashq.hookspecs import hookimpl
 
@@ -98,13 +106,15 @@ class _Ready:
 
 
 class _Queue:
-    __slots__ = ("dead", "delayed", "leased", "ready")
+    __slots__ = ("dead", "delayed", "due", "leased", "ready")
 
     def __init__(self) -> None:
         self.ready = _Ready()
         self.delayed: list[tuple[float, int, _Entry]] = []
         self.leased: dict[int, tuple[_Entry, float]] = {}
         self.dead: list[DeadLetter] = []
+        #: Due times of not-yet-due messages leased by ``pashq_claim_waiting``.
+        self.due: dict[int, float] = {}
 
 
 class MemoryDriver:
@@ -123,6 +133,9 @@ class MemoryDriver:
         stats=True,
         purge=True,
         list_queues=True,
+        claim_waiting=True,
+        store_attempts=True,
+        store_dead_letters=True,
     )
 
     def __init__(self) -> None:
@@ -152,7 +165,12 @@ class MemoryDriver:
         if q.leased:
             expired = [r for r, (_, deadline) in q.leased.items() if deadline <= now]
             for receipt in expired:
-                q.ready.append(q.leased.pop(receipt)[0])
+                entry = q.leased.pop(receipt)[0]
+                due = q.due.pop(receipt, now)
+                if due > now:  # claimed by a move that never acked: delayed as before
+                    heapq.heappush(q.delayed, (due, next(self._seq), entry))
+                else:
+                    q.ready.append(entry)
 
     @hookimpl
     def pashq_push(
@@ -211,9 +229,10 @@ class MemoryDriver:
     def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
         """Forget acked deliveries (a lease that expired meanwhile is ignored)."""
         with self._cond:
-            leased = self._queue(queue).leased
+            q = self._queue(queue)
             for d in deliveries:
-                leased.pop(d.receipt, None)
+                q.leased.pop(d.receipt, None)
+                q.due.pop(d.receipt, None)
 
     @hookimpl
     def pashq_nack(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
@@ -224,6 +243,7 @@ class MemoryDriver:
             back = []
             for d in deliveries:
                 found = q.leased.pop(d.receipt, None)
+                q.due.pop(d.receipt, None)
                 if found is None:
                     continue
                 if delay > 0:
@@ -330,6 +350,69 @@ class MemoryDriver:
         """Delete dead letters for good."""
         with self._cond:
             return len(self._take_dead(queue, ids))
+
+    # -- pashq move ----------------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_claim_waiting(self, queue: str, max_messages: int) -> list[WaitingDelivery]:
+        """Lease ready messages, then delayed ones (soonest first) with their due time; an
+        unacked delayed one goes back to waiting for its due time when the lease ends."""
+        with self._cond:
+            q = self._queue(queue)
+            now = time.monotonic()
+            self._mature(q, now)
+            out: list[WaitingDelivery] = []
+            while len(out) < max_messages and (q.ready or q.delayed):
+                if q.ready:
+                    entry, due = q.ready.popleft(), now
+                else:
+                    due, _, entry = heapq.heappop(q.delayed)
+                entry.attempts += 1
+                receipt = next(self._seq)
+                q.leased[receipt] = (entry, now + self.lease)
+                if due > now:
+                    q.due[receipt] = due
+                delivery = Delivery(
+                    queue, entry.id, entry.body, entry.attempts, receipt, self.lease, entry.group
+                )
+                out.append(WaitingDelivery(delivery, max(0.0, due - now)))
+            return out
+
+    @hookimpl
+    def pashq_push_moved(self, queue: str, messages: Sequence[MovedMessage]) -> list[str]:
+        """Store moved messages with the attempts they already had."""
+        now = time.monotonic()
+        with self._cond:
+            q = self._queue(queue)
+            for moved in messages:
+                m = moved.message
+                entry = _Entry(m.id, m.body, m.group_id, m.priority)
+                entry.attempts = max(0, moved.attempts)
+                if m.delay > 0:
+                    heapq.heappush(q.delayed, (now + m.delay, next(self._seq), entry))
+                else:
+                    q.ready.append(entry)
+            self._cond.notify_all()
+        return [moved.message.id for moved in messages]
+
+    @hookimpl
+    def pashq_failed_store(self, queue: str, dead_letters: Sequence[DeadLetter]) -> list[str]:
+        """Keep moved dead letters; an id already kept for ``queue`` is skipped."""
+        with self._cond:
+            q = self._queue(queue)
+            known = {d.id for d in q.dead}
+            for dead in dead_letters:
+                if dead.id in known:
+                    continue
+                known.add(dead.id)
+                q.dead.append(
+                    attrs.evolve(
+                        dead,
+                        queue=queue,
+                        failed_at=dead.failed_at or datetime.now(UTC),
+                    )
+                )
+            return [d.id for d in dead_letters]
 
     @hookimpl
     def pashq_close(self) -> None:

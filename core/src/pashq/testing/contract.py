@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from pashq.delivery import Delivery, OutgoingMessage
+from pashq.delivery import DeadLetter, Delivery, MovedMessage, OutgoingMessage
 from pashq.envelope import (
     Envelope,
     decode_envelope,
@@ -47,6 +47,7 @@ __all__ = [
     "HeadersContract",
     "IsolationContract",
     "LeaseContract",
+    "MoveContract",
     "NackContract",
     "PriorityContract",
     "PurgeContract",
@@ -873,6 +874,97 @@ class ForkContract(_Contract):
         assert sorted(int(n) for n in done) == list(range(61))
 
 
+class MoveContract(_Contract):
+    """The optional hooks of ``pashq move``: claiming waiting messages with their due time,
+    storing moved messages with their attempts, keeping moved dead letters."""
+
+    def test_claim_waiting_takes_delayed_messages_with_their_due_time(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """``pashq_claim_waiting`` reserves ready and delayed messages, ready ones first,
+        each with the seconds until it is due; acked, they are gone."""
+        _require(queue_under_test, "consume", "claim_waiting", "delay")
+        ready, later = _outgoing({"n": 1}), _outgoing({"n": 2}, delay=60)
+        _push(queue_under_test, ready, later)
+        claimed = queue_under_test.connection.hook.pashq_claim_waiting(
+            queue=queue_under_test.name, max_messages=10
+        )
+        assert [w.delivery.id for w in claimed] == [ready.id, later.id]
+        assert claimed[0].due_in == 0
+        assert 50 < claimed[1].due_in <= 60
+        assert claimed[1].delivery.body == later.body
+        _ack(queue_under_test, [w.delivery for w in claimed])
+        again = queue_under_test.connection.hook.pashq_claim_waiting(
+            queue=queue_under_test.name, max_messages=10
+        )
+        assert again == []
+
+    def test_claimed_delayed_message_does_not_come_back_early(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """A delayed message claimed and never acked (a move that died) is not delivered
+        before its due time, even after the lease, and is claimed again with its due time."""
+        _require(queue_under_test, "consume", "claim_waiting", "delay", "lease")
+        assert queue_under_test.lease, "fixture must report the lease it configured"
+        later = _outgoing(delay=60)
+        _push(queue_under_test, later)
+        (claimed,) = queue_under_test.connection.hook.pashq_claim_waiting(
+            queue=queue_under_test.name, max_messages=10
+        )
+        assert _pull(queue_under_test, timeout=queue_under_test.lease + 1.0) == []
+        (again,) = queue_under_test.connection.hook.pashq_claim_waiting(
+            queue=queue_under_test.name, max_messages=10
+        )
+        assert again.delivery.id == later.id
+        assert 0 < again.due_in < claimed.due_in
+
+    def test_moved_message_keeps_its_attempts(self, queue_under_test: QueueUnderTest) -> None:
+        """``pashq_push_moved`` stores a message whose next delivery counts one more than
+        the attempts it brought."""
+        _require(queue_under_test, "consume", "store_attempts")
+        message = _outgoing()
+        ids = queue_under_test.connection.hook.pashq_push_moved(
+            queue=queue_under_test.name, messages=[MovedMessage(message, 3)]
+        )
+        assert ids == [message.id]
+        (delivery,) = _pull(queue_under_test)
+        assert delivery.attempts == 4
+        assert delivery.body == message.body
+        _ack(queue_under_test, [delivery])
+
+    def test_moved_dead_letters_are_kept_with_their_reason(
+        self, queue_under_test: QueueUnderTest
+    ) -> None:
+        """``pashq_failed_store`` keeps dead letters with id, body, reason, traceback and
+        attempts; they are listed and retried like the driver's own."""
+        _require(queue_under_test, "consume", "dead_letters", "store_dead_letters")
+        first, second = _outgoing({"n": 1}), _outgoing({"n": 2})
+        dead = [
+            DeadLetter(first.id, "elsewhere", first.body, "bad input: 1", "Traceback: a", 5),
+            DeadLetter(second.id, "elsewhere", second.body, "bad input: 2", None, 1),
+        ]
+        ids = queue_under_test.connection.hook.pashq_failed_store(
+            queue=queue_under_test.name, dead_letters=dead
+        )
+        assert ids == [first.id, second.id]
+
+        def both() -> list[DeadLetter]:
+            found = queue_under_test.connection.failed(queue_under_test.name)
+            return found if len(found) == 2 else []
+
+        listed = wait_for(both, timeout=10, what="the moved dead letters to be listed")
+        by_id = {d.id: d for d in listed}
+        assert set(by_id) == {first.id, second.id}
+        assert by_id[first.id].reason == "bad input: 1"
+        assert by_id[first.id].traceback == "Traceback: a"
+        assert by_id[first.id].attempts == 5
+        assert by_id[first.id].body == first.body
+        assert by_id[second.id].reason == "bad input: 2"
+        assert queue_under_test.connection.retry_failed(queue_under_test.name) == 2
+        back = drain(queue_under_test.connection, queue_under_test.name, 2)
+        assert sorted(d.body for d in back) == sorted([first.body, second.body])
+
+
 class DriverContract(
     BasicContract,
     BatchContract,
@@ -888,6 +980,7 @@ class DriverContract(
     PurgeContract,
     QueueListingContract,
     PriorityContract,
+    MoveContract,
     WorkerContract,
     ForkContract,
 ):

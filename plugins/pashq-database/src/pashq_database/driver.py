@@ -7,7 +7,9 @@ Features: persistent at-least-once delivery with a lease (a message whose worker
 back after ``lease`` seconds, no sweeper needed), lease extension, delays and retry
 back-off through ``available_at`` (nothing is held in worker memory), dead letters with the
 reason and traceback (list / retry / purge), stats, purge, transactional dispatch
-(outbox), LISTEN/NOTIFY wake-ups on PostgreSQL and polling with back-off elsewhere.
+(outbox), LISTEN/NOTIFY wake-ups on PostgreSQL and polling with back-off elsewhere; for
+``pashq move``, waiting rows are claimed with their due time and moved rows and dead
+letters keep their attempts and reasons (see :mod:`pashq_database.moving`).
 
 Claims take up to ``batch_size`` rows in one transaction (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL and MySQL/MariaDB, ``BEGIN IMMEDIATE`` on SQLite); acks are one batched
@@ -65,13 +67,21 @@ import sqlalchemy as sa
 from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
-from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.delivery import (
+    DeadLetter,
+    Delivery,
+    MovedMessage,
+    OutgoingMessage,
+    QueueStats,
+    WaitingDelivery,
+)
 from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
 from pashq.hookspecs import hookimpl
 from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
 from pashq_database.claim import Claim
 from pashq_database.clock import db_now
 from pashq_database.listener import Listener
+from pashq_database.moving import MoveStatements
 from pashq_database.options import DatabaseOptions, check_engine_options
 from pashq_database.schema import QUEUE_LENGTH, Schema
 from pashq_database.statements import HotPath, Receipt
@@ -160,6 +170,9 @@ class DatabaseDriver:
         stats=True,
         purge=True,
         list_queues=True,
+        claim_waiting=True,
+        store_attempts=True,
+        store_dead_letters=True,
     )
 
     def __init__(self) -> None:
@@ -260,6 +273,7 @@ class DatabaseDriver:
     def _build_statements(self, dialect: sa.Dialect) -> None:
         m, dl = self.schema.messages, self.schema.dead_letters
         self._claim = Claim(self.schema, dialect)
+        self._moving = MoveStatements(self.schema, dialect)
         self._hot = HotPath(self.schema, dialect)
         # Every settle names the claim: row id, its attempt count and the stored message id
         # (SQLite reuses the row id of a deleted top row, so the id alone is not enough).
@@ -942,3 +956,61 @@ class DatabaseDriver:
         stmt = sa.select(m.c.id).where(m.c.queue == queue, m.c.available_at <= db_now()).limit(1)
         self.check_tables(queue)
         return self._transact("empty check", queue, lambda conn: conn.execute(stmt).first() is None)
+
+    # -- pashq move --------------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_claim_waiting(self, queue: str, max_messages: int) -> list[WaitingDelivery]:
+        """Lease up to ``max_messages`` rows no one holds, due or not, with their due time."""
+        limit = max(1, min(max_messages, self.options.batch_size))
+        lease = self.options.lease
+        self.check_tables(queue)
+        rows = self._transact(
+            "claiming waiting messages",
+            queue,
+            lambda conn: self._moving.claim(conn, queue, limit, lease),
+        )
+        return [
+            WaitingDelivery(Delivery(queue, mid, body, att, (rid, att, mid), lease), due_in)
+            for rid, mid, body, att, due_in in rows
+        ]
+
+    @hookimpl
+    def pashq_push_moved(self, queue: str, messages: Sequence[MovedMessage]) -> list[str]:
+        """Insert moved messages with their attempts, in one transaction."""
+        self.check_tables(queue)
+        for moved in messages:
+            if len(moved.message.body) > self._max_body:
+                raise self._too_large(queue, moved.message, self._max_body)
+
+        def work(conn: sa.Connection) -> None:
+            for chunk in _chunks(messages, self.options.batch_size):
+                self._moving.insert(conn, queue, chunk)
+            if self._notify and any(m.message.delay <= 0 for m in messages):
+                self._send_notify(conn, queue)
+
+        self._transact(
+            "push",
+            queue,
+            work,
+            wait=_RECONNECT_WAIT,
+            unknown=lambda: (
+                f"{len(messages)} moved message(s) may or may not be stored; run the move "
+                "again (it repeats them by id)"
+            ),
+        )
+        self._poke()
+        return [m.message.id for m in messages]
+
+    @hookimpl
+    def pashq_failed_store(self, queue: str, dead_letters: Sequence[DeadLetter]) -> list[str]:
+        """Insert moved dead letters, skipping ids the queue already keeps."""
+        self.check_tables(queue)
+        if dead_letters:
+            self._transact(
+                "storing dead letters",
+                queue,
+                lambda conn: self._moving.store_dead(conn, queue, dead_letters),
+                wait=_RECONNECT_WAIT,
+            )
+        return [d.id for d in dead_letters]

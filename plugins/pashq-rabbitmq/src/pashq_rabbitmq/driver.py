@@ -8,7 +8,9 @@ Features
     (one I/O thread per connection owns the pika connection); delayed dispatch and retry
     backoff held by the broker in per-delay TTL queues; dead letters in ``<queue>.failed``
     (listed, retried, purged); automatic reconnection with backoff after a broker restart;
-    ``stats`` (ready and failed counts) and ``purge``.
+    ``stats`` (ready and failed counts) and ``purge``; for ``pashq move``, moved messages
+    keep their attempts (``x-pashq-attempts``) and moved dead letters their reasons
+    (delayed messages wait in their delay queues: a move takes them once due).
 
 Options (``[queues.<name>]``)
     - ``url`` (default ``amqp://guest:guest@127.0.0.1:5672/%2F``): ``amqp://`` or
@@ -71,7 +73,7 @@ import pika.exceptions
 from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
-from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
+from pashq.delivery import DeadLetter, Delivery, MovedMessage, OutgoingMessage, QueueStats
 from pashq.errors import (
     ConfigError,
     DriverError,
@@ -85,6 +87,7 @@ from pashq_rabbitmq.management import queue_counts, queue_names
 from pashq_rabbitmq.options import RabbitMQOptions, display_url
 from pashq_rabbitmq.properties import (
     ATTEMPTS_HEADER,
+    FAILED_AT_HEADER,
     REASON_HEADER,
     TRACEBACK_HEADER,
     copy_properties,
@@ -93,6 +96,7 @@ from pashq_rabbitmq.properties import (
     message_id_of,
     new_properties,
     text_header,
+    utc_text,
 )
 from pashq_rabbitmq.topology import (
     MAX_DELAY,
@@ -149,6 +153,8 @@ class RabbitMQDriver:
         stats=True,
         purge=True,
         list_queues=True,  # with management_url only: pashq_queues answers None without it
+        store_attempts=True,
+        store_dead_letters=True,
     )
 
     def __init__(self) -> None:
@@ -575,3 +581,60 @@ class RabbitMQDriver:
         messages on their way to this consumer are found by the worker's next pull)."""
         timeout = self.options.publish_timeout
         return self.link.declare(queue, None, passive=True, timeout=timeout) == 0
+
+    # -- pashq move ----------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_push_moved(self, queue: str, messages: Sequence[MovedMessage]) -> list[str]:
+        """Publish moved messages (as ``pashq_push``: persistent, confirmed, delayed ones
+        through the delay queues) with their attempts in ``x-pashq-attempts``."""
+        self._ensure(queue)
+        limit = self.link.max_message_size or MAX_MESSAGE_BYTES
+        items: list[Publish] = []
+        for moved in messages:
+            m = moved.message
+            if len(m.body) > limit:
+                raise MessageTooLargeError(
+                    f"message {m.id} for queue {queue!r} is {len(m.body)} bytes; RabbitMQ "
+                    f"accepts at most {limit} (max_message_size); nothing of this batch "
+                    "was published"
+                )
+            ms = delay_milliseconds(m.delay) if m.delay > 0 else 0
+            target = self._ensure_delay(queue, ms) if ms else queue
+            properties = new_properties(m.id, m.type_name, m.body)
+            if moved.attempts > 0:
+                properties.headers = {ATTEMPTS_HEADER: moved.attempts}
+            items.append(Publish(target, m.body, properties, m.id))
+        try:
+            self.link.publish(
+                items,
+                timeout=self.options.publish_timeout,
+                what=f"publishing {len(items)} moved message(s) to queue {queue!r}",
+            )
+        except DriverError:
+            self._forget({queue} | {p.routing_key for p in items})
+            raise
+        return [m.message.id for m in messages]
+
+    @hookimpl
+    def pashq_failed_store(self, queue: str, dead_letters: Sequence[DeadLetter]) -> list[str]:
+        """Publish moved dead letters to ``<queue>.failed`` with their reason (confirmed);
+        a repeat is not recognised (browsing the failed queue for ids would cost a pass)."""
+        if not dead_letters:
+            return []
+        self._ensure_failed(queue)
+        copies = []
+        for dead in dead_letters:
+            headers = failure_headers(dead.attempts, dead.reason, dead.traceback)
+            if dead.failed_at is not None:
+                headers[FAILED_AT_HEADER] = utc_text(dead.failed_at)
+            properties = new_properties(dead.id, "", dead.body)
+            properties.type = None
+            properties.headers = headers
+            copies.append(Publish(failed_queue(queue), dead.body, properties, dead.id))
+        self.link.publish(
+            copies,
+            timeout=self.options.publish_timeout,
+            what=f"storing {len(copies)} moved dead letter(s) of queue {queue!r}",
+        )
+        return [d.id for d in dead_letters]

@@ -36,6 +36,9 @@ Features:
   ``[A-Za-z0-9_-]`` (``.fifo``, the prefix and the dead-letter queue's suffix counted).
 - **Secrets**: an ``endpoint_url`` password never reaches errors, tracebacks or logs
   (botocore's and urllib3's records are filtered).
+- ``pashq move``: moved dead letters go to the dead-letter queue with their reason,
+  attempts and ``failed_at``; moved messages start again at attempt 1 (the count is SQS's
+  ``ApproximateReceiveCount``), and only due messages are received for a move.
 - Oversized messages fail at dispatch with :class:`~pashq.errors.MessageTooLargeError`
   naming the size and the limit. ``stats`` and ``purge`` (PurgeQueue) work.
 
@@ -169,6 +172,7 @@ class SQSDriver:
         purge=True,
         fifo_groups=True,
         list_queues=True,
+        store_dead_letters=True,
     )
 
     def __init__(self) -> None:
@@ -1030,6 +1034,46 @@ class SQSDriver:
         count = self._count(info, all_states=False)
         self._purge(info)
         return count
+
+    # -- pashq move ---------------------------------------------------------------------------
+
+    @hookimpl
+    def pashq_failed_store(self, queue: str, dead_letters: Sequence[DeadLetter]) -> list[str]:
+        """Send moved dead letters to the dead-letter queue with their reason, attempts and
+        ``failed_at`` (one SendMessage each); a repeat is not recognised, except by a FIFO
+        dead-letter queue within its deduplication window."""
+        dlq = self._dead_letter_queue(queue)
+        for dead in dead_letters:
+            body, base64 = wire.encode_body(dead.body)
+            attributes: dict[str, dict[str, str]] = {}
+            if wire.usable_id(dead.id):
+                attributes[wire.ID] = wire.text(dead.id)
+            if base64:
+                attributes[wire.ENCODING] = wire.text("base64")
+            attributes[wire.REASON] = wire.text(
+                wire.safe_attribute(dead.reason or "(no reason)", _REASON_CHARS)
+            )
+            attributes[wire.ATTEMPTS] = wire.number(dead.attempts)
+            failed_at = dead.failed_at.timestamp() if dead.failed_at else time.time()
+            attributes[wire.FAILED_AT] = wire.text(wire.iso_time(failed_at))
+            attributes[wire.SOURCE] = wire.text(queue)
+            if dead.traceback:
+                attributes[wire.TRACEBACK] = wire.text(
+                    wire.safe_attribute(dead.traceback, _TRACEBACK_CHARS, keep="tail")
+                )
+            if wire.message_size(body, attributes) > dlq.max_size:
+                attributes.pop(wire.TRACEBACK, None)
+            params: dict[str, Any] = {
+                "QueueUrl": dlq.url,
+                "MessageBody": body,
+                "MessageAttributes": attributes,
+            }
+            if dlq.fifo:
+                params["MessageGroupId"] = wire.fifo_token(queue)
+                params["MessageDeduplicationId"] = wire.fifo_token(dead.id or uuid.uuid4().hex)
+            with self._call("SendMessage", dlq.name):
+                self.client.send_message(**params)
+        return [d.id for d in dead_letters]
 
 
 def _is_settled(failure: Failure) -> bool:
