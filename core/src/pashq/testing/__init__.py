@@ -27,15 +27,23 @@ from pashq.testing.contract import (
     DelayContract,
     DriverContract,
     ForkContract,
+    HeadersContract,
     IsolationContract,
     LeaseContract,
     NackContract,
+    PriorityContract,
     PurgeContract,
     StatsContract,
     WorkerContract,
     contract_override,
 )
-from pashq.testing.support import QueueUnderTest, drain, make_connection, wait_for
+from pashq.testing.support import (
+    QueueUnderTest,
+    drain,
+    make_connection,
+    wait_for,
+    wait_until_blocked,
+)
 
 __all__ = [
     "BasicContract",
@@ -46,9 +54,11 @@ __all__ = [
     "DelayContract",
     "DriverContract",
     "ForkContract",
+    "HeadersContract",
     "IsolationContract",
     "LeaseContract",
     "NackContract",
+    "PriorityContract",
     "PurgeContract",
     "QueueUnderTest",
     "StatsContract",
@@ -57,4 +67,5 @@ __all__ = [
     "drain",
     "make_connection",
     "wait_for",
+    "wait_until_blocked",
 ]
