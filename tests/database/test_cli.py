@@ -64,7 +64,10 @@ def test_sql_prints_the_ddl_for_a_dialect(tmp_path: Path, dialect: str, expected
     config = str(_config(tmp_path, {"type": "database", "url": f"sqlite:///{tmp_path}/x.db"}))
     out = _invoke("database", "sql", "--dialect", dialect, "--config", config)
     assert "CREATE TABLE pashq_messages" in out and "CREATE TABLE pashq_dead_letters" in out
-    assert "CREATE INDEX pashq_messages_claim ON pashq_messages (queue, available_at, id)" in out
+    assert (
+        "CREATE INDEX pashq_messages_claim ON pashq_messages "
+        "(queue, priority DESC, available_at, id)" in out
+    )
     assert expected in out
 
 

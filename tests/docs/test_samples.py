@@ -27,6 +27,12 @@ Markers are HTML comments on the lines just before a block (invisible on rendere
 
 Blocks in other languages (``text``, ``json``, ``sh`` ...) and unmarked ``console`` blocks
 are prose. docs/index.md's contributor note repeats these rules.
+
+A page with an SQS connection (``type = "sqs"``) runs against moto's server (started once
+per session, ``tests/moto_server.py``): its steps get dummy credentials and the server's
+URL in ``AWS_ENDPOINT_URL_SQS`` (which boto3 reads when the config gives no
+``endpoint_url``) and in ``PASHQ_SQS_ENDPOINT`` (for configs that write
+``endpoint_url = "${PASHQ_SQS_ENDPOINT:-...}"``), so the page's config runs as written.
 """
 
 from __future__ import annotations
@@ -38,10 +44,12 @@ import re
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from moto_server import CLEARED_ENV, DUMMY_ENV, free_port, moto_command, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -59,6 +67,7 @@ for path in sys.argv[1:]:
         exec(compile(source.read(), path, "exec"), namespace)
 """
 TIMEOUT = 120
+_SQS_PAGE = re.compile(r'^type = "sqs"', re.M)
 
 
 @dataclass
@@ -137,7 +146,9 @@ class PageRun:
             self.flush()
             self._run(kinds["shell"], f"{self.where(block)}: shell step {kinds['shell']!r}")
         if "file" in kinds:
-            (self.workdir / kinds["file"]).write_text(block.body, encoding="utf-8")
+            path = self.workdir / kinds["file"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(block.body, encoding="utf-8")
             return
         if block.language == "python":
             path = self.workdir / f"_block_{block.line}.py"
@@ -187,9 +198,26 @@ class PageRun:
                 assert out.rstrip("\n") == expected, (self.where(block), command, out)
 
 
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's SQS server on a free loopback port, for the pages with SQS samples."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    url = f"http://127.0.0.1:{port}"
+    with serve(moto_command(port), url, log_path, "moto's server") as url:
+        yield url
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
-def test_page_samples_run_as_written(page: Path, tmp_path: Path) -> None:
+def test_page_samples_run_as_written(
+    page: Path, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     run = PageRun(page, tmp_path)
+    if _SQS_PAGE.search(page.read_text(encoding="utf-8")):
+        endpoint = request.getfixturevalue("moto_endpoint")
+        for key in CLEARED_ENV:
+            run.env.pop(key, None)
+        run.env.update(DUMMY_ENV, AWS_ENDPOINT_URL_SQS=endpoint, PASHQ_SQS_ENDPOINT=endpoint)
     for block in blocks(page):
         run.step(block)
     run.flush()

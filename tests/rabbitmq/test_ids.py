@@ -39,7 +39,8 @@ def _publish_foreign(queue: str, envelope_id: str, message_id: str) -> None:
     raw = raw_connection()
     try:
         channel = raw.channel()
-        channel.queue_declare(queue, durable=True)
+        # What pashq declares (x-max-priority 9): an equal declare is accepted.
+        channel.queue_declare(queue, durable=True, arguments={"x-max-priority": 9})
         channel.basic_publish(
             "", queue, body, pika.BasicProperties(delivery_mode=2, message_id=message_id)
         )

@@ -5,6 +5,14 @@ an exception from the handler reaches the caller unchanged (no retries), and a m
 whose ``validate_message()`` returns ``False`` raises
 :class:`~pashq.errors.MessageRejectedError`. Nothing is stored; there is nothing for a
 worker to consume. No options.
+
+Each message runs as one delivery (attempt 1) inside the connection's ``pashq_process``
+wrappers, with :func:`pashq.current` set, as in a worker: a wrapper sees the result a
+worker would decide on a first attempt (``ACK``; ``RETRY`` with the exception; ``DEAD`` for
+``validate_message() is False``) and its decision is what ``dispatch`` does: ``ACK``
+returns, a decision with an exception raises that exception, any other decision raises
+:class:`~pashq.errors.MessageRejectedError` with the result's reason. Undecodable bytes
+and unknown types raise at once (before the wrappers); no time limit applies.
 """
 
 from __future__ import annotations
@@ -17,10 +25,10 @@ import attrs
 from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
-from pashq.delivery import OutgoingMessage
+from pashq.delivery import Delivery, OutgoingMessage
 from pashq.errors import MessageRejectedError
 from pashq.hookspecs import hookimpl
-from pashq.processing import Processor, run_awaitable
+from pashq.processing import Outcome, Prepared, Processor
 
 __all__ = ["SyncDriver"]
 
@@ -28,10 +36,6 @@ __all__ = ["SyncDriver"]
 @attrs.frozen
 class _NoOptions:
     pass
-
-
-def _maybe_await(value: Any) -> Any:
-    return run_awaitable(value) if hasattr(value, "__await__") else value
 
 
 class SyncDriver:
@@ -44,7 +48,23 @@ class SyncDriver:
     def pashq_connect(self, connection: Connection) -> None:
         """Check there are no options and keep the connection's decoder."""
         parse_options(_NoOptions, connection.options, connection.where)
-        self.processor = Processor(connection.hook, connection.config.retry)
+        self._connection = connection
+        self._plugins: tuple[Any, ...] = ()
+        self.processor = self._processor()
+
+    def _processor(self) -> Processor:
+        """The processor, built again when plugins were registered or removed since (a
+        Processor takes the ``pashq_process`` wrappers and the deserializer once)."""
+        hook = self._connection.hook
+        plugins = (
+            *(i.function for i in hook.pashq_process.get_hookimpls()),
+            *(i.function for i in hook.pashq_deserialize.get_hookimpls()),
+        )
+        if plugins != self._plugins or not hasattr(self, "processor"):
+            conn = self._connection
+            self.processor = Processor(conn.hook, conn.config.retry, conn.name)
+            self._plugins = plugins
+        return self.processor
 
     @hookimpl
     def pashq_push(
@@ -53,12 +73,18 @@ class SyncDriver:
         """Decode each message as a worker would, validate it and process it now."""
         if options:
             raise TypeError(f"sync driver takes no dispatch options, got {sorted(options)}")
+        processor = self._processor()
         for outgoing in messages:
-            _, message = self.processor.decode(outgoing.body)
-            if _maybe_await(message.validate_message()) is False:
-                raise MessageRejectedError(
-                    f"message {outgoing.id} ({outgoing.type_name}) for queue {queue!r} was "
-                    "rejected: validate_message() returned False"
-                )
-            _maybe_await(message.process_message())
+            envelope, message = processor.decode(outgoing.body)  # poison raises here
+            delivery = Delivery(queue, outgoing.id, outgoing.body)
+            policy = processor.policy_of(type(message))
+            result = processor.execute(Prepared(delivery, message, policy, False, envelope))
+            if result.outcome is Outcome.ACK:
+                continue
+            if result.exception is not None:
+                raise result.exception
+            raise MessageRejectedError(
+                f"message {outgoing.id} ({outgoing.type_name}) for queue {queue!r} was "
+                f"rejected: {result.reason or result.outcome.name}"
+            )
         return [m.id for m in messages]

@@ -27,17 +27,25 @@ from pashq.testing.contract import (
     DelayContract,
     DriverContract,
     ForkContract,
+    HeadersContract,
     IsolationContract,
     LeaseContract,
     MoveContract,
     NackContract,
+    PriorityContract,
     PurgeContract,
     QueueListingContract,
     StatsContract,
     WorkerContract,
     contract_override,
 )
-from pashq.testing.support import QueueUnderTest, drain, make_connection, wait_for
+from pashq.testing.support import (
+    QueueUnderTest,
+    drain,
+    make_connection,
+    wait_for,
+    wait_until_blocked,
+)
 
 __all__ = [
     "BasicContract",
@@ -48,10 +56,12 @@ __all__ = [
     "DelayContract",
     "DriverContract",
     "ForkContract",
+    "HeadersContract",
     "IsolationContract",
     "LeaseContract",
     "MoveContract",
     "NackContract",
+    "PriorityContract",
     "PurgeContract",
     "QueueListingContract",
     "QueueUnderTest",
@@ -61,4 +71,5 @@ __all__ = [
     "drain",
     "make_connection",
     "wait_for",
+    "wait_until_blocked",
 ]

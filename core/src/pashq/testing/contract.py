@@ -32,7 +32,7 @@ from pashq.envelope import (
 )
 from pashq.errors import UnsupportedError
 from pashq.testing.messages import AlwaysFails, AppendToFile, Recorded, Rejected, processed
-from pashq.testing.support import QueueUnderTest, drain, wait_for
+from pashq.testing.support import QueueUnderTest, drain, wait_for, wait_until_blocked
 from pashq.worker import Worker
 
 __all__ = [
@@ -209,7 +209,8 @@ class BasicContract(_Contract):
         thread = threading.Thread(target=pull, daemon=True)
         thread.start()
         entered.wait(5)
-        time.sleep(0.3)  # let the pull start waiting: what is measured is the close below
+        # What is measured is the close below: let the pull reach its wait first.
+        wait_until_blocked(thread)
         started = time.monotonic()
         other.close()
         assert returned.wait(10), "pull still waiting 10 s after pashq_close"

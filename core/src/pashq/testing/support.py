@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -12,7 +14,7 @@ from pashq.config import load_settings
 from pashq.connection import Connection
 from pashq.delivery import Delivery
 
-__all__ = ["QueueUnderTest", "drain", "make_connection", "wait_for"]
+__all__ = ["QueueUnderTest", "drain", "make_connection", "wait_for", "wait_until_blocked"]
 
 T = TypeVar("T")
 
@@ -70,3 +72,27 @@ def drain(
                 connection.hook.pashq_ack(queue=queue, deliveries=deliveries)
             got.extend(deliveries)
     return got
+
+
+def _innermost(thread: threading.Thread) -> tuple[Any, int] | None:
+    frame = sys._current_frames().get(thread.ident or -1)
+    return None if frame is None else (frame.f_code, frame.f_lineno)
+
+
+def wait_until_blocked(thread: threading.Thread, timeout: float = 5.0, looks: int = 3) -> bool:
+    """Wait until ``thread`` sits in one blocking call (a ``Condition.wait``, ``select``, a
+    socket read, a database client waiting for a notification ...): its innermost Python
+    frame is at the same line on ``looks`` looks 20 ms apart, which a thread running
+    Python code never is. Returns ``False`` after ``timeout`` (or when the thread ended),
+    so a caller that only wants the thread past its start can go on."""
+    deadline = time.monotonic() + timeout
+    last: tuple[Any, int] | None = None
+    same = 0
+    while time.monotonic() < deadline and thread.is_alive():
+        here = _innermost(thread)
+        same = same + 1 if here is not None and here == last else 0
+        if same >= looks - 1:
+            return True
+        last = here
+        time.sleep(0.02)  # polling a condition, not waiting for work
+    return False

@@ -9,5 +9,6 @@ from __future__ import annotations
 from pashq_database.driver import DatabaseDriver
 from pashq_database.options import DEFAULT_URL, DatabaseOptions
 from pashq_database.schema import Schema
+from pashq_database.upgrade import OutdatedTablesError
 
-__all__ = ["DEFAULT_URL", "DatabaseDriver", "DatabaseOptions", "Schema"]
+__all__ = ["DEFAULT_URL", "DatabaseDriver", "DatabaseOptions", "OutdatedTablesError", "Schema"]

@@ -1,5 +1,8 @@
 """The claim: take up to ``n`` ready rows of a queue and lease them, in one transaction.
 
+Ready rows go highest ``priority`` first, then by ``available_at`` and ``id`` (the order
+of the claim index, :func:`pashq_database.schema.claim_index`).
+
 - PostgreSQL and SQLite: one ``UPDATE ... WHERE id IN (SELECT ... LIMIT n [FOR UPDATE SKIP
   LOCKED]) RETURNING ...``. On SQLite the transaction is ``BEGIN IMMEDIATE`` (one writer at a
   time, so no row is claimed twice); on PostgreSQL ``SKIP LOCKED`` lets concurrent claims
@@ -26,8 +29,8 @@ from pashq_database.schema import Schema
 
 __all__ = ["Claim", "ClaimedRow"]
 
-#: (row id, message id, body, attempts)
-ClaimedRow = tuple[int, str, bytes, int]
+#: (row id, message id, body, attempts, priority)
+ClaimedRow = tuple[int, str, bytes, int, int]
 
 
 class Claim:
@@ -41,7 +44,7 @@ class Claim:
         ready = (
             sa.select(m.c.id)
             .where(m.c.queue == sa.bindparam("b_queue"), m.c.available_at <= now)
-            .order_by(m.c.available_at, m.c.id)
+            .order_by(m.c.priority.desc(), m.c.available_at, m.c.id)
             .limit(sa.bindparam("b_limit", type_=sa.Integer))
         )
         until = now + sa.bindparam("b_lease", type_=sa.Double)
@@ -56,8 +59,8 @@ class Claim:
                 f"UPDATE {table} SET attempts = attempts + 1, available_at = {clock} + "
                 f":b_lease, lease_expires_at = {clock} + :b_lease WHERE id = ANY(ARRAY("
                 f"SELECT id FROM {table} WHERE queue = :b_queue AND available_at <= {clock} "
-                "ORDER BY available_at, id LIMIT :b_limit FOR UPDATE SKIP LOCKED)) "
-                "RETURNING id, message_id, body, attempts"
+                "ORDER BY priority DESC, available_at, id LIMIT :b_limit FOR UPDATE SKIP "
+                "LOCKED)) RETURNING id, message_id, body, attempts, priority"
             ).bindparams(
                 sa.bindparam("b_lease", type_=sa.Double),
                 sa.bindparam("b_queue", type_=sa.String),
@@ -68,14 +71,14 @@ class Claim:
                 sa.update(m)
                 .where(m.c.id.in_(ready.scalar_subquery()))
                 .values(lease)
-                .returning(m.c.id, m.c.message_id, m.c.body, m.c.attempts)
+                .returning(m.c.id, m.c.message_id, m.c.body, m.c.attempts, m.c.priority)
             )
         else:
             # MySQL cannot LIMIT inside IN (subquery): select the locked rows directly.
             self._select = (
-                sa.select(m.c.id, m.c.message_id, m.c.body, m.c.attempts)
+                sa.select(m.c.id, m.c.message_id, m.c.body, m.c.attempts, m.c.priority)
                 .where(m.c.queue == sa.bindparam("b_queue"), m.c.available_at <= now)
-                .order_by(m.c.available_at, m.c.id)
+                .order_by(m.c.priority.desc(), m.c.available_at, m.c.id)
                 .limit(sa.bindparam("b_limit", type_=sa.Integer))
                 .with_for_update(skip_locked=True)
             )
@@ -94,11 +97,13 @@ class Claim:
         params: dict[str, Any] = {"b_queue": queue, "b_limit": limit, "b_lease": lease}
         if self.returning:
             rows: Sequence[Any] = connection.execute(self._update_returning, params).all()
-            claimed = [(r[0], r[1], bytes(r[2]), r[3]) for r in rows]
-            claimed.sort()
+            # RETURNING keeps no order: highest priority first, then row id (which follows
+            # available_at except for delayed and retried rows).
+            claimed = [(r[0], r[1], bytes(r[2]), r[3], r[4]) for r in rows]
+            claimed.sort(key=lambda r: (-r[4], r[0]))
             return claimed
         rows = connection.execute(self._select, params).all()
         if not rows:
             return []
         connection.execute(self._update, {"ids": [r[0] for r in rows], "b_lease": lease})
-        return [(r[0], r[1], bytes(r[2]), r[3] + 1) for r in rows]
+        return [(r[0], r[1], bytes(r[2]), r[3] + 1, r[4]) for r in rows]

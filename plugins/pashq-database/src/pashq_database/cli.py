@@ -17,7 +17,8 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from pashq.cli import cli_errors, connection_options, load_driver
 from pashq_database.driver import DatabaseDriver
-from pashq_database.migration import render_revision
+from pashq_database.migration import CREATE_MESSAGE, UPGRADE_MESSAGE, render_revision
+from pashq_database.upgrade import describe
 
 __all__ = ["database"]
 
@@ -42,14 +43,18 @@ def database() -> None:
 @connection_options
 @cli_errors
 def create(connection: str, config: str | None, imports: tuple[str, ...]) -> None:
-    """Create the driver's tables and indexes (those that are missing)."""
+    """Create the driver's tables and indexes (those that are missing), and add what tables
+    of an older release lack (the priority columns)."""
     driver = _driver(connection, config, imports)
     with driver.engine.connect() as conn:
         missing = driver.schema.missing(conn)
+    steps = driver.outdated()
     driver.create_tables()
     if missing:
         click.echo(f"created {', '.join(missing)} in {driver.safe_url}")
-    else:
+    if steps:
+        click.echo(f"added {describe(steps)} in {driver.safe_url}")
+    if not missing and not steps:
         click.echo(f"tables already exist in {driver.safe_url}")
 
 
@@ -94,7 +99,15 @@ def sql(connection: str, config: str | None, imports: tuple[str, ...], dialect: 
     help="Alembic versions directory to write the revision into.",
 )
 @click.option(
-    "--message", "-m", default="create pashq tables", show_default=True, help="Revision message."
+    "--message",
+    "-m",
+    help=f"Revision message (default: {CREATE_MESSAGE!r}; with --upgrade: {UPGRADE_MESSAGE!r}).",
+)
+@click.option(
+    "--upgrade",
+    is_flag=True,
+    help="Write the revision that adds what tables of pashq-database 0.1 lack (the "
+    "priority columns and the claim index) instead of the one that creates the tables.",
 )
 @click.option("--rev-id", help="Revision id (default: random, as Alembic makes them).")
 @click.option("--down-revision", help="The revision this one follows (your current head).")
@@ -104,11 +117,13 @@ def migration(
     config: str | None,
     imports: tuple[str, ...],
     directory: Path,
-    message: str,
+    message: str | None,
+    upgrade: bool,
     rev_id: str | None,
     down_revision: str | None,
 ) -> None:
-    """Write an Alembic revision file that creates the driver's tables."""
+    """Write an Alembic revision file that creates the driver's tables (or, with
+    --upgrade, adds what tables of an older release lack)."""
     driver = _driver(connection, config, imports)
     try:
         dist_version = version("pashq-database")
@@ -120,7 +135,9 @@ def migration(
         down_revision=down_revision,
         message=message,
         version=dist_version,
+        upgrade=upgrade,
     )
+    message = message or (UPGRADE_MESSAGE if upgrade else CREATE_MESSAGE)
     slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40] or "pashq"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{revision}_{slug}.py"

@@ -7,7 +7,9 @@ Features: persistent at-least-once delivery with a lease (a message whose worker
 back after ``lease`` seconds, no sweeper needed), lease extension, delays and retry
 back-off through ``available_at`` (nothing is held in worker memory), dead letters with the
 reason and traceback (list / retry / purge), stats, purge, transactional dispatch
-(outbox), LISTEN/NOTIFY wake-ups on PostgreSQL and polling with back-off elsewhere; for
+(outbox), priorities (``dispatch(priority=0..9)``: the claim takes the highest priority
+first, then the oldest; a retry or a retried dead letter keeps its priority),
+LISTEN/NOTIFY wake-ups on PostgreSQL and polling with back-off elsewhere; for
 ``pashq move``, waiting rows are claimed with their due time and moved rows and dead
 letters keep their attempts and reasons (see :mod:`pashq_database.moving`).
 
@@ -26,8 +28,11 @@ Options (``[queues.<name>]`` with ``type = "database"``):
 - ``poll_interval`` (float, default 1): longest pause between claims of an idle worker.
 - ``batch_size`` (int, default 500): most rows per claim transaction and per insert.
 - ``create_tables`` (bool, default: true on SQLite, false elsewhere): create missing tables
-  on first use; otherwise a missing table is a :class:`~pashq.errors.QueueNotFoundError`
-  that says to run ``pashq database create``.
+  on first use, and add what tables of an older release lack (the ``priority`` columns,
+  :mod:`pashq_database.upgrade`); otherwise a missing table is a
+  :class:`~pashq.errors.QueueNotFoundError` and an outdated one an
+  :class:`~pashq_database.upgrade.OutdatedTablesError`, both saying to run
+  ``pashq database create`` (or ``pashq database migration``).
 - ``listen`` (bool, default true): LISTEN/NOTIFY on PostgreSQL with psycopg 3.
 - ``engine_options`` (table): passed to :func:`sqlalchemy.create_engine`.
 
@@ -85,6 +90,7 @@ from pashq_database.moving import MoveStatements
 from pashq_database.options import DatabaseOptions, check_engine_options
 from pashq_database.schema import QUEUE_LENGTH, Schema
 from pashq_database.statements import HotPath, Receipt
+from pashq_database.upgrade import OutdatedTablesError, Step, describe, outdated
 
 __all__ = ["DatabaseDriver"]
 
@@ -173,6 +179,7 @@ class DatabaseDriver:
         claim_waiting=True,
         store_attempts=True,
         store_dead_letters=True,
+        priorities=True,
     )
 
     def __init__(self) -> None:
@@ -289,6 +296,7 @@ class DatabaseDriver:
         self._extend = self._extend.values(lease_expires_at=later)
         self._delete_fenced = sa.delete(m).where(*fenced)
         self._insert_dead = sa.insert(dl).values(failed_at=db_now())
+        self._priority_of = sa.select(m.c.priority).where(*fenced)
         self._insert_retried = sa.insert(m).values(
             attempts=0, lease_expires_at=None, available_at=db_now(), created_at=db_now()
         )
@@ -372,10 +380,37 @@ class DatabaseDriver:
     # -- tables ------------------------------------------------------------------------------
 
     def create_tables(self) -> None:
-        """Create the tables and indexes that do not exist yet."""
+        """Create the tables and indexes that do not exist yet, and add what tables of an
+        older release lack (:mod:`pashq_database.upgrade`)."""
         with self._errors("creating tables", None):
             self.schema.metadata.create_all(self.engine)
+        self.upgrade_tables()
         self._tables_ok.set()
+
+    def outdated(self) -> list[Step]:
+        """What the existing tables lack (:func:`pashq_database.upgrade.outdated`)."""
+        return self._transact("checking tables", None, lambda c: outdated(self.schema, c))
+
+    def upgrade_tables(self) -> list[Step]:
+        """Add the columns and indexes tables of an older release lack; return the steps.
+
+        Each step runs in a transaction of its own. A step that fails because another
+        process made the same change meanwhile is fine: the tables are checked again.
+        """
+        steps = self.outdated()
+        for step in steps:
+            log.warning("adding %s to %s in %s", step.what, step.table, self.safe_url)
+
+            def work(conn: sa.Connection, step: Step = step) -> None:
+                for statement in step.statements:
+                    conn.execute(statement)
+
+            try:
+                self._transact(f"adding {step.what} to {step.table}", None, work)
+            except DriverError:
+                if any(s.what == step.what for s in self.outdated()):
+                    raise
+        return steps
 
     def drop_tables(self) -> None:
         """Drop both tables (and every message and dead letter in them)."""
@@ -411,7 +446,22 @@ class DatabaseDriver:
                     raise self._missing_error(missing, queue)
                 log.info("creating tables %s in %s", ", ".join(missing), self.safe_url)
                 self.create_tables()
+            elif self._create_tables:
+                self.upgrade_tables()
+            else:
+                steps = self.outdated()
+                if steps:
+                    raise self._outdated_error(steps, queue)
             self._tables_ok.set()
+
+    def _outdated_error(self, steps: list[Step], queue: str | None) -> OutdatedTablesError:
+        on = f" for queue {queue!r}" if queue else ""
+        return OutdatedTablesError(
+            f"the tables in {self.safe_url}{on} (connection {self.connection_name!r}) were "
+            f"made by an older pashq-database and lack {describe(steps)}: run `pashq database "
+            "create` to add them (if Alembic manages your schema: `pashq database migration "
+            "--upgrade`), or set create_tables = true to let the driver add them"
+        )
 
     def _inspect(self, conn: sa.Connection) -> list[str]:
         """Return the missing tables and learn the largest body the server accepts."""
@@ -571,7 +621,9 @@ class DatabaseDriver:
         for m in messages:
             if len(m.body) > limit:
                 raise self._too_large(queue, m, limit)
-        rows = [(queue, m.id, m.body, m.delay if m.delay > 0 else 0.0) for m in messages]
+        rows = [
+            (queue, m.id, m.body, m.delay if m.delay > 0 else 0.0, m.priority) for m in messages
+        ]
         transaction = options.get("transaction")
         notify = (
             self._notify
@@ -674,7 +726,7 @@ class DatabaseDriver:
                 self._idle.pop(queue, None)
                 return [
                     Delivery(queue, mid, body, attempts, (rid, attempts, mid), lease)
-                    for rid, mid, body, attempts in rows
+                    for rid, mid, body, attempts, _priority in rows
                 ]
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed:
@@ -777,7 +829,10 @@ class DatabaseDriver:
         }
 
         def work(conn: sa.Connection) -> None:
-            deleted = conn.execute(self._delete_fenced, {"rid": rid, "att": attempts, "mid": mid})
+            claim = {"rid": rid, "att": attempts, "mid": mid}
+            # The dead letter keeps the priority, for a retry (read under the same fence).
+            row["priority"] = conn.execute(self._priority_of, claim).scalar() or 0
+            deleted = conn.execute(self._delete_fenced, claim)
             if deleted.rowcount != 1:
                 log.info(
                     "message %s on %r was claimed again (or settled) before it could be "
@@ -906,12 +961,13 @@ class DatabaseDriver:
 
     @hookimpl
     def pashq_failed_retry(self, queue: str, ids: Sequence[str] | None) -> int:
-        """Move dead letters back to ``queue`` with a fresh attempt count, in one transaction."""
+        """Move dead letters back to ``queue`` with a fresh attempt count and their priority,
+        in one transaction."""
         if ids is not None and not ids:
             return 0
         dl = self.schema.dead_letters
         select = (
-            sa.select(dl.c.id, dl.c.message_id, dl.c.body)
+            sa.select(dl.c.id, dl.c.message_id, dl.c.body, dl.c.priority)
             .where(*self._dead_filter(queue, ids))
             .order_by(dl.c.id)
         )
@@ -925,7 +981,15 @@ class DatabaseDriver:
                 return 0
             conn.execute(
                 self._insert_retried,
-                [{"queue": queue, "message_id": r.message_id, "body": bytes(r.body)} for r in rows],
+                [
+                    {
+                        "queue": queue,
+                        "message_id": r.message_id,
+                        "body": bytes(r.body),
+                        "priority": r.priority,
+                    }
+                    for r in rows
+                ],
             )
             for chunk in _chunks([r.id for r in rows], _IN_CHUNK):
                 conn.execute(sa.delete(dl).where(dl.c.id.in_(chunk)))

@@ -19,16 +19,24 @@
 - ``lease_expires_at``: set by the claim, cleared by a nack; only for ``stats`` (tells
   in-flight rows from delayed ones).
 - ``created_at``.
+- ``priority``: 0 to 9, higher first (``dispatch(priority=N)``; 0 by default).
 
-The claim is ``WHERE queue = :q AND available_at <= :now ORDER BY available_at, id LIMIT
-:n`` and one index, ``(queue, available_at, id)``, serves it exactly: a range scan that
-starts at the oldest ready row of the queue and stops after ``n`` rows, never touching
-leased or delayed rows (their ``available_at`` lies in the future) nor other queues. There
-is no status column: a status would need either a second index or a filter that scans
-past leased rows.
+The claim is ``WHERE queue = :q AND available_at <= :now ORDER BY priority DESC,
+available_at, id LIMIT :n`` and one index, ``(queue, priority DESC, available_at, id)``,
+serves it in index order, with no sort: the scan starts at the oldest ready row of the
+highest priority and stops after ``n`` rows. Within one priority the ready rows come
+before the leased and delayed ones (their ``available_at`` lies in the future), so with a
+single priority in use (the usual case) the claim never touches a leased or delayed row;
+with several, it steps over the leased and delayed rows of the priorities above the one
+it takes from (at most ten such runs). There is no status column: a status would need
+either a second index or a filter that scans past leased rows.
 
-``<prefix>dead_letters`` keeps failed messages with the reason, traceback, attempts and
-``failed_at``, indexed by ``(queue, id)`` for listing and by ``message_id`` for retry.
+``<prefix>dead_letters`` keeps failed messages with the reason, traceback, attempts,
+``failed_at`` and ``priority`` (a retried dead letter keeps its priority), indexed by
+``(queue, id)`` for listing and by ``message_id`` for retry.
+
+Tables made by pashq-database 0.1 have no ``priority`` columns and the claim index
+without it: :mod:`pashq_database.upgrade` finds and adds what is missing.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import attrs
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
-__all__ = ["QUEUE_LENGTH", "Schema"]
+__all__ = ["CLAIM_COLUMNS", "CLAIM_INDEX", "QUEUE_LENGTH", "Schema", "claim_index"]
 
 _KEY = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 # BLOB is 64 KiB on MySQL/MariaDB; LONGBLOB matches bytea and SQLite's BLOB.
@@ -50,6 +58,20 @@ QUEUE_LENGTH = 255
 _QUEUE = sa.String(QUEUE_LENGTH).with_variant(
     mysql.VARCHAR(QUEUE_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
+
+#: Name of the index that serves the claim (``prefix`` filled in).
+CLAIM_INDEX = "{prefix}messages_claim"
+#: The claim index's columns, as reflected by an inspector.
+CLAIM_COLUMNS = ["queue", "priority", "available_at", "id"]
+
+
+def claim_index(messages: sa.Table, prefix: str) -> sa.Index:
+    """Return the claim index on ``messages`` (attached to it): the claim's ``WHERE queue
+    = :q`` and its ``ORDER BY priority DESC, available_at, id``, in that order."""
+    c = messages.c
+    return sa.Index(
+        CLAIM_INDEX.format(prefix=prefix), c.queue, c.priority.desc(), c.available_at, c.id
+    )
 
 
 @attrs.frozen
@@ -82,10 +104,11 @@ class Schema:
             sa.Column("available_at", sa.Double, nullable=False),
             sa.Column("lease_expires_at", sa.Double, nullable=True),
             sa.Column("created_at", sa.Double, nullable=False),
-            sa.Index(f"{prefix}messages_claim", "queue", "available_at", "id"),
+            sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
             sqlite_autoincrement=True,
             mysql_charset="utf8mb4",
         )
+        claim_index(messages, prefix)
         dead_letters = sa.Table(
             f"{prefix}dead_letters",
             metadata,
@@ -97,6 +120,7 @@ class Schema:
             sa.Column("traceback", _TEXT, nullable=True),
             sa.Column("attempts", sa.Integer, nullable=False),
             sa.Column("failed_at", sa.Double, nullable=False),
+            sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
             sa.Index(f"{prefix}dead_letters_queue", "queue", "id"),
             sa.Index(f"{prefix}dead_letters_message", "message_id"),
             mysql_charset="utf8mb4",  # any reason or traceback, whatever the server default

@@ -34,7 +34,7 @@ __all__ = ["INSERT_COLUMNS", "HotPath", "Receipt"]
 
 #: Column order of the rows given to :meth:`HotPath.insert`: the delay (seconds) is added
 #: to the server's clock; ``attempts`` is 0 and ``lease_expires_at`` NULL for every new row.
-INSERT_COLUMNS = ("queue", "message_id", "body", "delay")
+INSERT_COLUMNS = ("queue", "message_id", "body", "delay", "priority")
 #: (row id, attempts of the claim, message id as stored): what identifies one claim.
 Receipt = tuple[int, int, str]
 _MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
@@ -71,9 +71,9 @@ class HotPath:
             clock = now_sql(dialect.name)
             self._columns = (
                 f"INSERT INTO {name} (queue, message_id, body, attempts, available_at, "
-                "lease_expires_at, created_at) VALUES "
+                "lease_expires_at, created_at, priority) VALUES "
             )
-            self._row = f"({m}, {m}, {m}, 0, {clock} + {m}, NULL, {clock})"
+            self._row = f"({m}, {m}, {m}, 0, {clock} + {m}, NULL, {clock}, {m})"
             self._insert_sql = self._columns + self._row
             self._insert_notify = (
                 f"WITH pashq_insert AS ({self._insert_sql}) SELECT pg_notify(%s, %s)"
@@ -82,12 +82,13 @@ class HotPath:
                 f"DELETE FROM {name} WHERE id = {m} AND attempts = {m} AND message_id = {m}"
             )
             self._delete_mysql = f"DELETE FROM {name} WHERE id IN ("
-            # One statement with three array parameters, whatever the number of rows: short
+            # One statement with four array parameters, whatever the number of rows: short
             # enough for psycopg's query cache and for a server-side prepared statement.
             self._unnest = (
                 f"INSERT INTO {name} (queue, message_id, body, attempts, available_at, "
-                f"lease_expires_at, created_at) SELECT %s, u.m, u.b, 0, {clock} + u.d, NULL, "
-                f"{clock} FROM unnest(%b::varchar[], %b::bytea[], %b::float8[]) AS u(m, b, d)"
+                f"lease_expires_at, created_at, priority) SELECT %s, u.m, u.b, 0, {clock} + "
+                f"u.d, NULL, {clock}, u.p FROM unnest(%b::varchar[], %b::bytea[], "
+                "%b::float8[], %b::int4[]) AS u(m, b, d, p)"
             )
             self._unnest_notify = f"WITH pashq_insert AS ({self._unnest}) SELECT pg_notify(%s, %s)"
             # The subquery locks the rows in id order (ORDER BY below FOR UPDATE), then the
@@ -137,6 +138,7 @@ class HotPath:
                 [r[1] for r in rows],
                 [r[2] for r in rows],
                 [r[3] for r in rows],
+                [r[4] for r in rows],
             ]
             if notify is not None:
                 params.extend(notify)

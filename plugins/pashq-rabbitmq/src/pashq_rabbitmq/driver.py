@@ -8,9 +8,11 @@ Features
     (one I/O thread per connection owns the pika connection); delayed dispatch and retry
     backoff held by the broker in per-delay TTL queues; dead letters in ``<queue>.failed``
     (listed, retried, purged); automatic reconnection with backoff after a broker restart;
-    ``stats`` (ready and failed counts) and ``purge``; for ``pashq move``, moved messages
-    keep their attempts (``x-pashq-attempts``) and moved dead letters their reasons
-    (delayed messages wait in their delay queues: a move takes them once due).
+    ``stats`` (ready and failed counts) and ``purge``; priorities on classic queues
+    (``x-max-priority`` on the work queues the driver declares, the AMQP ``priority``
+    property on each message; a retry or dead letter keeps it); for ``pashq move``, moved
+    messages keep their attempts (``x-pashq-attempts``) and moved dead letters their
+    reasons (delayed messages wait in their delay queues: a move takes them once due).
 
 Options (``[queues.<name>]``)
     - ``url`` (default ``amqp://guest:guest@127.0.0.1:5672/%2F``): ``amqp://`` or
@@ -33,6 +35,12 @@ Options (``[queues.<name>]``)
     - ``management_url`` (none): the management API (``http://host:15672``); with it,
       ``stats`` also reports unacknowledged (in-flight) messages. AMQP alone gives only
       the ready count.
+    - ``max_priority`` (9): the ``x-max-priority`` argument of the classic work queues the
+      driver declares; 0 declares them without it (and ``dispatch(priority=)`` above 0 is
+      refused, as on quorum queues, which RabbitMQ 3.x gives no priorities). A queue
+      declared before without the argument makes RabbitMQ refuse the declare with
+      ``PRECONDITION_FAILED``: the error says to delete (or drain and move) the queue, or
+      to set ``max_priority = 0``.
 
 Guarantees
     At-least-once. A push returns only when the broker confirmed every message (a nack, an
@@ -67,6 +75,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import attrs
 import pika
 import pika.exceptions
 
@@ -105,8 +114,10 @@ from pashq_rabbitmq.topology import (
     delay_queue,
     expiry_refresh_seconds,
     failed_queue,
+    has_priorities,
     queue_arguments,
     queue_name_problem,
+    work_queue_arguments,
 )
 
 __all__ = ["RabbitMQDriver"]
@@ -155,6 +166,7 @@ class RabbitMQDriver:
         list_queues=True,  # with management_url only: pashq_queues answers None without it
         store_attempts=True,
         store_dead_letters=True,
+        priorities=True,
     )
 
     def __init__(self) -> None:
@@ -184,6 +196,9 @@ class RabbitMQDriver:
         if options.heartbeat is not None:
             parameters.heartbeat = options.heartbeat
         self.options = options
+        if not has_priorities(options.queue_type, options.max_priority):
+            # Quorum queues (RabbitMQ 3.x) and max_priority = 0: the core refuses priority=.
+            connection.capabilities = attrs.evolve(connection.capabilities, priorities=False)
         self.where = display_url(options.url)
         self._parameters = parameters
         self._link = self._open_link()
@@ -240,7 +255,10 @@ class RabbitMQDriver:
         return queue_name_problem(queue)
 
     def _consume_declare(self, queue: str) -> tuple[str, Any]:
-        return self.options.declare, queue_arguments(self.options.queue_type)
+        return self.options.declare, self._work_arguments()
+
+    def _work_arguments(self) -> dict[str, Any] | None:
+        return work_queue_arguments(self.options.queue_type, self.options.max_priority)
 
     def _fresh(self, name: str, max_age: float | None = None) -> bool:
         with self._lock:
@@ -264,10 +282,10 @@ class RabbitMQDriver:
         if self._fresh(queue):
             return
         timeout = self.options.publish_timeout
-        arguments = queue_arguments(self.options.queue_type)
         passive = self.options.declare == "passive"
-        self.link.declare(queue, arguments, passive=passive, timeout=timeout)
+        self.link.declare(queue, self._work_arguments(), passive=passive, timeout=timeout)
         if not passive:
+            arguments = queue_arguments(self.options.queue_type)
             self.link.declare(failed_queue(queue), arguments, passive=False, timeout=timeout)
         self._remember(queue)
 
@@ -323,7 +341,8 @@ class RabbitMQDriver:
                 ms = delay_milliseconds(m.delay)
                 if ms:
                     target = self._ensure_delay(queue, ms)
-            items.append(Publish(target, body, new_properties(m.id, m.type_name, body), m.id))
+            properties = new_properties(m.id, m.type_name, body, m.priority)
+            items.append(Publish(target, body, properties, m.id))
         try:
             self.link.publish(
                 items,

@@ -518,7 +518,10 @@ class BrokerLink:
         # 3.10: "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out ..."
         if "acknowledgement" in text and "timed out" in text:
             log.warning(_CONSUMER_TIMEOUT_HINT)
-        self._set_error(f"RabbitMQ closed the consume channel: {text}")
+        if "x-max-priority" in text:
+            self._set_error(str(_error(reason, "RabbitMQ closed the consume channel")))
+        else:
+            self._set_error(f"RabbitMQ closed the consume channel: {text}")
         delay = min(self.reconnect_delay_max, 0.25 * 2**self._attempt)
         self._attempt += 1
         self._ioloop.call_later(delay, self._reopen_con)
@@ -1218,6 +1221,17 @@ def _error(reason: BaseException, what: str) -> DriverError:
                 f"{what}: RabbitMQ says {text}; nothing has declared it yet: dispatching to "
                 'it or a worker consuming it declares it (with declare = "auto", the '
                 "default), or create it on the broker"
+            )
+        if code == 406 and "x-max-priority" in text and "inequivalent" in text:
+            return DriverError(
+                f"{what}: RabbitMQ refused: {text}. The queue exists with another "
+                "x-max-priority than the driver declares (none if pashq-rabbitmq 0.1 or "
+                "another application declared it), and RabbitMQ cannot change the arguments "
+                "of an existing queue. Either delete the queue (drain it first, or move its "
+                "messages to a new queue, e.g. with a shovel) so pashq declares it again, or "
+                "set max_priority on this connection to the queue's value (0 for a queue "
+                "without priorities: priority= is then refused at dispatch); a queue_type "
+                "other than the queue's (quorum queues have no x-max-priority) fails so too"
             )
         if code == 406:
             return DriverError(

@@ -25,6 +25,7 @@ class RabbitMQOptions:
     reconnect_delay_max: float = 5.0
     max_in_flight: int = 10_000
     management_url: str | None = None
+    max_priority: int = 9
 
     def __attrs_post_init__(self) -> None:
         if urllib.parse.urlsplit(self.url).scheme not in ("amqp", "amqps"):
@@ -40,6 +41,11 @@ class RabbitMQOptions:
         ).scheme not in ("http", "https"):
             raise ValueError(
                 "'management_url' must be an http:// or https:// URL (e.g. http://127.0.0.1:15672)"
+            )
+        if type(self.max_priority) is not int or not 0 <= self.max_priority <= 255:
+            raise ValueError(
+                "'max_priority' must be an integer from 0 (no priorities) to 255 (AMQP's "
+                f"limit; pashq priorities go to 9), got {self.max_priority!r}"
             )
         if self.prefetch > 65535:
             raise ValueError(f"'prefetch' must be <= 65535 (AMQP limit), got {self.prefetch}")

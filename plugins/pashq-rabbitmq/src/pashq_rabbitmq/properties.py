@@ -99,13 +99,15 @@ def safe_short_string(value: str | None) -> str | None:
     return value if len(encoded) <= _SHORT_STRING_BYTES else None
 
 
-def new_properties(message_id: str, type_name: str, body: bytes) -> Any:
-    """Return the properties of a freshly dispatched message."""
+def new_properties(message_id: str, type_name: str, body: bytes, priority: int = 0) -> Any:
+    """Return the properties of a freshly dispatched message (AMQP ``priority`` set only
+    when above 0, so a queue without priorities sees the same properties as before)."""
     return pika.BasicProperties(
         delivery_mode=_PERSISTENT,
         message_id=safe_short_string(message_id),
         type=safe_short_string(type_name),
         content_type=_JSON if body[:1] == b"{" else None,
+        priority=priority or None,
     )
 
 

@@ -3,7 +3,12 @@
 For a queue ``jobs`` (durable, ``x-queue-type`` from ``queue_type``):
 
 - ``jobs``: the work queue; messages are published to it through the default exchange.
-- ``jobs.failed``: dead letters (same queue type), with the headers described in
+  A classic work queue gets ``x-max-priority = max_priority`` (9 by default, none with
+  ``max_priority = 0``): the broker delivers higher AMQP ``priority`` first. A quorum
+  queue gets none: RabbitMQ 3.x refuses the argument on quorum queues
+  (``PRECONDITION_FAILED - invalid arg 'x-max-priority'``).
+- ``jobs.failed``: dead letters (same queue type, no priorities: it is browsed, never
+  consumed in order), with the headers described in
   :mod:`pashq_rabbitmq.properties`.
 - ``jobs.delay.<ms>``: one classic queue per delay (rounded up to two significant digits of
   milliseconds), with ``x-message-ttl = ms``, ``x-dead-letter-exchange = ""`` and
@@ -29,8 +34,10 @@ __all__ = [
     "delay_queue",
     "expiry_refresh_seconds",
     "failed_queue",
+    "has_priorities",
     "queue_arguments",
     "queue_name_problem",
+    "work_queue_arguments",
 ]
 
 #: Delay queues expire this long after their TTL when unused.
@@ -65,8 +72,21 @@ def delay_queue(queue: str, ms: int) -> str:
 
 
 def queue_arguments(queue_type: str) -> dict[str, Any] | None:
-    """Return the declare arguments of a work or failed queue."""
+    """Return the declare arguments of a failed queue (and the base of a work queue's)."""
     return {"x-queue-type": "quorum"} if queue_type == "quorum" else None
+
+
+def has_priorities(queue_type: str, max_priority: int) -> bool:
+    """Whether work queues of this type get ``x-max-priority`` (classic queues only)."""
+    return queue_type == "classic" and max_priority > 0
+
+
+def work_queue_arguments(queue_type: str, max_priority: int) -> dict[str, Any] | None:
+    """Return the declare arguments of a work queue: :func:`queue_arguments` plus
+    ``x-max-priority`` where :func:`has_priorities`."""
+    if has_priorities(queue_type, max_priority):
+        return {"x-max-priority": max_priority}
+    return queue_arguments(queue_type)
 
 
 def delay_arguments(queue: str, ms: int) -> dict[str, Any]:
