@@ -609,3 +609,18 @@ def test_no_dead_letter_queue_error_with_create_queues_does_not_advise_it(
         conn.hook.pashq_dead_letter(queue=queue_name, delivery=delivery, reason="x", traceback=None)
     assert "set create_queues = true" not in str(caught.value)
     assert "never change an existing queue" in str(caught.value)
+
+
+def test_queue_deleted_while_create_queues_is_on_gets_advice_that_fits(
+    open_sqs: OpenSQS, queue_name: str, sqs_client: Any
+) -> None:
+    """With create_queues on, a missing queue was deleted after it was resolved: the error
+    says to recreate it instead of advising the setting already in place."""
+    conn = open_sqs(create_queues=True)
+    push(conn, queue_name, outgoing())
+    sqs_client.delete_queue(QueueUrl=sqs_client.get_queue_url(QueueName=queue_name)["QueueUrl"])
+    with pytest.raises(QueueNotFoundError) as caught:
+        push(conn, queue_name, outgoing())
+    text = str(caught.value)
+    assert queue_name in text and "deleted after this connection resolved it" in text
+    assert "set create_queues = true" not in text

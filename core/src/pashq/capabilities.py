@@ -22,6 +22,9 @@ class Capabilities:
         process can read; ``pashq work`` and ``Worker`` refuse them).
     :ivar delay: ``delay=`` on dispatch is honoured by the backend.
     :ivar max_delay: the longest delay in seconds the backend accepts (``None`` = no limit).
+    :ivar delay_resolution: delays are rounded up to a multiple of this many seconds by the
+        backend (``1.0`` on SQS; ``0.0`` = kept as given). The worker logs and waits for the
+        rounded delay of a retry.
     :ivar batch_size: the most messages the driver moves per backend call; the worker pulls
         at most this many at once.
     :ivar nack_delay: a released message can be made invisible for a while (retry backoff).
@@ -47,6 +50,7 @@ class Capabilities:
     consume: bool = True
     delay: bool = False
     max_delay: float | None = None
+    delay_resolution: float = 0.0
     batch_size: int = 100
     nack_delay: bool = False
     lease: bool = False

@@ -201,7 +201,13 @@ class Worker:
         """
         self.stats = WorkerStats()
         self._control.reset()
-        self._settlement = Settlement(self._hook, self.stats, self._batch, self._conn.name)
+        self._settlement = Settlement(
+            self._hook,
+            self.stats,
+            self._batch,
+            self._conn.name,
+            self._conn.capabilities.delay_resolution,
+        )
         self._executor = Executor(
             self._processor,
             self.concurrency,

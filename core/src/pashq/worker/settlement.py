@@ -9,6 +9,7 @@ stay held, so the heartbeat keeps their leases alive meanwhile.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 import traceback
@@ -55,11 +56,19 @@ class Settlement:
     :param connection_name: for log lines.
     """
 
-    def __init__(self, hook: Any, stats: WorkerStats, batch: int, connection_name: str) -> None:
+    def __init__(
+        self,
+        hook: Any,
+        stats: WorkerStats,
+        batch: int,
+        connection_name: str,
+        delay_resolution: float = 0.0,
+    ) -> None:
         self.hook = hook
         self.stats = stats
         self.batch = batch
         self.connection_name = connection_name
+        self.delay_resolution = delay_resolution
         self.held: dict[Delivery, float] = {}  # delivery -> monotonic lease deadline
         self.held_lock = threading.Lock()
         # Held while a delivery is settled (forgotten, then acked/nacked/dead-lettered) and
@@ -69,6 +78,13 @@ class Settlement:
         self.ack_since = 0.0
         self.retry_until = 0.0  # until_empty waits for retries scheduled this run
         self.retries: list[_Retry] = []
+
+    def backend_delay(self, delay: float) -> float:
+        """The delay the backend really keeps: ``delay`` rounded up to its resolution."""
+        step = self.delay_resolution
+        if step <= 0 or delay <= 0:
+            return delay
+        return math.ceil(delay / step - 1e-9) * step
 
     # -- holding -----------------------------------------------------------------------------
 
@@ -133,13 +149,14 @@ class Settlement:
             elif outcome is Outcome.RETRY:
                 self._call(_Retry("nack", delivery.queue, [delivery], delay=result.delay))
                 self.stats.retried += 1
-                self.retry_until = max(self.retry_until, time.monotonic() + result.delay)
+                delay = self.backend_delay(result.delay)
+                self.retry_until = max(self.retry_until, time.monotonic() + delay)
                 log.info(
                     "message %s on %r failed (attempt %d), retrying in %.2fs: %s",
                     delivery.id,
                     delivery.queue,
                     delivery.attempts,
-                    result.delay,
+                    delay,
                     result.reason,
                 )
             else:

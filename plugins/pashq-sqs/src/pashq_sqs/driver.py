@@ -163,6 +163,7 @@ class SQSDriver:
         persistent=True,
         delay=True,
         max_delay=None,
+        delay_resolution=1.0,
         batch_size=10,
         nack_delay=True,
         lease=True,
@@ -295,7 +296,7 @@ class SQSDriver:
         return self.queues.get(queue)
 
     def _call(self, action: str, queue: str) -> Any:
-        return translated(action, queue, self.options.endpoint_url)
+        return translated(action, queue, self.options.endpoint_url, self.options.create_queues)
 
     @hookimpl
     def pashq_check_queue_name(self, queue: str) -> str | None:

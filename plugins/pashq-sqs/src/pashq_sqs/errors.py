@@ -54,12 +54,16 @@ def safe_url(url: str | None) -> str:
 
 
 @contextmanager
-def translated(action: str, queue: str, endpoint: str | None) -> Iterator[None]:
+def translated(
+    action: str, queue: str, endpoint: str | None, create_queues: bool = False
+) -> Iterator[None]:
     """Raise boto3 failures inside the block as pashq errors.
 
     :param action: the SQS action being called (``SendMessageBatch``).
     :param queue: the pashq queue name involved.
     :param endpoint: the configured endpoint URL, shown without credentials.
+    :param create_queues: the connection's ``create_queues``: a queue missing although
+        it is on was deleted after pashq resolved it, and the advice says so.
     """
     try:
         yield
@@ -71,9 +75,14 @@ def translated(action: str, queue: str, endpoint: str | None) -> Iterator[None]:
         # The original is chained for debugging unless its text shows a password.
         cause = None if carries_secret(exc) else exc
         if code in NONEXISTENT_QUEUE:
+            advice = (
+                "it was deleted after this connection resolved it: recreate it "
+                "(`pashq sqs create`) or restart the process, which creates it again"
+                if create_queues
+                else "create it, list its URL in 'queue_urls', or set create_queues = true"
+            )
             raise QueueNotFoundError(
-                f"SQS queue for {queue!r} does not exist ({action}): create it, list its URL "
-                "in 'queue_urls', or set create_queues = true"
+                f"SQS queue for {queue!r} does not exist ({action}): {advice}"
             ) from cause
         if code in _DENIED:
             raise DriverError(

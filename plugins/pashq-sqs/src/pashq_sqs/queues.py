@@ -122,7 +122,9 @@ class QueueDirectory:
             params: dict[str, Any] = {"MaxResults": 1000}
             if options.prefix:
                 params["QueueNamePrefix"] = options.prefix
-            with translated("ListQueues", options.prefix or "*", options.endpoint_url):
+            with translated(
+                "ListQueues", options.prefix or "*", options.endpoint_url, options.create_queues
+            ):
                 while True:
                     response = self.client.list_queues(**params)
                     for url in response.get("QueueUrls", []):
@@ -203,7 +205,9 @@ class QueueDirectory:
 
     def _lookup(self, queue: str, sqs_name: str) -> str | None:
         try:
-            with translated("GetQueueUrl", queue, self.options.endpoint_url):
+            with translated(
+                "GetQueueUrl", queue, self.options.endpoint_url, self.options.create_queues
+            ):
                 try:
                     response = self.client.get_queue_url(QueueName=sqs_name)
                 except ClientError as exc:
@@ -219,7 +223,9 @@ class QueueDirectory:
         parts = arn.split(":")
         if len(parts) < 6:
             return None
-        with translated("GetQueueUrl", queue, self.options.endpoint_url):
+        with translated(
+            "GetQueueUrl", queue, self.options.endpoint_url, self.options.create_queues
+        ):
             try:
                 response = self.client.get_queue_url(
                     QueueName=parts[5], QueueOwnerAWSAccountId=parts[4]
@@ -236,7 +242,9 @@ class QueueDirectory:
     def _describe(self, queue: str, url: str) -> QueueInfo:
         fifo = url.rstrip("/").endswith(".fifo") or queue.endswith(".fifo") or self.options.fifo
         try:
-            with translated("GetQueueAttributes", queue, self.options.endpoint_url):
+            with translated(
+                "GetQueueAttributes", queue, self.options.endpoint_url, self.options.create_queues
+            ):
                 facts = self.client.get_queue_attributes(QueueUrl=url, AttributeNames=_FACTS)
         except QueueNotFoundError:
             raise
@@ -267,7 +275,9 @@ class QueueDirectory:
         fifo = sqs_name.endswith(".fifo")
         dlq_name = self.sqs_name(self.dead_letter_name(queue))
         common = {"FifoQueue": "true"} if fifo else {}
-        with translated("CreateQueue", queue, self.options.endpoint_url):
+        with translated(
+            "CreateQueue", queue, self.options.endpoint_url, self.options.create_queues
+        ):
             dlq_url = self.client.create_queue(
                 QueueName=dlq_name,
                 Attributes={**common, "MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)},
