@@ -332,6 +332,17 @@ def test_class_priority_is_the_default_and_dispatch_priority_overrides_it(
     assert [c.id for c in seen] == [urgent, low, lowered]
 
 
+def test_memory_retried_dead_letter_keeps_its_priority(conn: Connection) -> None:
+    """A dead letter of priority 7 retried behind a waiting priority-0 message goes first."""
+    urgent = conn.dispatch("q", Urgent("urgent"))
+    (delivery,) = conn.hook.pashq_pull(queue="q", max_messages=10, timeout=0)
+    conn.hook.pashq_dead_letter(queue="q", delivery=delivery, reason="x", traceback=None)
+    low = conn.dispatch("q", Note("low"))
+    assert conn.hook.pashq_failed_retry(queue="q", ids=[urgent]) == 1
+    _drain(conn)
+    assert [c.id for c in seen] == [urgent, low]
+
+
 @pytest.mark.parametrize("priority", [-1, 10, 1.5, True, "3"])
 def test_priority_out_of_range_is_refused(conn: Connection, priority: Any) -> None:
     with pytest.raises(ValueError, match="priority must be an int from 0 to 9"):

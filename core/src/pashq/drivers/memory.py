@@ -1,6 +1,6 @@
 """``memory``: the reference driver, in one process.
 
-Features: priorities (0-9, higher first; a retried dead letter comes back at 0), delays,
+Features: priorities (0-9, higher first; a retried dead letter keeps its priority), delays,
 leases (an unacked delivery comes back after ``lease`` seconds), lease extension, nack with
 delay, dead letters (list / retry / purge), stats, purge and the list of queues (those
 holding messages or dead letters); for ``pashq move``, delayed messages are claimed with
@@ -106,13 +106,15 @@ class _Ready:
 
 
 class _Queue:
-    __slots__ = ("dead", "delayed", "due", "leased", "ready")
+    __slots__ = ("dead", "dead_priority", "delayed", "due", "leased", "ready")
 
     def __init__(self) -> None:
         self.ready = _Ready()
         self.delayed: list[tuple[float, int, _Entry]] = []
         self.leased: dict[int, tuple[_Entry, float]] = {}
         self.dead: list[DeadLetter] = []
+        #: Priorities above 0 of dead letters, by id: a retried dead letter keeps its own.
+        self.dead_priority: dict[str, int] = {}
         #: Due times of not-yet-due messages leased by ``pashq_claim_waiting``.
         self.due: dict[int, float] = {}
 
@@ -275,6 +277,8 @@ class MemoryDriver:
             if found is None:
                 return
             entry = found[0]
+            if entry.priority:
+                q.dead_priority[delivery.id or entry.id] = entry.priority
             q.dead.append(
                 DeadLetter(
                     delivery.id or entry.id,  # the envelope's id, once the worker decoded it
@@ -334,14 +338,18 @@ class MemoryDriver:
         wanted = None if ids is None else set(ids)
         taken = [d for d in q.dead if wanted is None or d.id in wanted]
         q.dead = [d for d in q.dead if not (wanted is None or d.id in wanted)]
+        kept = {d.id for d in q.dead}
+        q.dead_priority = {k: v for k, v in q.dead_priority.items() if k in kept}
         return taken
 
     @hookimpl
     def pashq_failed_retry(self, queue: str, ids: Sequence[str] | None) -> int:
         """Move dead letters back to the queue with a fresh attempt count."""
         with self._cond:
+            q = self._queue(queue)
+            priorities = dict(q.dead_priority)
             taken = self._take_dead(queue, ids)
-            self._queue(queue).ready.extend(_Entry(d.id, d.body) for d in taken)
+            q.ready.extend(_Entry(d.id, d.body, priority=priorities.get(d.id, 0)) for d in taken)
             self._cond.notify_all()
             return len(taken)
 
