@@ -28,6 +28,7 @@ from pashq.discovery import COMMAND_GROUP, DRIVER_GROUP, installed
 from pashq.errors import PashqError
 from pashq.facade import close, configure, import_messages, queue, settings
 from pashq.worker import Worker, WorkerStats
+from pashq.worker.supervisor import ChildSpec, ProcessSupervisor
 
 __all__ = ["cli_errors", "connection_options", "load_connection", "load_driver", "main"]
 
@@ -312,6 +313,25 @@ def _status_line(stats: WorkerStats, queues: list[str]) -> str:
     type=click.FloatRange(min=0),
     help="Seconds in-flight work may take on SIGTERM.",
 )
+@click.option(
+    "--processes",
+    "-p",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes under one supervisor (for CPU-bound handlers).",
+)
+@click.option(
+    "--max-messages-per-child",
+    type=click.IntRange(min=1),
+    help="Replace a worker process after it handled N messages (runs under a supervisor).",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    metavar="MB",
+    help="Replace a worker process once its resident memory passes MB megabytes.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON-lines logs and a JSON summary.")
 @click.option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
 @cli_errors
@@ -329,6 +349,9 @@ def work(
     fail_fast: bool,
     poll_timeout: float,
     shutdown_timeout: float,
+    processes: int,
+    max_messages_per_child: int | None,
+    max_memory_per_child: int | None,
     as_json: bool,
     verbose: int,
 ) -> None:
@@ -337,6 +360,12 @@ def work(
     _setup_logging(as_json, interactive, verbose)
     conn = load_connection(connection, config, imports)
     names = list(queues)
+    supervised = bool(processes > 1 or max_messages_per_child or max_memory_per_child)
+    if supervised and max_messages is not None:
+        raise click.UsageError(
+            "--max-messages counts one process's messages; with --processes or recycling "
+            "use --max-messages-per-child"
+        )
     live = None
     on_progress: Callable[[WorkerStats], None] | None = None
     if interactive and not as_json:
@@ -349,33 +378,55 @@ def work(
         def on_progress(stats: WorkerStats) -> None:
             live.update(_status_line(stats, names))
 
-    worker = Worker(
-        names,
-        connection=conn,
-        concurrency=concurrency,
-        batch_size=batch_size,
-        prefetch=prefetch,
-        time_limit=time_limit,
-        fail_fast=fail_fast,
-        poll_timeout=poll_timeout,
-        shutdown_timeout=shutdown_timeout,
-        max_messages=max_messages,
-        on_progress=on_progress,
-    )
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "batch_size": batch_size,
+        "prefetch": prefetch,
+        "time_limit": time_limit,
+        "fail_fast": fail_fast,
+        "poll_timeout": poll_timeout,
+        "shutdown_timeout": shutdown_timeout,
+    }
+    runner: Worker | ProcessSupervisor
+    if supervised:
+        if not conn.capabilities.consume:
+            Worker(names, connection=conn).run()  # refuses with the reason
+        spec = ChildSpec(
+            tuple(names),
+            conn.name,
+            _config_option(click.get_current_context(), config),
+            imports,
+            options,
+            until_empty,
+            max_messages_per_child,
+            None if max_memory_per_child is None else max_memory_per_child * 2**20,
+            functools.partial(_setup_logging, as_json, interactive, verbose),
+        )
+        runner = ProcessSupervisor(
+            spec, processes, shutdown_timeout=shutdown_timeout, on_progress=on_progress
+        )
+    else:
+        runner = Worker(names, connection=conn, max_messages=max_messages, on_progress=on_progress, **options)
     if conn.capabilities.consume:  # else run() refuses at once: no "started" line before it
         logging.getLogger("pashq.cli").info(
-            "worker started: connection=%s driver=%s queues=%s concurrency=%d",
+            "worker started: connection=%s driver=%s queues=%s concurrency=%d%s",
             conn.name,
             conn.config.type,
             ",".join(names),
             concurrency,
+            f" processes={processes}" if supervised else "",
         )
     try:
-        stats = worker.run(until_empty=until_empty)
+        if isinstance(runner, ProcessSupervisor):
+            stats = runner.run()
+        else:
+            stats = runner.run(until_empty=until_empty)
     finally:
         if live is not None:
             live.stop()
     summary = {"queues": names, "connection": conn.name, **stats.as_dict()}
+    if isinstance(runner, ProcessSupervisor):
+        summary.update(processes=processes, restarts=runner.restarts, recycled=runner.recycled)
     if as_json:
         _echo_json(summary)
     else:
