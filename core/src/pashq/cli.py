@@ -406,7 +406,9 @@ def work(
             spec, processes, shutdown_timeout=shutdown_timeout, on_progress=on_progress
         )
     else:
-        runner = Worker(names, connection=conn, max_messages=max_messages, on_progress=on_progress, **options)
+        runner = Worker(
+            names, connection=conn, max_messages=max_messages, on_progress=on_progress, **options
+        )
     if conn.capabilities.consume:  # else run() refuses at once: no "started" line before it
         logging.getLogger("pashq.cli").info(
             "worker started: connection=%s driver=%s queues=%s concurrency=%d%s",

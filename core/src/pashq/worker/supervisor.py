@@ -22,6 +22,7 @@ supervisor sums them for the status line and the ``--json`` summary.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -124,7 +125,9 @@ def _child_main(
                 return
             if os.getppid() != parent_pid:
                 worker.stop()  # orphaned: the supervisor died without stopping us
-            elif memory_limit is not None and reason == STOPPED:
+            elif memory_limit is not None and reason == STOPPED and stats.handled:
+                # Only after some work: a child over the limit from the start would else be
+                # replaced for ever without handling a message.
                 used = resident_bytes()
                 if used > memory_limit:
                     reason = RECYCLED_MEMORY
@@ -234,7 +237,7 @@ class ProcessSupervisor:
         :returns: the counters summed over every child that ran.
         :raises PashqError: a child could not start (bad config, missing queue table...).
         """
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if self.install_signal_handlers:
             try:
                 for sig in (signal.SIGTERM, signal.SIGINT):
@@ -245,7 +248,9 @@ class ProcessSupervisor:
         try:
             for slot in self._slots:
                 self._start(slot)
-            while not all(s.process is None and (s.finished or self._stopping) for s in self._slots):
+            while not all(
+                s.process is None and (s.finished or self._stopping) for s in self._slots
+            ):
                 self._forward_stop()
                 self._wait_events(0.25)
                 self._reap()
@@ -415,7 +420,9 @@ class ProcessSupervisor:
                 self.shutdown_timeout,
             )
         else:
-            log.warning("received %s again: stopping the children at once", signal.Signals(signum).name)
+            log.warning(
+                "received %s again: stopping the children at once", signal.Signals(signum).name
+            )
 
     def _forward_stop(self) -> None:
         """Send each child as many SIGTERMs as the supervisor got signals (at most two)."""
@@ -425,10 +432,9 @@ class ProcessSupervisor:
             self._stop_since = self._stop_since or time.monotonic()
             for slot in self._slots:
                 if slot.process is not None and slot.process.pid is not None:
-                    try:
+                    # It may have exited meanwhile; _reap accounts for it.
+                    with contextlib.suppress(ProcessLookupError):
                         os.kill(slot.process.pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass  # it exited meanwhile; _reap accounts for it
         if self._stop_since and time.monotonic() - self._stop_since > (
             self.shutdown_timeout + _KILL_GRACE
         ):
