@@ -23,6 +23,7 @@ Every message must arrive exactly once or the run fails.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -73,7 +74,7 @@ class Burn(pashq.Message, type_name="bench.latency.burn"):
             for i in range(1000):
                 x += i * i
         with open(OUT, "a", encoding="ascii") as out:
-            out.write(f"{self.n} {started:.6f} {time.time():.6f}\\n")
+            out.write(f"{self.n} {started:.6f} {time.time():.6f} {os.getpid()}\\n")
 """
 
 
@@ -194,8 +195,9 @@ def latency(backend: str, count: int, interval: float, idle_window: float) -> di
         }
 
 
-def cpu_round(processes: int, count: int, cpu_ms: float) -> float:
-    """Messages per second of ``count`` CPU-bound handlers on ``processes`` processes."""
+def cpu_round(processes: int, count: int, cpu_ms: float) -> tuple[float, list[int]]:
+    """Messages per second of ``count`` CPU-bound handlers on ``processes`` processes, and
+    how many messages each process ran."""
     import pashq
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,8 +213,18 @@ def cpu_round(processes: int, count: int, cpu_ms: float) -> float:
             pashq.queue().dispatch_many("cpu", [latency_app.Burn(n, cpu_ms) for n in range(count)])
             pashq.reset()
             subprocess.run(
-                [sys.executable, "-m", "pashq", "work", "cpu", "--until-empty", "--processes"]
-                + [str(processes), "--poll-timeout", "0.2"],
+                [
+                    sys.executable,
+                    "-m",
+                    "pashq",
+                    "work",
+                    "cpu",
+                    "--until-empty",
+                    "--processes",
+                    str(processes),
+                    "--poll-timeout",
+                    "0.2",
+                ],
                 cwd=folder,
                 env={**os.environ, "LATENCY_OUT": str(out)},
                 check=True,
@@ -223,11 +235,36 @@ def cpu_round(processes: int, count: int, cpu_ms: float) -> float:
             sys.path.remove(str(folder))
             sys.modules.pop("latency_app", None)
         lines = _lines(out)
-        if sorted(int(n) for n, _, _ in lines) != list(range(count)):
+        if sorted(int(n) for n, *_ in lines) != list(range(count)):
             raise RuntimeError(f"cpu case: {len(lines)} of {count} handled")
-        first = min(float(start) for _, start, _ in lines)
-        last = max(float(end) for _, _, end in lines)
-        return count / (last - first)
+        first = min(float(start) for _, start, _, _ in lines)
+        last = max(float(end) for _, _, end, _ in lines)
+        shares = sorted(collections.Counter(pid for *_, pid in lines).values())
+        return count / (last - first), shares
+
+
+def notify_cost(repeat: int, count: int = 300) -> tuple[list[float], list[float]]:
+    """Single ``dispatch()`` rates on PostgreSQL with and without the NOTIFY, alternating."""
+    from pashq.testing import make_connection
+    from pashq.testing.messages import Recorded
+
+    prefix = f"nc{uuid.uuid4().hex[:6]}_"
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    table = {"type": "database", "url": POSTGRESQL_URL, "table_prefix": prefix}
+    for _ in range(repeat):
+        for listen in (True, False):
+            conn = make_connection({**table, "create_tables": True, "listen": listen})
+            conn.hook.pashq_declare(queue="q")
+            started = time.perf_counter()
+            for i in range(count):
+                conn.dispatch("q", Recorded("k", i))
+            rates[listen].append(count / (time.perf_counter() - started))
+            conn.purge("q")
+            conn.close()
+    conn = make_connection(table)
+    conn.driver.drop_tables()
+    conn.close()
+    return rates[True], rates[False]
 
 
 def main() -> None:
@@ -244,6 +281,9 @@ def main() -> None:
     parser.add_argument("--cpu-count", type=int, default=200, help="CPU-bound messages")
     parser.add_argument("--cpu-ms", type=float, default=20.0, help="CPU ms per handler")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of the CPU case")
+    parser.add_argument(
+        "--notify-cost", action="store_true", help="single dispatch() with and without NOTIFY"
+    )
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; machine: see docs")
     if not args.cpu_only:
@@ -261,18 +301,30 @@ def main() -> None:
         one: list[float] = []
         two: list[float] = []
         ratios: list[float] = []
+        shares: list[list[int]] = []
         for _ in range(args.repeat):
-            a = cpu_round(1, args.cpu_count, args.cpu_ms)
-            b = cpu_round(2, args.cpu_count, args.cpu_ms)
+            a, _ = cpu_round(1, args.cpu_count, args.cpu_ms)
+            b, share = cpu_round(2, args.cpu_count, args.cpu_ms)
             one.append(a)
             two.append(b)
             ratios.append(b / a)
+            shares.append(share)
         print(f"\nCPU-bound handlers ({args.cpu_count} x {args.cpu_ms:g} ms, SQLite), medians\n")
         print("| processes | msg/s | ratio |")
         print("|---:|---:|---:|")
         print(f"| 1 | {statistics.median(one):.1f} | 1.00 |")
         print(f"| 2 | {statistics.median(two):.1f} | {statistics.median(ratios):.2f} |")
         print(f"\nratios per round: {', '.join(f'{r:.2f}' for r in ratios)}")
+        print(f"messages per process (2 processes): {shares}")
+    if args.notify_cost:
+        with_notify, without = notify_cost(args.repeat)
+        ratio = statistics.median(a / b for a, b in zip(with_notify, without, strict=True))
+        print("\nPostgreSQL, 300 single dispatch() calls, medians\n")
+        print("| NOTIFY per dispatch | msg/s |")
+        print("|---|---:|")
+        print(f"| yes (`listen = true`) | {statistics.median(with_notify):.0f} |")
+        print(f"| no (`listen = false`) | {statistics.median(without):.0f} |")
+        print(f"\nratio with/without: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ from typing import Any
 import attrs
 
 from pashq.errors import PashqError
+from pashq.worker.conductor import Worker
+from pashq.worker.prefetch import Prefetch
 from pashq.worker.stats import WorkerStats
 
 __all__ = ["ChildSpec", "ProcessSupervisor"]
@@ -95,6 +97,28 @@ def resident_bytes() -> int:
         return peak if sys.platform == "darwin" else peak * 1024
 
 
+class _CautiousStart(Prefetch):
+    """Before anything is measured, hold two messages per slot, not a whole batch.
+
+    A plain worker with ``concurrency=1`` starts with a whole batch; in a child that would
+    leave the other children idle behind one child's first batch of slow handlers.
+    """
+
+    def target(self) -> int:
+        """Two per slot until a handler finished; then the usual rule."""
+        if self.fixed is None and self.average is None:
+            return min(self.ceiling, 2 * self.concurrency)
+        return super().target()
+
+
+class _ChildWorker(Worker):
+    """The worker of one child: :class:`_CautiousStart` prefetch."""
+
+    def _reset_run_state(self) -> None:
+        super()._reset_run_state()
+        self._prefetch = _CautiousStart(self.concurrency, self._batch, self.prefetch)
+
+
 def _child_main(
     spec: ChildSpec, index: int, parent_pid: int, pipe: multiprocessing.connection.Connection
 ) -> None:
@@ -103,7 +127,6 @@ def _child_main(
     if spec.setup is not None:
         spec.setup()
     from pashq.facade import close, configure, import_messages, queue, settings
-    from pashq.worker.conductor import Worker
 
     reason = STOPPED
     try:
@@ -112,7 +135,7 @@ def _child_main(
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # the app lives in the cwd, as for `pashq work`
         import_messages(list(settings().imports) + list(spec.imports))
-        worker: Worker | None = None
+        worker: _ChildWorker | None = None
         memory_limit = spec.max_memory_per_child
 
         def report(stats: WorkerStats) -> None:
@@ -139,7 +162,7 @@ def _child_main(
                     )
                     worker.stop()
 
-        worker = Worker(
+        worker = _ChildWorker(
             list(spec.queues),
             connection=conn,
             max_messages=spec.max_messages_per_child,
