@@ -7,6 +7,7 @@ files) and helpers to dispatch, start ``python -m pashq work`` and read the reco
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from database.conftest import POSTGRESQL_URL, require_server
 
 import pashq
-from database.conftest import POSTGRESQL_URL, require_server
 
 APP = '''
 import os, time
@@ -187,10 +188,8 @@ def alive(pid: int) -> bool:
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def summary(proc: subprocess.Popen[str], timeout: float = 90.0) -> tuple[int, dict[str, Any], str]:

@@ -92,7 +92,7 @@ def test_sigterm_stops_every_child_gracefully(app: App) -> None:
     assert report["acked"] == sum(done.values())  # ... and acked
     # ... and the rest is back in the queue, untouched.
     rest = app.work("--until-empty", "--poll-timeout", "0.2")
-    code, second, err = summary(rest)
+    code, _second, err = summary(rest)
     assert code == 0, err
     assert set(_counts(app.records("done.txt"))) == set(range(60))
     assert max(_counts(app.records("done.txt")).values()) == 1
@@ -115,6 +115,17 @@ def test_recycling_by_memory_replaces_a_child_after_its_current_work(app: App) -
 @pytest.mark.parametrize("app", ["sqlite"], indirect=True)
 def test_max_messages_with_processes_is_a_usage_error(app: App) -> None:
     proc = app.work("--processes", "2", "--max-messages", "5")
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert "--max-messages-per-child" in err
+
+
+@pytest.mark.parametrize("app", ["sqlite"], indirect=True)
+def test_child_failing_fast_stops_the_supervisor_with_its_error(app: App) -> None:
+    config = app.folder / "pashq.toml"
+    config.write_text(config.read_text().replace("create_tables = true", "create_tables = false"))
+    proc = app.work("--processes", "2", "--fail-fast")
+    _out, err = proc.communicate(timeout=90)
+    assert proc.returncode == 1
+    assert "Error: table(s)" in err and "pashq database create" in err
+    assert "starting another" not in err  # stopped, not restarted in a loop

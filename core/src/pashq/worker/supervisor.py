@@ -197,6 +197,7 @@ class _Slot:
     pipe: multiprocessing.connection.Connection | None = None
     started: float = 0.0
     latest: dict[str, Any] = attrs.field(factory=dict)  # the live child's last counters
+    consuming: bool = False  # whether the last report (of this or the last child) said so
     totals: dict[str, int] = attrs.field(factory=lambda: dict.fromkeys(_COUNTERS, 0))
     ended: tuple[str, dict[str, Any]] | None = None  # the child's final report
     crashes: int = 0
@@ -296,7 +297,6 @@ class ProcessSupervisor:
     def stats(self) -> WorkerStats:
         """The counters of every child so far, summed."""
         total = WorkerStats(started_at=self._started_at)
-        consuming = []
         for slot in self._slots:
             for name in _COUNTERS:
                 value = slot.totals[name] + int(slot.latest.get(name, 0))
@@ -305,9 +305,7 @@ class ProcessSupervisor:
                 total.last_error = slot.latest["last_error"]
             if slot.latest.get("interrupted") or slot.killed:
                 total.interrupted = True
-            if slot.process is not None:
-                consuming.append(bool(slot.latest.get("consuming")))
-        total.consuming = bool(consuming) and all(consuming)
+        total.consuming = all(slot.consuming for slot in self._slots)
         if self._signals > 1:
             total.interrupted = True
         return total
@@ -360,8 +358,10 @@ class ProcessSupervisor:
                 kind = message[0]
                 if kind == "stats":
                     slot.latest = message[1]
+                    slot.consuming = bool(message[1].get("consuming"))
                 elif kind == "final":
                     slot.latest = message[1]
+                    slot.consuming = bool(message[1].get("consuming"))
                     slot.ended = (message[2], message[1])
                 elif kind == "fatal" and self._fatal is None:
                     self._fatal = message[1]
