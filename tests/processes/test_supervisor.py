@@ -72,7 +72,8 @@ def test_recycling_by_message_count_loses_nothing_and_runs_nothing_twice(app: Ap
     assert max(per_child.values()) <= 37
 
 
-def test_sigterm_stops_every_child_gracefully(app: App) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_stops_every_child_gracefully(app: App, sig: signal.Signals) -> None:
     procs_app = app.module()
     app.dispatch([procs_app.Job(n, 0.3) for n in range(60)])
     proc = app.work("--processes", "2", "--batch-size", "1", "--shutdown-timeout", "30")
@@ -82,7 +83,7 @@ def test_sigterm_stops_every_child_gracefully(app: App) -> None:
     )
     kids = children(proc.pid)
     assert len(kids) == 2
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     code, report, err = summary(proc)
     assert code == 0, err
     assert report["interrupted"] is False
@@ -129,3 +130,23 @@ def test_child_failing_fast_stops_the_supervisor_with_its_error(app: App) -> Non
     assert proc.returncode == 1
     assert "Error: table(s)" in err and "pashq database create" in err
     assert "starting another" not in err  # stopped, not restarted in a loop
+
+
+@pytest.mark.parametrize("app", ["sqlite"], indirect=True)
+def test_second_sigterm_stops_every_child_at_once(app: App) -> None:
+    procs_app = app.module()
+    app.dispatch([procs_app.Job(n, 120.0) for n in range(4)])
+    proc = app.work("--processes", "2", "--batch-size", "1", "--shutdown-timeout", "300")
+    app.wait_for(
+        "both children to run a message",
+        lambda: len({pid for _, pid in app.records("started.txt")}) == 2,
+    )
+    kids = children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGTERM)
+    code, report, err = summary(proc, timeout=60)  # long before the handlers' 120 s
+    assert code == 1, err
+    assert report["interrupted"] is True
+    assert report["acked"] == 0
+    assert not [pid for pid in kids if alive(pid)]
+    assert app.records("done.txt") == []

@@ -50,6 +50,7 @@ _BACKOFF_FIRST = 0.5  # seconds before the first restart of a crashed child
 _BACKOFF_MAX = 30.0
 _HEALTHY_SECONDS = 30.0  # a child that lived this long resets its slot's back-off
 _KILL_GRACE = 10.0  # seconds past shutdown_timeout before a stuck child gets SIGKILL
+_FORWARD_GAP = 0.2  # seconds between a first and a second forwarded SIGTERM
 _COUNTERS = ("acked", "retried", "dead_lettered", "released", "timed_out", "errors")
 
 #: Why a child ended, as it reports it.
@@ -123,7 +124,8 @@ def _child_main(
     spec: ChildSpec, index: int, parent_pid: int, pipe: multiprocessing.connection.Connection
 ) -> None:
     """The body of one child: configure, run one Worker, report over ``pipe``."""
-    os.setpgrp()  # a terminal's SIGINT goes to the supervisor only; it forwards it once
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()  # a terminal's SIGINT goes to the supervisor only; it forwards it once
     if spec.setup is not None:
         spec.setup()
     from pashq.facade import close, configure, import_messages, queue, settings
@@ -239,6 +241,7 @@ class ProcessSupervisor:
         self._signals = 0
         self._stop_sent = 0  # how many SIGTERMs went to the children
         self._stop_since = 0.0
+        self._last_forward = -_FORWARD_GAP
         self._fatal: str | None = None
         self._started_at = time.monotonic()
 
@@ -450,9 +453,13 @@ class ProcessSupervisor:
     def _forward_stop(self) -> None:
         """Send each child as many SIGTERMs as the supervisor got signals (at most two)."""
         wanted = min(self._signals, 2) if self._signals else (1 if self._fatal else 0)
-        while self._stop_sent < wanted:
+        now = time.monotonic()
+        # One SIGTERM per round, rounds apart: two signals sent back to back could reach a
+        # child as one (signals of one kind do not queue), and it would not stop at once.
+        if self._stop_sent < wanted and now - self._last_forward >= _FORWARD_GAP:
             self._stop_sent += 1
-            self._stop_since = self._stop_since or time.monotonic()
+            self._last_forward = now
+            self._stop_since = self._stop_since or now
             for slot in self._slots:
                 if slot.process is not None and slot.process.pid is not None:
                     # It may have exited meanwhile; _reap accounts for it.
