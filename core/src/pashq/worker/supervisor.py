@@ -199,7 +199,7 @@ class _Slot:
     pipe: multiprocessing.connection.Connection | None = None
     started: float = 0.0
     latest: dict[str, Any] = attrs.field(factory=dict)  # the live child's last counters
-    consuming: bool = False  # whether the last report (of this or the last child) said so
+    consuming: bool | None = None  # what the last report (of any child here) said, if any
     totals: dict[str, int] = attrs.field(factory=lambda: dict.fromkeys(_COUNTERS, 0))
     ended: tuple[str, dict[str, Any]] | None = None  # the child's final report
     crashes: int = 0
@@ -308,7 +308,9 @@ class ProcessSupervisor:
                 total.last_error = slot.latest["last_error"]
             if slot.latest.get("interrupted") or slot.killed:
                 total.interrupted = True
-        total.consuming = all(slot.consuming for slot in self._slots)
+        # A child still starting has not said yet: it does not make the others "not consuming".
+        said = [slot.consuming for slot in self._slots if slot.consuming is not None]
+        total.consuming = bool(said) and all(said)
         if self._signals > 1:
             total.interrupted = True
         return total
