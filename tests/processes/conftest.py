@@ -114,14 +114,18 @@ class App:
             sys.path.remove(str(self.folder))
 
     def work(self, *args: str) -> subprocess.Popen[str]:
-        """Start ``python -m pashq work q ARGS`` in the folder (JSON logs on stderr)."""
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pashq", "work", "q", "--json", *args],
-            cwd=self.folder,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        """Start ``python -m pashq work q ARGS`` in the folder; its JSON logs go to a file
+        (:func:`stderr_of`), so a test can read them while it runs."""
+        log = self.folder / f"stderr-{len(self.processes)}.log"
+        with open(log, "w") as err:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pashq", "work", "q", "--json", *args],
+                cwd=self.folder,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        _LOGS[proc.pid] = log
         self.processes.append(proc)
         return proc
 
@@ -143,8 +147,8 @@ class App:
                 pytest.fail(f"timed out waiting for {what}")
             for proc in self.processes:
                 if proc.poll() is not None and proc.returncode != 0:
-                    _, err = proc.communicate()
-                    pytest.fail(f"pashq work exited with {proc.returncode}:\n{err}")
+                    proc.communicate()
+                    pytest.fail(f"pashq work exited with {proc.returncode}:\n{stderr_of(proc)}")
             time.sleep(0.05)
 
     def cleanup(self) -> None:
@@ -192,9 +196,18 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+_LOGS: dict[int, Path] = {}
+
+
+def stderr_of(proc: subprocess.Popen[str]) -> str:
+    """What ``pashq work`` (the supervisor and its children) wrote to stderr so far."""
+    return _LOGS[proc.pid].read_text()
+
+
 def summary(proc: subprocess.Popen[str], timeout: float = 90.0) -> tuple[int, dict[str, Any], str]:
     """Wait for ``pashq work`` to exit: its exit code, JSON summary and stderr."""
-    out, err = proc.communicate(timeout=timeout)
+    out, _ = proc.communicate(timeout=timeout)
+    err = stderr_of(proc)
     lines = [line for line in out.splitlines() if line.startswith("{")]
     assert lines, f"no JSON summary (exit {proc.returncode}); stderr:\n{err}"
     return proc.returncode, json.loads(lines[-1]), err

@@ -13,7 +13,7 @@ import signal
 
 import pytest
 
-from processes.conftest import App, alive, children, summary
+from processes.conftest import App, alive, children, stderr_of, summary
 
 
 def _counts(records: list[tuple[int, int]]) -> collections.Counter[int]:
@@ -116,7 +116,8 @@ def test_recycling_by_memory_replaces_a_child_after_its_current_work(app: App) -
 @pytest.mark.parametrize("app", ["sqlite"], indirect=True)
 def test_max_messages_with_processes_is_a_usage_error(app: App) -> None:
     proc = app.work("--processes", "2", "--max-messages", "5")
-    _out, err = proc.communicate(timeout=60)
+    proc.communicate(timeout=60)
+    err = stderr_of(proc)
     assert proc.returncode == 2
     assert "--max-messages-per-child" in err
 
@@ -126,7 +127,8 @@ def test_child_failing_fast_stops_the_supervisor_with_its_error(app: App) -> Non
     config = app.folder / "pashq.toml"
     config.write_text(config.read_text().replace("create_tables = true", "create_tables = false"))
     proc = app.work("--processes", "2", "--fail-fast")
-    _out, err = proc.communicate(timeout=90)
+    proc.communicate(timeout=90)
+    err = stderr_of(proc)
     assert proc.returncode == 1
     assert "Error: table(s)" in err and "pashq database create" in err
     assert "starting another" not in err  # stopped, not restarted in a loop
@@ -143,6 +145,11 @@ def test_second_sigterm_stops_every_child_at_once(app: App) -> None:
     )
     kids = children(proc.pid)
     proc.send_signal(signal.SIGTERM)
+    # Signals of one kind do not queue: send the second once the first reached the children.
+    app.wait_for(
+        "both children to start a graceful stop",
+        lambda: stderr_of(proc).count("finishing in-flight work") == 2,
+    )
     proc.send_signal(signal.SIGTERM)
     code, report, err = summary(proc, timeout=60)  # long before the handlers' 120 s
     assert code == 1, err
