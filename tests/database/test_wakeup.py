@@ -10,9 +10,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 from pashq.connection import Connection
 from pashq.delivery import Delivery, OutgoingMessage
@@ -115,3 +117,30 @@ def test_every_dispatch_notifies_at_commit(backends: Backends) -> None:
         assert got == [queue, queue]
     finally:
         producer.close()
+
+
+@pytest.mark.postgresql
+def test_claims_do_not_wait_for_the_wal_flush(backends: Backends) -> None:
+    """On PostgreSQL the claim's transaction commits asynchronously (a lost claim is a lease
+    that ended); pushes and acks keep the server's durability setting."""
+    queue = f"q-{uuid.uuid4().hex[:10]}"
+    conn = backends.connect("postgresql")
+    seen: list[str] = []
+
+    def record(*args: Any) -> None:
+        seen.append(" ".join(args[2].split()[:3]).upper())
+
+    engine = _driver(conn).engine
+    try:
+        _push(conn, queue)
+        sa.event.listen(engine, "before_cursor_execute", record)
+        _push(conn, queue)
+        pushes = list(seen)
+        deliveries = _pull(conn, queue)
+        conn.hook.pashq_ack(queue=queue, deliveries=deliveries)
+        sa.event.remove(engine, "before_cursor_execute", record)
+        assert len(deliveries) == 2
+        assert "SET LOCAL SYNCHRONOUS_COMMIT" not in pushes
+        assert seen.count("SET LOCAL SYNCHRONOUS_COMMIT") == 1  # the claim's, not the ack's
+    finally:
+        conn.close()
