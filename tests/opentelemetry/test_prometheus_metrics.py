@@ -187,3 +187,66 @@ def test_port_in_use_is_an_error_naming_the_option() -> None:
             serve_metrics(pashq.queue(), ["q"], port=server.port)
     finally:
         server.close()
+
+
+def _free_port_pair() -> int:
+    """A port P with P and P + 1 both free on 127.0.0.1 (for two worker processes)."""
+    import socket
+
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = int(first.getsockname()[1])
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+                return port
+    pytest.fail("no two consecutive free ports")
+
+
+def test_each_worker_process_serves_its_own_port(
+    tmp_path: Path, queue_name: str, request: pytest.FixtureRequest
+) -> None:
+    """``--processes 2 --metrics-port P``: process 0 serves P, process 1 serves P + 1, and
+    their counts add up to what was processed."""
+    table = backend_table("sqlite", tmp_path, queue_name, request)
+    config = write_config(tmp_path / "pashq.toml", table, imports=["otel_messages"])
+    producer = make_connection(table)
+    producer.dispatch_many(queue_name, [Fine(i) for i in range(20)])
+    producer.close()
+    port = _free_port_pair()
+    command = [
+        sys.executable, "-m", "pashq", "work", queue_name, "--config", str(config),
+        "--processes", "2", "--metrics-port", str(port), "--log-format", "json",
+        "--poll-timeout", "0.2",
+    ]  # fmt: skip
+    running = RunningWorker(command, worker_env(), tmp_path)
+    try:
+        urls = [f"http://127.0.0.1:{p}/metrics" for p in (port, port + 1)]
+        for p in (port, port + 1):
+            running.wait_for_line(
+                lambda r, p=p: f"serving metrics on http://127.0.0.1:{p}" in r["message"]
+            )
+
+        def acked() -> float:
+            return sum(
+                _handled(scrape(u), queue_name, "pashq_tests.otel.fine", "ack") for u in urls
+            )
+
+        deadline = time.monotonic() + 60
+        while acked() < 20 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert acked() == 20
+    finally:
+        assert running.stop() == 0
+
+
+def test_metrics_port_zero_is_refused_with_processes(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pashq", "work", "q", "--processes", "2", "--metrics-port", "0"],
+        capture_output=True, text=True, cwd=tmp_path, env=worker_env(), timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "child i serves on PORT + i" in done.stderr

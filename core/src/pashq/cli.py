@@ -32,6 +32,7 @@ from pashq.facade import close, configure, import_messages, queue, settings
 from pashq.logs import JsonFormatter, MessageLog
 from pashq.worker import Worker, WorkerStats
 from pashq.worker.prometheus import serve_metrics
+from pashq.worker.supervisor import ChildSpec, MetricsSpec, ProcessSupervisor
 
 __all__ = ["cli_errors", "connection_options", "load_connection", "load_driver", "main"]
 
@@ -304,6 +305,25 @@ def _status_line(stats: WorkerStats, queues: list[str]) -> str:
     help="Seconds in-flight work may take on SIGTERM.",
 )
 @click.option(
+    "--processes",
+    "-p",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Worker processes under one supervisor (for CPU-bound handlers).",
+)
+@click.option(
+    "--max-messages-per-child",
+    type=click.IntRange(min=1),
+    help="Replace a worker process after it handled N messages (runs under a supervisor).",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    metavar="MB",
+    help="Replace a worker process once its resident memory passes MB megabytes.",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -351,6 +371,9 @@ def work(
     fail_fast: bool,
     poll_timeout: float,
     shutdown_timeout: float,
+    processes: int,
+    max_messages_per_child: int | None,
+    max_memory_per_child: int | None,
     as_json: bool,
     log_format: str | None,
     metrics_port: int | None,
@@ -364,16 +387,30 @@ def work(
     _setup_logging(json_logs, interactive, verbose)
     conn = load_connection(connection, config, imports)
     names = list(queues)
-    if json_logs:
-        conn.plugin_manager.register(MessageLog(), name="pashq.logs.messages")
+    supervised = bool(processes > 1 or max_messages_per_child or max_memory_per_child)
+    if supervised and max_messages is not None:
+        raise click.UsageError(
+            "--max-messages counts one process's messages; with --processes or recycling "
+            "use --max-messages-per-child"
+        )
+    if supervised and metrics_port == 0:
+        raise click.UsageError(
+            "--metrics-port 0 picks a free port per process, which no scrape config can find; "
+            "with --processes give a PORT: child i serves on PORT + i"
+        )
     metrics = None
-    if metrics_port is not None:
+    metrics_spec = None
+    if metrics_port is not None and supervised:
+        metrics_spec = MetricsSpec(metrics_port, metrics_host, metrics_interval)
+    elif metrics_port is not None:
         metrics = serve_metrics(
             conn, names, port=metrics_port, host=metrics_host, interval=metrics_interval
         )
         logging.getLogger("pashq.cli").info(
             "serving metrics on %s", metrics.url, extra={"event": "metrics.serving"}
         )
+    if json_logs and not supervised:
+        conn.plugin_manager.register(MessageLog(), name="pashq.logs.messages")
     live = None
     on_progress: Callable[[WorkerStats], None] | None = None
     if interactive and not json_logs and not as_json:
@@ -386,36 +423,62 @@ def work(
         def on_progress(stats: WorkerStats) -> None:
             live.update(_status_line(stats, names))
 
-    worker = Worker(
-        names,
-        connection=conn,
-        concurrency=concurrency,
-        batch_size=batch_size,
-        prefetch=prefetch,
-        time_limit=time_limit,
-        fail_fast=fail_fast,
-        poll_timeout=poll_timeout,
-        shutdown_timeout=shutdown_timeout,
-        max_messages=max_messages,
-        on_progress=on_progress,
-    )
+    options: dict[str, Any] = {
+        "concurrency": concurrency,
+        "batch_size": batch_size,
+        "prefetch": prefetch,
+        "time_limit": time_limit,
+        "fail_fast": fail_fast,
+        "poll_timeout": poll_timeout,
+        "shutdown_timeout": shutdown_timeout,
+    }
+    runner: Worker | ProcessSupervisor
+    if supervised:
+        if not conn.capabilities.consume:
+            Worker(names, connection=conn).run()  # refuses with the reason
+        spec = ChildSpec(
+            tuple(names),
+            conn.name,
+            _config_option(click.get_current_context(), config),
+            imports,
+            options,
+            until_empty,
+            max_messages_per_child,
+            None if max_memory_per_child is None else max_memory_per_child * 2**20,
+            functools.partial(_setup_logging, json_logs, interactive, verbose),
+            message_log=json_logs,
+            metrics=metrics_spec,
+        )
+        runner = ProcessSupervisor(
+            spec, processes, shutdown_timeout=shutdown_timeout, on_progress=on_progress
+        )
+    else:
+        runner = Worker(
+            names, connection=conn, max_messages=max_messages, on_progress=on_progress, **options
+        )
     if conn.capabilities.consume:  # else run() refuses at once: no "started" line before it
         logging.getLogger("pashq.cli").info(
-            "worker started: connection=%s driver=%s queues=%s concurrency=%d",
+            "worker started: connection=%s driver=%s queues=%s concurrency=%d%s",
             conn.name,
             conn.config.type,
             ",".join(names),
             concurrency,
+            f" processes={processes}" if supervised else "",
             extra={"event": "worker.started"},
         )
     try:
-        stats = worker.run(until_empty=until_empty)
+        if isinstance(runner, ProcessSupervisor):
+            stats = runner.run()
+        else:
+            stats = runner.run(until_empty=until_empty)
     finally:
         if live is not None:
             live.stop()
         if metrics is not None:
             metrics.close()
     summary = {"queues": names, "connection": conn.name, **stats.as_dict()}
+    if isinstance(runner, ProcessSupervisor):
+        summary.update(processes=processes, restarts=runner.restarts, recycled=runner.recycled)
     if as_json:
         _echo_json(summary)
     else:

@@ -9,15 +9,19 @@ back-off through ``available_at`` (nothing is held in worker memory), dead lette
 reason and traceback (list / retry / purge), stats, purge, transactional dispatch
 (outbox), priorities (``dispatch(priority=0..9)``: the claim takes the highest priority
 first, then the oldest; a retry or a retried dead letter keeps its priority),
-LISTEN/NOTIFY wake-ups on PostgreSQL and polling with back-off elsewhere; for
-``pashq move``, waiting rows are claimed with their due time and moved rows and dead
-letters keep their attempts and reasons (see :mod:`pashq_database.moving`).
+LISTEN/NOTIFY wake-ups on PostgreSQL (every dispatch notifies at commit) and a cheap
+change check elsewhere (``PRAGMA data_version`` on SQLite, ``MAX(id)`` on MySQL/MariaDB;
+:mod:`pashq_database.watch`); for ``pashq move``, waiting rows are claimed with their due
+time and moved rows and dead letters keep their attempts and reasons (see
+:mod:`pashq_database.moving`).
 
 Claims take up to ``batch_size`` rows in one transaction (``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL and MySQL/MariaDB, ``BEGIN IMMEDIATE`` on SQLite); acks are one batched
 ``DELETE``; a nack sets ``available_at`` and keeps the attempt count; a dead letter moves
 the row in one transaction. See :mod:`pashq_database.schema` for the tables and the index
-that serves the claim.
+that serves the claim. On PostgreSQL the claim commits asynchronously
+(``synchronous_commit = off`` for that transaction only): a claim lost in a server crash
+is like a lease that ended.
 
 Options (``[queues.<name>]`` with ``type = "database"``):
 
@@ -83,7 +87,7 @@ from pashq.delivery import (
 from pashq.errors import ConfigError, DriverError, MessageTooLargeError, QueueNotFoundError
 from pashq.hookspecs import hookimpl
 from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
-from pashq_database.claim import Claim
+from pashq_database.claim import Claim, ClaimedRow
 from pashq_database.clock import db_now
 from pashq_database.listener import Listener
 from pashq_database.moving import MoveStatements
@@ -91,6 +95,7 @@ from pashq_database.options import DatabaseOptions, check_engine_options
 from pashq_database.schema import QUEUE_LENGTH, Schema
 from pashq_database.statements import HotPath, Receipt
 from pashq_database.upgrade import OutdatedTablesError, Step, describe, outdated
+from pashq_database.watch import SERVER_INTERVAL, SQLITE_INTERVAL, ChangeWatch
 
 __all__ = ["DatabaseDriver"]
 
@@ -99,9 +104,6 @@ T = TypeVar("T")
 
 #: First pause of an idle puller; doubles up to ``poll_interval``.
 _FIRST_PAUSE = 0.02
-#: A driver sends at most one NOTIFY per queue in this many seconds: pullers woken by the
-#: last one poll fast (from ``_FIRST_PAUSE``) for a while and find the later messages.
-_NOTIFY_GAP = 0.05
 #: Most bound parameters per ``IN (...)`` list.
 _IN_CHUNK = 1000
 _MISSING_TABLE_CODES = {1146}  # MySQL/MariaDB ER_NO_SUCH_TABLE
@@ -193,11 +195,12 @@ class DatabaseDriver:
         self._generation = 0
         self._closed = False
         self._listener: Listener | None = None
+        self._watch: ChangeWatch | None = None
         self._notify = False
+        self._async_claims = False
         self._max_body = 1 << 30
         self._packet: int | None = None
         self._connected = False
-        self._notified: dict[str, float] = {}
         self._pid = os.getpid()
         _DRIVERS.add(self)
 
@@ -257,8 +260,11 @@ class DatabaseDriver:
             options.create_tables if options.create_tables is not None else backend == "sqlite"
         )
         self._notify = backend == "postgresql" and options.listen
+        self._async_claims = backend == "postgresql"
         if self._notify and engine.dialect.driver == "psycopg":
             self._listener = Listener(self._listen_connection, self.channel)
+        else:
+            self._watch = self._new_watch()
 
     @staticmethod
     def _tune_sqlite(engine: sa.Engine) -> None:
@@ -327,13 +333,15 @@ class DatabaseDriver:
         if tables_ok.is_set():
             self._tables_ok.set()
         self._idle = {}
-        self._notified = {}
         if self._engine is not None:
             _INHERITED.append(self._engine.pool)
             self._engine.dispose(close=False)
         if self._listener is not None:
             _INHERITED.append(self._listener)
             self._listener = Listener(self._listen_connection, self.channel)
+        if self._watch is not None:
+            _INHERITED.append(self._watch)
+            self._watch = self._new_watch()
 
     @property
     def engine(self) -> sa.Engine:
@@ -360,6 +368,28 @@ class DatabaseDriver:
         cparams = {**cparams, "autocommit": True}
         return engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
 
+    def _new_watch(self) -> ChangeWatch | None:
+        """The change check of an idle puller where LISTEN is not used (:mod:`.watch`)."""
+        engine = self._engine
+        assert engine is not None
+        dialect = engine.dialect
+        if dialect.name == "sqlite":
+            return ChangeWatch(self._watch_connection, "PRAGMA data_version", SQLITE_INTERVAL)
+        if dialect.driver not in ("pymysql", "mysqldb", "psycopg"):
+            return None  # autocommit is set differently: plain polling
+        table = dialect.identifier_preparer.format_table(self.schema.messages)
+        return ChangeWatch(self._watch_connection, f"SELECT MAX(id) FROM {table}", SERVER_INTERVAL)
+
+    def _watch_connection(self) -> Any:
+        engine = self.engine
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        if engine.dialect.name == "sqlite":
+            # Autocommit: a connection inside a read transaction would never see a change.
+            cparams = {**cparams, "isolation_level": None, "check_same_thread": False}
+        else:
+            cparams = {**cparams, "autocommit": True}
+        return engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
+
     @hookimpl
     def pashq_close(self) -> None:
         """Stop waiting pullers, close the LISTEN connection and the pool.
@@ -374,6 +404,8 @@ class DatabaseDriver:
             self._wake.notify_all()
         if self._listener is not None:
             self._listener.close()
+        if self._watch is not None:
+            self._watch.close()
         if self._engine is not None:
             self._engine.dispose()
 
@@ -564,13 +596,6 @@ class DatabaseDriver:
             self._generation += 1
             self._wake.notify_all()
 
-    def _notify_due(self, queue: str) -> bool:
-        now = time.monotonic()
-        if now - self._notified.get(queue, -_NOTIFY_GAP) < _NOTIFY_GAP:
-            return False
-        self._notified[queue] = now
-        return True
-
     def _wait(self, generation: int, seconds: float) -> None:
         self._check_fork()
         if self._listener is not None:
@@ -584,6 +609,26 @@ class DatabaseDriver:
             self._wake.wait_for(
                 lambda: self._generation != generation or self._closed, timeout=seconds
             )
+
+    def _wait_change(
+        self, watch: ChangeWatch, mark: tuple[Any], generation: int, seconds: float
+    ) -> None:
+        """Wait up to ``seconds`` for a commit by anyone (the watch) or a push or settle in
+        this process (a poke), checking the watch every ``watch.interval``."""
+        deadline = time.monotonic() + seconds
+
+        def woken() -> bool:
+            return self._generation != generation or self._closed
+
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with self._wake:
+                if self._wake.wait_for(woken, timeout=min(watch.interval, remaining)):
+                    return
+            if watch.changed(mark):
+                return
 
     def _send_notify(self, conn: sa.Connection, queue: str) -> None:
         conn.execute(self._pg_notify, {"channel": self.channel, "queue": queue})
@@ -625,11 +670,9 @@ class DatabaseDriver:
             (queue, m.id, m.body, m.delay if m.delay > 0 else 0.0, m.priority) for m in messages
         ]
         transaction = options.get("transaction")
-        notify = (
-            self._notify
-            and any(m.delay <= 0 for m in messages)
-            and (transaction is not None or self._notify_due(queue))
-        )
+        # Every dispatch with a message ready now notifies, in its own transaction: the
+        # notification goes out at COMMIT, so a listener never wakes for rows it cannot see.
+        notify = self._notify and any(m.delay <= 0 for m in messages)
         if transaction is not None:
             with self._errors("push", queue):
                 self._write(self._caller_connection(transaction), queue, rows, notify)
@@ -705,18 +748,23 @@ class DatabaseDriver:
     def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
         """Claim up to ``max_messages`` (at most ``batch_size``) rows with a lease.
 
-        An empty queue is polled with a pause that doubles from 20 ms up to
-        ``poll_interval`` (kept across calls, reset by the next message); on PostgreSQL a
-        NOTIFY ends the pause at once.
+        An idle puller waits for a wake-up: on PostgreSQL a NOTIFY (sent by every dispatch
+        at commit), elsewhere a cheap change check (:mod:`pashq_database.watch`) every few
+        milliseconds before each claim, with a claim at least every ``poll_interval``.
+        Without either, the pause doubles from 20 ms up to ``poll_interval``.
         """
         limit = max(1, min(max_messages, self.options.batch_size))
         lease = self.options.lease
         deadline = time.monotonic() + max(timeout, 0.0)
-        claim = self._claim.run
+        claim = self._claim_without_flush if self._async_claims else self._claim.run
         while True:
             generation = self._generation
             if not self._tables_ok.is_set():
                 self.check_tables(queue)
+            # Idle (the last claim found nothing): mark before claiming, so a commit right
+            # after this claim still counts as a change.
+            watch = self._watch if queue in self._idle else None
+            mark = watch.mark() if watch is not None else None
             rows = self._transact(
                 "pull",
                 queue,
@@ -731,9 +779,27 @@ class DatabaseDriver:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed:
                 return []
+            if watch is not None and mark is not None:
+                self._wait_change(
+                    watch, mark, generation, min(self.options.poll_interval, remaining)
+                )
+                continue
             pause = self._idle.get(queue, _FIRST_PAUSE)
             self._idle[queue] = min(pause * 2, self.options.poll_interval)
             self._wait(generation, min(pause, remaining))
+
+    def _claim_without_flush(
+        self, connection: sa.Connection, queue: str, limit: int, lease: float
+    ) -> list[ClaimedRow]:
+        """The claim, committed without waiting for the WAL flush (PostgreSQL).
+
+        A claim is only a reservation: if a server crash loses it (the last fraction of a
+        second of asynchronous commits), the rows are claimable again as if the lease had
+        ended, and at-least-once holds. Not waiting for the flush takes one ``fsync`` off
+        the path from a dispatch to its handler.
+        """
+        connection.exec_driver_sql("SET LOCAL synchronous_commit = off")
+        return self._claim.run(connection, queue=queue, limit=limit, lease=lease)
 
     @staticmethod
     def _receipts(deliveries: Sequence[Delivery]) -> list[Receipt]:

@@ -1,0 +1,1 @@
+"""Tests of ``pashq work --processes``: the supervisor and its children, as real processes."""
