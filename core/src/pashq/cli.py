@@ -25,6 +25,7 @@ import click
 from pashq import __version__
 from pashq.capabilities import Capabilities
 from pashq.commands.move import move
+from pashq.commands.options import config_option
 from pashq.connection import Connection
 from pashq.discovery import COMMAND_GROUP, DRIVER_GROUP, installed
 from pashq.errors import PashqError
@@ -117,14 +118,7 @@ def connection_options(func: F) -> F:
         metavar="MODULE",
         help="Import MODULE (defines message classes); repeatable.",
     )(func)
-    func = click.option(
-        "--config",
-        "config",
-        envvar="PASHQ_CONFIG",
-        metavar="FILE",
-        type=click.Path(dir_okay=False),
-        help="Config file (default: $PASHQ_CONFIG, ./pashq.toml, [tool.pashq] in pyproject.toml).",
-    )(func)
+    func = config_option(func)
     func = click.option(
         "--connection",
         "-c",

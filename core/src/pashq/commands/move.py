@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from pashq.commands.options import config_option
 from pashq.errors import MoveError, PashqError
 from pashq.facade import close, configure, queue
 from pashq.move import FailedAs, Move, MoveReport, parse_endpoint
@@ -56,14 +57,7 @@ def _summary(report: MoveReport) -> list[str]:
 @click.command()
 @click.argument("source", metavar="SOURCE")
 @click.argument("destination", metavar="DEST")
-@click.option(
-    "--config",
-    "config",
-    envvar="PASHQ_CONFIG",
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="Config file (default: $PASHQ_CONFIG, ./pashq.toml, [tool.pashq] in pyproject.toml).",
-)
+@config_option
 @click.option("--failed", is_flag=True, help="Move the source queue's dead letters too.")
 @click.option(
     "--failed-as",

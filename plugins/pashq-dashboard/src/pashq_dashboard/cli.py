@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pashq.cli import cli_errors
+from pashq.commands.options import config_option
 from pashq_dashboard.security import LOOPBACK_HOSTS, MIN_TOKEN_LENGTH, is_loopback
 
 __all__ = ["dashboard"]
@@ -23,14 +24,7 @@ __all__ = ["dashboard"]
     help="Require this token on every request (default: $PASHQ_DASHBOARD_TOKEN); "
     "needed for a host other than loopback.",
 )
-@click.option(
-    "--config",
-    "config",
-    envvar="PASHQ_CONFIG",
-    metavar="FILE",
-    type=click.Path(dir_okay=False),
-    help="Config file (default: $PASHQ_CONFIG, ./pashq.toml, [tool.pashq] in pyproject.toml).",
-)
+@config_option
 @click.option(
     "--refresh",
     default=5,
