@@ -41,21 +41,8 @@ def queue_counts(
     :raises QueueNotFoundError: the broker has no such queue.
     :raises DriverError: the API cannot be reached or answers something else.
     """
-    amqp = urllib.parse.urlsplit(amqp_url)
-    base = urllib.parse.urlsplit(management_url)
-    user = urllib.parse.unquote(base.username or amqp.username or "guest")
-    password = urllib.parse.unquote(base.password or amqp.password or "guest")
-    vhost = urllib.parse.unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
-    netloc = base.hostname or ""
-    if base.port:
-        netloc = f"{netloc}:{base.port}"
-    path = (
-        f"{base.path.rstrip('/')}/api/queues/{urllib.parse.quote(vhost, safe='')}/"
-        f"{urllib.parse.quote(queue, safe='')}"
-    )
-    url = urllib.parse.urlunsplit((base.scheme, netloc, path, "", ""))
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    vhost = _vhost(amqp_url)
+    request = _request(management_url, amqp_url, f"/{urllib.parse.quote(queue, safe='')}")
     shown = redact_url(management_url)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -84,18 +71,8 @@ def queue_names(management_url: str, amqp_url: str, timeout: float) -> list[str]
 
     :raises DriverError: the API cannot be reached or answers something else.
     """
-    amqp = urllib.parse.urlsplit(amqp_url)
-    base = urllib.parse.urlsplit(management_url)
-    user = urllib.parse.unquote(base.username or amqp.username or "guest")
-    password = urllib.parse.unquote(base.password or amqp.password or "guest")
-    vhost = urllib.parse.unquote(amqp.path[1:]) if len(amqp.path) > 1 else "/"
-    netloc = base.hostname or ""
-    if base.port:
-        netloc = f"{netloc}:{base.port}"
-    path = f"{base.path.rstrip('/')}/api/queues/{urllib.parse.quote(vhost, safe='')}"
-    url = urllib.parse.urlunsplit((base.scheme, netloc, path, "columns=name", ""))
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    vhost = _vhost(amqp_url)
+    request = _request(management_url, amqp_url, "", query="columns=name")
     shown = redact_url(management_url)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -113,3 +90,28 @@ def queue_names(management_url: str, amqp_url: str, timeout: float) -> list[str]
     if not isinstance(data, list):
         raise DriverError(f"RabbitMQ management API at {shown} did not answer a list of queues")
     return [str(q["name"]) for q in data if isinstance(q, dict) and "name" in q]
+
+
+def _vhost(amqp_url: str) -> str:
+    """The AMQP URL's vhost (``/`` when the URL names none)."""
+    path = urllib.parse.urlsplit(amqp_url).path
+    return urllib.parse.unquote(path[1:]) if len(path) > 1 else "/"
+
+
+def _request(
+    management_url: str, amqp_url: str, under: str, query: str = ""
+) -> urllib.request.Request:
+    """A GET of ``/api/queues/<vhost><under>``, with credentials from ``management_url`` if
+    it has any, else from the AMQP URL (``guest`` by default)."""
+    amqp = urllib.parse.urlsplit(amqp_url)
+    base = urllib.parse.urlsplit(management_url)
+    user = urllib.parse.unquote(base.username or amqp.username or "guest")
+    password = urllib.parse.unquote(base.password or amqp.password or "guest")
+    netloc = base.hostname or ""
+    if base.port:
+        netloc = f"{netloc}:{base.port}"
+    vhost = urllib.parse.quote(_vhost(amqp_url), safe="")
+    path = f"{base.path.rstrip('/')}/api/queues/{vhost}{under}"
+    url = urllib.parse.urlunsplit((base.scheme, netloc, path, query, ""))
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
