@@ -21,9 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 import sqlalchemy as sa
+from rabbitmq_broker import URL as RABBITMQ_URL
+from rabbitmq_broker import delete_queues
 
 from pashq.testing import make_connection
 
@@ -39,7 +40,6 @@ sqs_client = _sqs.sqs_client
 POSTGRESQL_URL = os.environ.get(
     "PASHQ_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-RABBITMQ_URL = os.environ.get("PASHQ_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 MANAGEMENT_URL = os.environ.get("PASHQ_TEST_RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
 
 
@@ -76,18 +76,7 @@ def rabbit_queues() -> Iterator[list[str]]:
     """Names of RabbitMQ queues a test used; they and their companions are deleted after."""
     names: list[str] = []
     yield names
-    connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    try:
-        for name in names:
-            for full in (name, f"{name}.failed"):
-                channel = connection.channel()
-                try:
-                    channel.queue_delete(full)
-                    channel.close()
-                except pika.exceptions.ChannelClosedByBroker:
-                    pass
-    finally:
-        connection.close()
+    delete_queues(full for name in names for full in (name, f"{name}.failed"))
 
 
 class Setup:

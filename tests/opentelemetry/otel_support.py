@@ -12,10 +12,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pika
-import pika.exceptions
 import pytest
 import sqlalchemy as sa
+from rabbitmq_broker import URL as RABBITMQ_URL
+from rabbitmq_broker import delete_queues
 
 from pashq.testing import make_connection
 
@@ -23,7 +23,6 @@ HERE = Path(__file__).parent
 POSTGRESQL_URL = os.environ.get(
     "PASHQ_TEST_POSTGRESQL_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-RABBITMQ_URL = os.environ.get("PASHQ_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 #: The backends every cross-process test runs on, with the ``messaging.system`` expected.
 BACKENDS = {
@@ -47,23 +46,6 @@ def _require_postgresql() -> None:
         )
     finally:
         engine.dispose()
-
-
-def _delete_rabbitmq_queues(names: set[str]) -> None:
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    except pika.exceptions.AMQPError as exc:
-        pytest.fail(f"RabbitMQ is not reachable ({exc!r}): start it with rabbitmq-server")
-    try:
-        for name in sorted(names):
-            channel = connection.channel()
-            try:
-                channel.queue_delete(name)
-                channel.close()
-            except pika.exceptions.ChannelClosedByBroker:
-                pass
-    finally:
-        connection.close()
 
 
 def backend_table(
@@ -94,8 +76,8 @@ def backend_table(
         request.addfinalizer(drop)
         return table
     if backend == "rabbitmq":
-        _delete_rabbitmq_queues(set())  # fails the test at once when the broker is down
-        request.addfinalizer(lambda: _delete_rabbitmq_queues({queue, f"{queue}.failed"}))
+        delete_queues(set())  # fails the test at once when the broker is down
+        request.addfinalizer(lambda: delete_queues({queue, f"{queue}.failed"}))
         return {"type": "rabbitmq", "url": RABBITMQ_URL}
     endpoint = request.getfixturevalue("moto_endpoint")
     return {

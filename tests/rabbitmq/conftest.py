@@ -7,11 +7,9 @@ skip): start it with ``rabbitmq-server -detached``.
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -19,18 +17,17 @@ from typing import Any
 import pika
 import pika.exceptions
 import pytest
+from rabbitmq_broker import HINT as _HINT
+
+# Re-exported: this directory's tests import them from here.
+from rabbitmq_broker import MANAGEMENT_URL as MANAGEMENT_URL
+from rabbitmq_broker import URL as URL
+from rabbitmq_broker import broker_address as broker_address
+from rabbitmq_broker import delete_queues as delete_queues
+from rabbitmq_broker import raw_connection as raw_connection
 
 from pashq.connection import Connection
 from pashq.testing import make_connection
-
-URL = os.environ.get("PASHQ_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
-MANAGEMENT_URL = os.environ.get("PASHQ_TEST_RABBITMQ_MANAGEMENT_URL", "http://127.0.0.1:15672")
-_HINT = "start it with `rabbitmq-server -detached` (or set PASHQ_TEST_RABBITMQ_URL)"
-
-
-def broker_address() -> tuple[str, int]:
-    parts = urllib.parse.urlsplit(URL)
-    return parts.hostname or "127.0.0.1", parts.port or 5672
 
 
 def port_answers() -> bool:
@@ -39,31 +36,6 @@ def port_answers() -> bool:
             return True
     except OSError:
         return False
-
-
-def raw_connection() -> pika.BlockingConnection:
-    """A plain pika connection to the test broker (fails the test if unreachable)."""
-    try:
-        return pika.BlockingConnection(pika.URLParameters(URL))
-    except pika.exceptions.AMQPError as exc:
-        pytest.fail(f"RabbitMQ at {broker_address()} is not reachable ({exc!r}): {_HINT}")
-
-
-def delete_queues(names: set[str]) -> None:
-    """Delete queues (missing ones are fine)."""
-    if not names:
-        return
-    connection = raw_connection()
-    try:
-        for name in sorted(names):
-            channel = connection.channel()
-            try:
-                channel.queue_delete(name)
-                channel.close()
-            except pika.exceptions.ChannelClosedByBroker:
-                pass
-    finally:
-        connection.close()
 
 
 def wait_for_broker(timeout: float = 90.0) -> None:

@@ -403,7 +403,9 @@ def work(
         logging.getLogger("pashq.cli").info(
             "serving metrics on %s", metrics.url, extra={"event": "metrics.serving"}
         )
-    if json_logs and not supervised:
+    # One record per message only when asked for: `--json` alone keeps the run's own lines.
+    message_log = log_format == "json"
+    if message_log and not supervised:
         conn.plugin_manager.register(MessageLog(), name="pashq.logs.messages")
     live = None
     on_progress: Callable[[WorkerStats], None] | None = None
@@ -440,7 +442,7 @@ def work(
             max_messages_per_child,
             None if max_memory_per_child is None else max_memory_per_child * 2**20,
             functools.partial(_setup_logging, json_logs, interactive, verbose),
-            message_log=json_logs,
+            message_log=message_log,
             metrics=metrics_spec,
         )
         runner = ProcessSupervisor(
