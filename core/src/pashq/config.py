@@ -52,7 +52,15 @@ DEFAULT_CONFIG: Mapping[str, Any] = {
 }
 _TOP_KEYS = frozenset({"imports", "queues"})
 _CONNECTION_KEYS = frozenset(
-    {"type", "max_attempts", "retry_delay", "retry_delay_max", "time_limit", "plugins"}
+    {
+        "type",
+        "max_attempts",
+        "retry_delay",
+        "retry_delay_max",
+        "time_limit",
+        "plugins",
+        "coordination",
+    }
 )
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -80,6 +88,8 @@ class ConnectionConfig:
     :ivar retry: the connection-level retry policy.
     :ivar plugins: middleware names (entry points in ``pashq.plugins``).
     :ivar where: where the table was read, for error messages.
+    :ivar coordination: the connection whose coordination store (unique keys, limits,
+        schedules) this one uses; ``None``: its own driver's, if it has one.
     """
 
     name: str
@@ -88,6 +98,7 @@ class ConnectionConfig:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     plugins: tuple[str, ...] = ()
     where: str = "<config>"
+    coordination: str | None = None
 
 
 @attrs.frozen
@@ -194,8 +205,14 @@ def _connection(name: str, table: Any, source: str) -> ConnectionConfig:
     plugins = table.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"{where}: 'plugins' must be a list of plugin names, got {plugins!r}")
+    coordination = table.get("coordination")
+    if coordination is not None and (not isinstance(coordination, str) or not coordination):
+        raise ConfigError(
+            f"{where}: 'coordination' must name another connection (coordination = \"db\"), "
+            f"got {coordination!r}"
+        )
     options = {k: v for k, v in table.items() if k not in _CONNECTION_KEYS}
-    return ConnectionConfig(name, driver, options, retry, tuple(plugins), where)
+    return ConnectionConfig(name, driver, options, retry, tuple(plugins), where, coordination)
 
 
 def load_settings(data: Mapping[str, Any], source: str = "<mapping>") -> Settings:
@@ -220,6 +237,12 @@ def load_settings(data: Mapping[str, Any], source: str = "<mapping>") -> Setting
     if not isinstance(queues, Mapping) or not queues:
         raise ConfigError(f"{source}: 'queues' must hold one table per connection name")
     connections = {name: _connection(name, table, source) for name, table in queues.items()}
+    for config in connections.values():
+        if config.coordination is not None and config.coordination not in connections:
+            raise ConfigError(
+                f"{config.where}: 'coordination' names connection {config.coordination!r}, "
+                f"which is not configured; configured: {', '.join(sorted(connections))}"
+            )
     return Settings(connections, tuple(imports), source)
 
 
