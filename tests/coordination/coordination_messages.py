@@ -83,3 +83,11 @@ class Render(pashq.Message, type_name="coord.render", max_concurrency=2):
         record("start")
         time.sleep(0.05)
         record("end")
+
+
+@attrs.define
+class Tick(pashq.Message, type_name="coord.tick"):
+    """Dispatched by the schedulers of the schedule tests."""
+
+    def process_message(self) -> None:
+        record("start")

@@ -5,6 +5,10 @@ Modes:
 - ``dispatch QUEUE GO N ACCOUNT OUT``: wait for the file ``GO``, dispatch
   ``SyncAccount(ACCOUNT)`` ``N`` times to ``main``/``QUEUE``, write the returned ids (one
   a line) to ``OUT``.
+- ``schedule NAME QUEUE BASE WALL SPEED SECONDS``: run a scheduler for schedule ``NAME``
+  (``* * * * *``, message ``Tick`` to ``main``/``QUEUE``, ``catch_up`` 28 s) on a clock
+  that reads ``BASE`` at wall time ``WALL`` and runs ``SPEED`` times faster, until it reads
+  ``BASE + SECONDS``; print the slots it fired as JSON.
 - ``work QUEUE STOP CONCURRENCY``: run a worker on ``main``/``QUEUE`` until the file
   ``STOP`` exists.
 """
@@ -61,6 +65,27 @@ def main() -> None:
         threading.Thread(target=watch, daemon=True).start()
         stats = worker.run()
         print(json.dumps(stats.as_dict()), flush=True)
+    elif mode == "schedule":
+        name, queue = sys.argv[3], sys.argv[4]
+        base, wall, speed, seconds = (float(a) for a in sys.argv[5:9])
+
+        def clock() -> float:
+            return base + (time.time() - wall) * speed
+
+        item = pashq.Schedule(
+            name, "coord.tick", "* * * * *", queue=queue, connection="main", catch_up=28.0
+        )
+        runner = pashq.Scheduler([item], clock=clock, poll=0.005)
+        time.sleep(max(0.0, wall - time.time()))  # both processes start together
+
+        def watch() -> None:
+            while clock() < base + seconds:
+                time.sleep(0.005)
+            runner.stop()
+
+        threading.Thread(target=watch, daemon=True).start()
+        runner.run()
+        print(json.dumps([f.slot.isoformat() for f in runner.fired]), flush=True)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

@@ -50,7 +50,10 @@ T = TypeVar("T")
 DEFAULT_CONFIG: Mapping[str, Any] = {
     "queues": {"default": {"type": "database", "url": "sqlite:///pashq.sqlite3"}}
 }
-_TOP_KEYS = frozenset({"imports", "queues"})
+_TOP_KEYS = frozenset({"imports", "queues", "schedules"})
+_SCHEDULE_KEYS = frozenset(
+    {"message", "cron", "timezone", "body", "queue", "connection", "catch_up"}
+)
 _CONNECTION_KEYS = frozenset(
     {
         "type",
@@ -108,11 +111,14 @@ class Settings:
     :ivar connections: connection name -> its configuration.
     :ivar imports: modules that define message classes (imported by ``pashq work``).
     :ivar source: where it was read (a path, ``"<mapping>"`` or ``"<built-in default>"``).
+    :ivar schedules: name -> its ``[schedules.<name>]`` table (keys checked; the values are
+        validated by :mod:`pashq.schedules`).
     """
 
     connections: Mapping[str, ConnectionConfig]
     imports: tuple[str, ...]
     source: str
+    schedules: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
 
 class _FromEnvironment(str):
@@ -226,7 +232,7 @@ def load_settings(data: Mapping[str, Any], source: str = "<mapping>") -> Setting
     if unknown:
         raise ConfigError(
             f"{source}: unknown key(s) {', '.join(sorted(unknown))}; expected "
-            "`imports = [...]` and `[queues.<name>]` tables"
+            "`imports = [...]`, `[queues.<name>]` and `[schedules.<name>]` tables"
         )
     imports = data.get("imports", [])
     if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
@@ -243,7 +249,26 @@ def load_settings(data: Mapping[str, Any], source: str = "<mapping>") -> Setting
                 f"{config.where}: 'coordination' names connection {config.coordination!r}, "
                 f"which is not configured; configured: {', '.join(sorted(connections))}"
             )
-    return Settings(connections, tuple(imports), source)
+    return Settings(connections, tuple(imports), source, _schedules(data, source))
+
+
+def _schedules(data: Mapping[str, Any], source: str) -> dict[str, Mapping[str, Any]]:
+    tables = data.get("schedules", {})
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"{source}: 'schedules' must hold one table per schedule name")
+    found: dict[str, Mapping[str, Any]] = {}
+    for name, table in tables.items():
+        where = f"{source} [schedules.{name}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f'{where}: must be a table with message = "..." and cron = "..."')
+        unknown = set(table) - _SCHEDULE_KEYS
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a schedule takes "
+                f"{', '.join(sorted(_SCHEDULE_KEYS))}"
+            )
+        found[name] = _expand(dict(table), where)
+    return found
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
