@@ -224,6 +224,12 @@ def app(
             },
             "db": database(POSTGRESQL_URL),
         }
+    for table in queues.values():
+        if table["type"] == "database":
+            # Once here: four processes creating the tables at once race in the catalog.
+            conn = make_connection(table)
+            conn.driver.create_tables()
+            conn.close()
     found = App(backend, {"imports": ["coordination_messages"], "queues": queues}, tmp_path)
     yield found
     if backend == "rabbitmq" and found.queues:

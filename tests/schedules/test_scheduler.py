@@ -68,7 +68,7 @@ def test_bad_cron_and_zone_name_the_schedule() -> None:
 
 def test_unknown_schedule_key_is_refused_by_the_config() -> None:
     """``[schedules.x] crontab = ...`` names the key and the accepted ones."""
-    with pytest.raises(ConfigError, match="unknown key.*crontab"):
+    with pytest.raises(ConfigError, match=r"unknown key.*crontab"):
         pashq.configure(
             {
                 "queues": {"default": {"type": "memory"}},

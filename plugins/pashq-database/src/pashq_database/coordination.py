@@ -103,6 +103,11 @@ class _Statements:
         self.table = table
         select = sa.select(c.slot, c.owner, c.expires_at - now).where(c.key == sa.bindparam("key_"))
         self.rows = select.order_by(c.slot).with_for_update() if locking else select
+        many = sa.select(c.key, c.slot, c.owner, c.expires_at - now).where(
+            c.key.in_(sa.bindparam("keys_", expanding=True))
+        )
+        # Locked in key order, like every multi-row statement of the driver.
+        self.many = many.order_by(c.key, c.slot).with_for_update() if locking else many
         self.take = (
             sa.update(table)
             .where(c.key == sa.bindparam("key_"), c.slot == sa.bindparam("slot_"))
@@ -198,6 +203,51 @@ class CoordinationHooks:
         _, first, left = min(live, key=lambda row: row[2])
         return Acquired(False, first, max(float(left), _MIN_WAIT))
 
+    @staticmethod
+    def _acquire_many(
+        st: _Statements, conn: sa.Connection, wanted: Sequence[tuple[str, str, float]]
+    ) -> list[Acquired]:
+        """Take single-place holds ``(key, owner, ttl)`` in three statements (one locking
+        SELECT, one batched UPDATE of expired rows, one batched INSERT); a key wanted twice
+        is held by its first owner."""
+        rows: dict[str, list[tuple[int, str, float]]] = {}
+        keys = sorted({key for key, _, _ in wanted})
+        for chunk in range(0, len(keys), 500):
+            for key, slot, holder, left in conn.execute(
+                st.many, {"keys_": keys[chunk : chunk + 500]}
+            ):
+                rows.setdefault(key, []).append((slot, holder, float(left)))
+        answers: list[Acquired] = []
+        taken: dict[str, str] = {}
+        updates: list[dict[str, Any]] = []
+        inserts: list[dict[str, Any]] = []
+        for key, owner, ttl in wanted:
+            if key in taken:
+                holder = taken[key]
+                answers.append(Acquired(holder == owner, holder, 0.0 if holder == owner else ttl))
+                continue
+            found = rows.get(key, [])
+            live = [(slot, holder, left) for slot, holder, left in found if left > 0]
+            params = {"key_": key, "owner_": owner, "ttl": ttl}
+            mine = [slot for slot, holder, _ in live if holder == owner]
+            if mine:
+                updates.append({**params, "slot_": mine[0]})
+            elif live:
+                _, first, left = min(live, key=lambda row: row[2])
+                answers.append(Acquired(False, first, max(left, _MIN_WAIT)))
+                continue
+            elif any(slot == 0 for slot, _, _ in found):
+                updates.append({**params, "slot_": 0})
+            else:
+                inserts.append({**params, "slot_": 0})
+            taken[key] = owner
+            answers.append(Acquired(True, owner))
+        if updates:
+            conn.execute(st.take, updates)
+        if inserts:
+            conn.execute(st.insert, inserts)
+        return answers
+
     def _sweep_due(self: DatabaseDriver, st: _Statements, conn: sa.Connection) -> None:  # type: ignore[misc]
         if next(CoordinationHooks._acquires) % _SWEEP_EVERY == _SWEEP_EVERY - 1:
             conn.execute(st.sweep, {"age": _SWEEP_AGE})
@@ -285,12 +335,22 @@ class CoordinationHooks:
             if len(m.body) > self._max_body:
                 raise self._too_large(queue, m, self._max_body)
 
+        wanted = [
+            (f"lock:{key}", m.id, ttl)
+            for m, key, ttl in zip(messages, keys, ttls, strict=True)
+            if key is not None
+        ]
+
         def work(conn: sa.Connection) -> list[str]:
+            if len(wanted) == 1:  # one dispatch(): the per-key statements, no IN list
+                holds = iter([CoordinationHooks._acquire_in(st, conn, *wanted[0], 1)])
+            else:
+                holds = iter(CoordinationHooks._acquire_many(st, conn, wanted))
             answers: list[str] = []
             rows: list[tuple[Any, ...]] = []
-            for m, key, ttl in zip(messages, keys, ttls, strict=True):
+            for m, key in zip(messages, keys, strict=True):
                 if key is not None:
-                    got = CoordinationHooks._acquire_in(st, conn, f"lock:{key}", m.id, ttl, 1)
+                    got = next(holds)
                     if not got.taken:
                         answers.append(got.holder or "")
                         continue
