@@ -405,7 +405,7 @@ class CoordinationHooks:
         ]
 
         def work(conn: sa.Connection) -> list[str]:
-            if len(wanted) == 1:  # one dispatch(): the per-key statements, no IN list
+            if len(wanted) == 1 and not st.arrays:  # one dispatch(): no IN list
                 holds = iter([CoordinationHooks._acquire_in(st, conn, *wanted[0], 1)])
             else:
                 holds = iter(CoordinationHooks._acquire_many(st, conn, wanted))
