@@ -45,6 +45,8 @@ from pashq.hookspecs import hookimpl
 from pashq.lifecycle import DispatchItem, MessageContext, current
 from pashq.message import Message
 from pashq.processing import Outcome, Result
+from pashq.schedules import Schedule, Scheduler, schedule
+from pashq.unique import Dispatched
 from pashq.worker import Worker, WorkerStats
 
 try:
@@ -59,6 +61,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "DispatchItem",
+    "Dispatched",
     "DriverError",
     "DriverNotFoundError",
     "DuplicateDriverError",
@@ -80,6 +83,8 @@ __all__ = [
     "RegistryError",
     "Result",
     "RetryPolicy",
+    "Schedule",
+    "Scheduler",
     "SerializationError",
     "Settings",
     "TimeLimitExceeded",
@@ -99,5 +104,6 @@ __all__ = [
     "parse_options",
     "queue",
     "reset",
+    "schedule",
     "settings",
 ]

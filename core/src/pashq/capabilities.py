@@ -44,6 +44,11 @@ class Capabilities:
         already had (``pashq move`` keeps attempt counts).
     :ivar store_dead_letters: ``pashq_failed_store`` keeps dead letters moved from another
         connection, with their reason (``pashq move --failed``).
+    :ivar coordination: the coordination hooks (``pashq_lock_acquire``,
+        ``pashq_lock_release``, ``pashq_lock_extend``, ``pashq_window_add``) are
+        implemented: unique messages, rate limits, concurrency caps and schedules can use
+        this connection as their store. Others name a store with ``coordination =``.
+    :ivar defer: ``pashq_defer`` releases a delivery without counting the attempt.
     """
 
     persistent: bool = False
@@ -64,3 +69,5 @@ class Capabilities:
     claim_waiting: bool = False
     store_attempts: bool = False
     store_dead_letters: bool = False
+    coordination: bool = False
+    defer: bool = False

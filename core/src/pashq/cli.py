@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import attrs
 import click
 
-from pashq import __version__
+from pashq import __version__, scheduler_cli
 from pashq.capabilities import Capabilities
 from pashq.commands.move import move
 from pashq.commands.options import config_option
@@ -299,6 +299,12 @@ def _status_line(stats: WorkerStats, queues: list[str]) -> str:
     help="Seconds in-flight work may take on SIGTERM.",
 )
 @click.option(
+    "--schedule",
+    "run_schedules",
+    is_flag=True,
+    help="Also run the scheduler: dispatch due slots of the config's schedules.",
+)
+@click.option(
     "--processes",
     "-p",
     default=1,
@@ -374,12 +380,20 @@ def work(
     metrics_host: str,
     metrics_interval: float,
     verbose: int,
+    run_schedules: bool = False,
 ) -> None:
     """Process messages from QUEUES until stopped (SIGTERM/SIGINT: graceful)."""
     interactive = sys.stderr.isatty()
     json_logs = log_format == "json" or (log_format is None and as_json)
     _setup_logging(json_logs, interactive, verbose)
     conn = load_connection(connection, config, imports)
+    scheduler = None
+    if run_schedules:
+        from pashq.scheduler_cli import start_in_thread
+        from pashq.schedules import load_schedules
+
+        current = settings()
+        scheduler = start_in_thread(load_schedules(current.schedules, current.source))
     names = list(queues)
     supervised = bool(processes > 1 or max_messages_per_child or max_memory_per_child)
     if supervised and max_messages is not None:
@@ -468,6 +482,8 @@ def work(
         else:
             stats = runner.run(until_empty=until_empty)
     finally:
+        if scheduler is not None:
+            scheduler.stop()
         if live is not None:
             live.stop()
         if metrics is not None:
@@ -489,6 +505,10 @@ def work(
         )
     if stats.interrupted:
         sys.exit(1)
+
+
+main.add_command(scheduler_cli.scheduler)
+main.add_command(scheduler_cli.schedules)
 
 
 # -- drivers, stats, purge, failed --------------------------------------------------------------

@@ -39,6 +39,7 @@ from pashq.testing.contract import (
     WorkerContract,
     contract_override,
 )
+from pashq.testing.coordination import CoordinationContract, DeferContract
 from pashq.testing.support import (
     QueueUnderTest,
     drain,
@@ -51,8 +52,10 @@ __all__ = [
     "BasicContract",
     "BatchContract",
     "BodyContract",
+    "CoordinationContract",
     "CrashRecoveryContract",
     "DeadLetterContract",
+    "DeferContract",
     "DelayContract",
     "DriverContract",
     "ForkContract",
