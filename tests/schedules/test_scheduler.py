@@ -100,6 +100,31 @@ def test_two_schedulers_share_the_slot() -> None:
     assert _queued(connection) == 1
 
 
+def test_slot_claimed_by_a_killed_scheduler_fires_once_its_claim_expires(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A scheduler killed between claiming a slot and pushing its message: the short claim
+    expires and another scheduler fires the slot; once pushed, the slot stays taken."""
+    import pashq.schedules as schedules
+    from pashq.coordination_store import store_for
+
+    monkeypatch.setattr(schedules, "_CLAIM_TTL", 0.3)
+    connection = _memory()
+    slot_time = "2026-12-01T12:00:00+00:00"
+    clock = lambda: _at("2026-12-01T12:00:05+00:00")  # noqa: E731
+    item = pashq.Schedule("orphan", "schedules.report", "* * * * *")
+    store = store_for(connection, "schedules")
+    key = item.slot_key(datetime.fromisoformat(slot_time))
+    assert store.acquire(key, "killed-scheduler", schedules._CLAIM_TTL).taken  # then it died
+    survivor = pashq.Scheduler([item], clock=clock)
+    assert survivor.tick() == []  # the claim is still live
+    fired = wait_for(lambda: pashq.Scheduler([item], clock=clock).tick(), timeout=10)
+    assert len(fired) == 1 and _queued(connection) == 1
+    time.sleep(0.5)  # past the claim: the kept key, not the claim, holds the slot now
+    assert pashq.Scheduler([item], clock=clock).tick() == []
+    assert _queued(connection) == 1
+
+
 def test_down_through_slots_fires_the_latest_within_catch_up() -> None:
     """Back after five minutes down, a scheduler fires only the last slot, once."""
     connection = _memory()

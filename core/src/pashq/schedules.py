@@ -56,6 +56,10 @@ M = TypeVar("M", bound=type[Message])
 DEFAULT_CATCH_UP = 60.0
 #: A slot's key outlives its catch-up window by this much, so no scheduler fires it twice.
 _KEY_MARGIN = 3600.0
+#: A slot is first claimed for this long only, and kept for good once its message is pushed:
+#: a scheduler killed between the claim and the push leaves the slot to another scheduler
+#: (or to itself on return) after this many seconds, inside the catch-up window.
+_CLAIM_TTL = 15.0
 
 
 def _zone(name: str, where: str) -> ZoneInfo:
@@ -316,7 +320,7 @@ class Scheduler:
         connection = get_connection(item.connection or cls.default_connection)
         store = store_for(connection, "schedules")
         key, owner = item.slot_key(slot), uuid.uuid4().hex
-        if not store.acquire(key, owner, item.catch_up + _KEY_MARGIN).taken:
+        if not store.acquire(key, owner, _CLAIM_TTL).taken:
             log.debug("schedule %r: slot %s fired by another scheduler", item.name, slot)
             return None
         try:
@@ -324,6 +328,15 @@ class Scheduler:
         except BaseException:
             store.release(key, owner)  # another scheduler (or the next look) may fire it
             raise
+        if not store.extend(key, owner, item.catch_up + _KEY_MARGIN):
+            # The push took longer than the claim: another scheduler may fire it too.
+            log.warning(
+                "schedule %r: slot %s took over %.0fs to dispatch; another scheduler may "
+                "dispatch it again",
+                item.name,
+                slot.isoformat(),
+                _CLAIM_TTL,
+            )
         log.info(
             "schedule %r: slot %s dispatched as message %s", item.name, slot.isoformat(), message_id
         )
