@@ -8,9 +8,11 @@ worker frees it when the message is acked or dead-lettered (``unique_until="ack"
 when its processing starts (``unique_until="start"``); ``unique_for`` bounds it either way.
 
 On a driver that is its own store and implements ``pashq_push_unique`` (the database and
-memory drivers) the check and the push are one transaction. Elsewhere the core takes the
-keys, pushes, and gives the keys back when the push failed; a dispatching process that
-dies between the two leaves the key held (no message) until ``unique_for`` ends.
+memory drivers) the check and the push are one transaction. Elsewhere the core claims
+the keys for :data:`CLAIM_TTL` seconds, pushes, then keeps each pushed message's key for
+``unique_for``, and gives the keys back when the push failed; a dispatching process that
+dies between the claim and the push leaves a key held with no message for at most
+:data:`CLAIM_TTL` seconds.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: The envelope header carrying a unique message's coordination key.
 UNIQUE_HEADER = "pashq-unique"
+#: Seconds a key is claimed before its message is pushed (stores other than the driver).
+CLAIM_TTL = 30.0
 
 
 class Dispatched(list[str]):
@@ -86,7 +90,7 @@ def push_unique(
                 to_push.append(m)
                 answers.append(m.id)
                 continue
-            got = store.acquire(m.unique_key, m.id, m.unique_for)
+            got = store.acquire(m.unique_key, m.id, min(CLAIM_TTL, m.unique_for))
             if got.taken:
                 taken.append(m)
                 to_push.append(m)
@@ -95,6 +99,7 @@ def push_unique(
                 answers.append(got.holder or "")
         if to_push:
             connection._push_plain(queue, to_push, options)
+        _keep(store, taken)
     except PartialPushError as exc:
         stored = set(exc.stored)
         _give_back(store, [m for m in taken if m.id not in stored])
@@ -103,6 +108,25 @@ def push_unique(
         _give_back(store, taken)
         raise
     return _report(queue, batch, answers)
+
+
+def _keep(store: Any, pushed: Sequence[OutgoingMessage]) -> None:
+    """Hold the keys of pushed messages for their whole ``unique_for``."""
+    for m in pushed:
+        if m.unique_for <= CLAIM_TTL:
+            continue  # claimed for unique_for already
+        try:
+            kept = store.extend(m.unique_key, m.id, m.unique_for)
+        except Exception:
+            kept = False
+        if not kept:
+            log.warning(
+                "unique key %r of message %s was held only %gs (the push took longer, or "
+                "the store failed): a duplicate dispatched from now on may be queued",
+                m.unique_key,
+                m.id,
+                CLAIM_TTL,
+            )
 
 
 def _give_back(store: Any, taken: Sequence[OutgoingMessage]) -> None:
