@@ -221,3 +221,37 @@ def test_real_time_two_schedulers_three_minutes(tmp_path: Path) -> None:
         t.join(10)
     assert sum(len(r.fired) for r in runners) == 3
     assert _queued(connection) == 3
+
+
+def test_pashq_work_with_schedule_dispatches_and_processes_the_latest_slot(
+    tmp_path: Path,
+) -> None:
+    """``pashq work reports --schedule``: the scheduler thread fires the last minute's slot
+    (within catch_up) at start, and the worker itself processes the message."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "sched_app.py").write_text(
+        "import os\n\nimport attrs\n\nimport pashq\n\n\n"
+        "@attrs.define\n"
+        'class Tick(pashq.Message, type_name="sched_app.tick", queue="reports"):\n'
+        '    region: str = "all"\n\n'
+        "    def process_message(self) -> None:\n"
+        '        with open("ticks.txt", "a", encoding="utf-8") as out:\n'
+        '            out.write(self.region + "\\n")\n'
+    )
+    (tmp_path / "pashq.toml").write_text(
+        'imports = ["sched_app"]\n\n'
+        '[queues.default]\ntype = "database"\nurl = "sqlite:///pashq.sqlite3"\n\n'
+        '[schedules.every-minute]\nmessage = "sched_app.tick"\ncron = "* * * * *"\n'
+        'catch_up = 120\nbody = {region = "eu"}\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PASHQ_CONFIG"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pashq", "work", "reports", "--schedule", "--max-messages", "1"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "ticks.txt").read_text(encoding="utf-8") == "eu\n"
+    assert "schedule 'every-minute': slot" in done.stderr
