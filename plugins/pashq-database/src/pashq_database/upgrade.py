@@ -58,7 +58,7 @@ def outdated(schema: Schema, connection: sa.Connection) -> list[Step]:
     inspector = sa.inspect(connection)
     dialect = connection.dialect
     steps: list[Step] = []
-    for table in schema.tables:
+    for table in schema.queue_tables:  # the coordination table has no priority
         if not inspector.has_table(table.name):
             continue
         columns = {c["name"] for c in inspector.get_columns(table.name)}
