@@ -59,7 +59,8 @@ def build_client(options: RedisOptions, where: str) -> redis.Redis | RedisCluste
         if options.cluster:
             return RedisCluster.from_url(options.url, **common)
         if options.sentinels:
-            parsed = dict(redis.connection.parse_url(options.url))
+            # redis-py leaves parse_url, Sentinel and master_for untyped.
+            parsed = dict(redis.connection.parse_url(options.url))  # type: ignore[no-untyped-call]
             for key in _ADDRESS_KEYS:
                 parsed.pop(key, None)
             if tls:
@@ -74,11 +75,11 @@ def build_client(options: RedisOptions, where: str) -> redis.Redis | RedisCluste
             }
             if options.sentinel_password:
                 sentinel_kwargs["password"] = options.sentinel_password
-            sentinel = Sentinel(
+            sentinel = Sentinel(  # type: ignore[no-untyped-call]
                 addresses, sentinel_kwargs=sentinel_kwargs, **common, **parsed
             )
             assert options.service_name is not None  # checked by RedisOptions
-            client: redis.Redis = sentinel.master_for(
+            client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
                 options.service_name, max_connections=options.max_connections
             )
             return client
@@ -90,4 +91,7 @@ def build_client(options: RedisOptions, where: str) -> redis.Redis | RedisCluste
         )
         return redis.Redis(connection_pool=pool)
     except ValueError as exc:
-        raise ConfigError(f"{where}: 'url' {safe_url(options.url)!r} cannot be used: {exc}") from exc
+        problem = safe_url(str(exc))
+        raise ConfigError(
+            f"{where}: 'url' {safe_url(options.url)!r} cannot be used: {problem}"
+        ) from exc

@@ -266,25 +266,32 @@ class RedisDriver:
             f"; {len(messages)} message(s) may or may not be stored (a second dispatch may "
             "deliver them twice)",
         ):
-            pipe = client.pipeline(transaction=False)
-            for batch in batches:
-                args: list[Any] = [len(batch)]
-                for m in batch:
-                    delay = round(m.delay * 1000) if m.delay > 0 else 0
-                    args += [m.id, m.body, max(delay, 1) if m.delay > 0 else 0, m.priority]
-                self._run(queue, found.push, args, client=pipe)
-            if self.options.wait_replicas:
-                pipe.wait(self.options.wait_replicas, round(self.options.wait_timeout * 1000))
-            results = pipe.execute(raise_on_error=False)
+            if self.options.cluster:
+                # A cluster pipeline refuses scripts: one call per batch, in order.
+                results = []
+                for batch in batches:
+                    try:
+                        results.append(self._run(queue, found.push, self._push_args(batch)))
+                    except RedisError as exc:
+                        results.append(exc)
+                        break
+            else:
+                pipe = client.pipeline(transaction=False)
+                for batch in batches:
+                    self._run(queue, found.push, self._push_args(batch), client=pipe)
+                if self.options.wait_replicas:
+                    pipe.wait(self.options.wait_replicas, round(self.options.wait_timeout * 1000))
+                results = pipe.execute(raise_on_error=False)
         stored: list[str] = []
         problems: list[str] = []
         for batch, result in zip(batches, results, strict=False):
-            if isinstance(result, Exception):
+            if isinstance(result, BaseException):
                 problems.append(f"{type(result).__name__}: {result}")
             else:
                 stored += [m.id for m in batch]
         if problems:
-            not_stored = [m.id for m in messages if m.id not in set(stored)]
+            done = set(stored)
+            not_stored = [m.id for m in messages if m.id not in done]
             text = (
                 f"redis push on queue {queue!r}: {len(not_stored)} message(s) not stored "
                 f"({problems[0]})"
@@ -303,6 +310,13 @@ class RedisDriver:
                     "failover, and a second dispatch may deliver them twice"
                 )
         return [m.id for m in messages]
+
+    def _push_args(self, batch: Sequence[OutgoingMessage]) -> list[Any]:
+        args: list[Any] = [len(batch)]
+        for m in batch:
+            delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
+            args += [m.id, m.body, delay, m.priority]
+        return args
 
     @hookimpl
     def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
@@ -342,11 +356,15 @@ class RedisDriver:
             attempts = int(reply[i + 1])
             message_id = reply[i + 2].decode("utf-8", "replace")
             out.append(
-                Delivery(queue, message_id, reply[i + 3], attempts, Receipt(number, attempts), lease)
+                Delivery(
+                    queue, message_id, reply[i + 3], attempts, Receipt(number, attempts), lease
+                )
             )
         return out
 
-    def _stale(self, what: str, queue: str, stale: list[bytes], deliveries: Sequence[Delivery]) -> None:
+    def _stale(
+        self, what: str, queue: str, stale: list[bytes], deliveries: Sequence[Delivery]
+    ) -> None:
         if not stale:
             return
         numbers = {s.decode() for s in stale}
@@ -498,4 +516,3 @@ class RedisDriver:
     def redis(self) -> Client:
         """The redis-py client of this process (for tools and tests)."""
         return self._use()[0]
-

@@ -9,7 +9,6 @@ together. A queue name must therefore hold no ``{`` or ``}`` (nor may the prefix
 from __future__ import annotations
 
 import attrs
-
 from redis.crc import key_slot
 
 __all__ = ["PARTS", "QueueKeys", "queue_name_problem"]

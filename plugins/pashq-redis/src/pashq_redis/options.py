@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import attrs
 
@@ -13,22 +12,13 @@ __all__ = ["DEFAULT_URL", "RedisOptions", "safe_url"]
 #: The server used when no ``url`` is configured.
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _SCHEMES = ("redis", "rediss", "unix")
+_PASSWORD = re.compile(r"(//[^:/@]*:)[^@/]*@")
 _SENTINEL = re.compile(r"[^\s:]+:\d{1,5}\Z|\[[0-9A-Fa-f:.]+\]:\d{1,5}\Z")
 
 
 def safe_url(url: str) -> str:
-    """``url`` without its password, for logs and errors."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return parts._replace(netloc=netloc).geturl()
+    """``url`` without its password (``redis://user:***@host``), for logs and errors."""
+    return _PASSWORD.sub(r"\1***@", url)
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -64,7 +54,7 @@ def _sentinels(instance: object, attribute: attrs.Attribute[Any], value: list[st
         if not isinstance(entry, str) or not _SENTINEL.match(entry):
             raise ValueError(
                 f"'sentinels' entries must be 'host:port' strings, got {entry!r} "
-                f"(for example sentinels = [\"10.0.0.1:26379\", \"10.0.0.2:26379\"])"
+                f'(for example sentinels = ["10.0.0.1:26379", "10.0.0.2:26379"])'
             )
 
 
@@ -132,6 +122,11 @@ class RedisOptions:
             raise ValueError("'service_name' needs 'sentinels' (host:port of each sentinel)")
         if self.sentinels and self.cluster:
             raise ValueError("'sentinels' and 'cluster' cannot be used together")
+        if self.cluster and self.wait_replicas:
+            raise ValueError(
+                "'wait_replicas' cannot be used with 'cluster' (WAIT must run on the "
+                "connection that wrote; configure it per node with min-replicas-to-write)"
+            )
         if self.health_check_interval < 0:
             raise ValueError(
                 f"'health_check_interval' must be >= 0, got {self.health_check_interval!r}"
