@@ -41,6 +41,27 @@ local function parse(meta)
   local a, p, id = string.match(meta, '^(%d+):(%d+):(.*)$')
   return tonumber(a), tonumber(p), id
 end
+local function many(cmd, key, args, group)
+  local size = group * 500
+  for i = 1, #args, size do
+    redis.call(cmd, key, unpack(args, i, math.min(i + size - 1, #args)))
+  end
+end
+local function fenced(members, attempts)
+  if #members == 0 then return {}, {} end
+  local scores = redis.call('ZMSCORE', KEYS[6], unpack(members))
+  local metas = redis.call('HMGET', KEYS[3], unpack(members))
+  local held, stale = {}, {}
+  for i, m in ipairs(members) do
+    local ok = false
+    if scores[i] and metas[i] then
+      local a = parse(metas[i])
+      ok = a == tonumber(attempts[i])
+    end
+    if ok then held[#held + 1] = m else stale[#stale + 1] = m end
+  end
+  return held, stale
+end
 local function wake(n)
   if n > 0 then
     local tokens = {}
@@ -79,22 +100,29 @@ PUSH = (
 local now = now_ms()
 local count = tonumber(ARGV[1])
 local first = redis.call('INCRBY', KEYS[1], count) - count + 1
-local ready = 0
+local bodies, metas, ready, delayed = {}, {}, {}, {}
 for i = 0, count - 1 do
   local b = 2 + i * 4
   local m = string.format('%016d', first + i)
   local delay = tonumber(ARGV[b + 2])
   local p = tonumber(ARGV[b + 3])
-  redis.call('HSET', KEYS[2], m, ARGV[b + 1])
-  redis.call('HSET', KEYS[3], m, '0:' .. p .. ':' .. ARGV[b])
+  bodies[#bodies + 1] = m
+  bodies[#bodies + 1] = ARGV[b + 1]
+  metas[#metas + 1] = m
+  metas[#metas + 1] = '0:' .. p .. ':' .. ARGV[b]
   if delay > 0 then
-    redis.call('ZADD', KEYS[5], fmt(now + delay), m)
+    delayed[#delayed + 1] = fmt(now + delay)
+    delayed[#delayed + 1] = m
   else
-    redis.call('ZADD', KEYS[4], 9 - p, m)
-    ready = ready + 1
+    ready[#ready + 1] = 9 - p
+    ready[#ready + 1] = m
   end
 end
-wake(ready)
+many('HSET', KEYS[2], bodies, 2)
+many('HSET', KEYS[3], metas, 2)
+many('ZADD', KEYS[4], ready, 2)
+many('ZADD', KEYS[5], delayed, 2)
+wake(#ready / 2)
 return count
 """
 )
@@ -108,21 +136,29 @@ local now = now_ms()
 promote(now, 1000)
 local popped = redis.call('ZPOPMIN', KEYS[4], ARGV[1])
 local out = {-1}
-local deadline = fmt(now + tonumber(ARGV[2]))
-for i = 1, #popped, 2 do
-  local m = popped[i]
-  local meta = redis.call('HGET', KEYS[3], m)
-  local body = redis.call('HGET', KEYS[2], m)
-  if meta and body then
-    local a, p, id = parse(meta)
-    a = a + 1
-    redis.call('HSET', KEYS[3], m, a .. ':' .. p .. ':' .. id)
-    redis.call('ZADD', KEYS[6], deadline, m)
-    out[#out + 1] = m
-    out[#out + 1] = a
-    out[#out + 1] = id
-    out[#out + 1] = body
+if #popped > 0 then
+  local members = {}
+  for i = 1, #popped, 2 do members[#members + 1] = popped[i] end
+  local metas = redis.call('HMGET', KEYS[3], unpack(members))
+  local bodies = redis.call('HMGET', KEYS[2], unpack(members))
+  local deadline = fmt(now + tonumber(ARGV[2]))
+  local newmeta, leased = {}, {}
+  for i, m in ipairs(members) do
+    if metas[i] and bodies[i] then
+      local a, p, id = parse(metas[i])
+      a = a + 1
+      newmeta[#newmeta + 1] = m
+      newmeta[#newmeta + 1] = a .. ':' .. p .. ':' .. id
+      leased[#leased + 1] = deadline
+      leased[#leased + 1] = m
+      out[#out + 1] = m
+      out[#out + 1] = a
+      out[#out + 1] = id
+      out[#out + 1] = bodies[i]
+    end
   end
+  many('HSET', KEYS[3], newmeta, 2)
+  many('ZADD', KEYS[6], leased, 2)
 end
 if #out == 1 then
   for _, set in ipairs({KEYS[5], KEYS[6]}) do
@@ -141,17 +177,15 @@ return out
 ACK = (
     _PRELUDE
     + """
-local stale = {}
+local members, attempts = {}, {}
 for i = 1, #ARGV, 2 do
-  local m = ARGV[i]
-  if holds(m, ARGV[i + 1]) then
-    redis.call('ZREM', KEYS[6], m)
-    redis.call('HDEL', KEYS[2], m)
-    redis.call('HDEL', KEYS[3], m)
-  else
-    stale[#stale + 1] = m
-  end
+  members[#members + 1] = ARGV[i]
+  attempts[#attempts + 1] = ARGV[i + 1]
 end
+local held, stale = fenced(members, attempts)
+many('ZREM', KEYS[6], held, 1)
+many('HDEL', KEYS[2], held, 1)
+many('HDEL', KEYS[3], held, 1)
 return stale
 """
 )
