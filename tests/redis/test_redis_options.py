@@ -25,6 +25,7 @@ from pashq.testing import make_connection
         ({"service_name": "mymaster"}, "'service_name' needs 'sentinels'"),
         ({"wait_replicas": -1}, "'wait_replicas' must be >= 0"),
         ({"cluster": True, "wait_replicas": 1}, "'wait_replicas' cannot be used with 'cluster'"),
+        ({"wait_replicas": 1, "wait_timeout": 10}, "'wait_timeout' (10.0) must be shorter"),
         ({"ssl_cert_reqs": "maybe"}, "ssl_cert_reqs"),
         ({"lease_seconds": 3}, "unknown option(s) lease_seconds"),
     ],

@@ -127,6 +127,11 @@ class RedisOptions:
                 "'wait_replicas' cannot be used with 'cluster' (WAIT must run on the "
                 "connection that wrote; configure it per node with min-replicas-to-write)"
             )
+        if self.wait_replicas and self.wait_timeout >= self.socket_timeout:
+            raise ValueError(
+                f"'wait_timeout' ({self.wait_timeout}) must be shorter than 'socket_timeout' "
+                f"({self.socket_timeout}): the push waits for replicas on its socket"
+            )
         if self.health_check_interval < 0:
             raise ValueError(
                 f"'health_check_interval' must be >= 0, got {self.health_check_interval!r}"
