@@ -29,3 +29,20 @@ class RedisTick(Message, type_name="pashq_redis_tests.tick"):
         out = os.environ["PASHQ_TEST_OUT"]
         with open(os.path.join(out, f"{os.getpid()}.txt"), "a", encoding="utf-8") as f:
             f.write(f"{self.n}\n")
+
+
+#: What :class:`RedisSlow` recorded, per key, in this process.
+slow_runs: dict[str, int] = {}
+
+
+@attrs.define
+class RedisSlow(Message, type_name="pashq_redis_tests.slow"):
+    """Sleeps ``seconds`` (longer than the lease), then counts a run under ``key``."""
+
+    key: str
+    seconds: float
+
+    def process_message(self) -> None:
+        """Sleep, then count."""
+        time.sleep(self.seconds)
+        slow_runs[self.key] = slow_runs.get(self.key, 0) + 1

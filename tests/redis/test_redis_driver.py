@@ -13,11 +13,13 @@ import pytest
 import redis
 from pashq_redis import QueueKeys, RedisDriver
 from redis_servers import PrivateRedis
+from redis_test_messages import RedisSlow, slow_runs
 
 from pashq.connection import Connection
 from pashq.delivery import Delivery, OutgoingMessage
 from pashq.errors import DriverError, QueueNameError
 from pashq.testing import drain, make_connection, wait_for
+from pashq.worker import Worker
 
 
 def _message(n: int = 0, delay: float = 0.0, priority: int = 0) -> OutgoingMessage:
@@ -319,3 +321,31 @@ def test_unreachable_server_is_a_driver_error_naming_it(key_prefix: str) -> None
         assert "s3cret" not in text
     finally:
         conn.close()
+
+
+def test_heartbeat_keeps_a_long_handler_from_being_delivered_twice(
+    redis_table: dict[str, Any], queue_name: str
+) -> None:
+    """A handler running three times the 1 s lease, with a second worker pulling the same
+    queue meanwhile: the heartbeat extends the lease and the message runs once."""
+    table = dict(redis_table, lease=1.0)
+    first, second = make_connection(table), make_connection(table)
+    try:
+        key = uuid.uuid4().hex
+        first.dispatch(queue_name, RedisSlow(key, 3.0))
+        busy = Worker(queue_name, connection=first, install_signal_handlers=False, max_messages=1)
+        other = Worker(queue_name, connection=second, install_signal_handlers=False,
+                       poll_timeout=0.2)  # fmt: skip
+        thread = threading.Thread(target=busy.run)
+        thread.start()
+        wait_for(lambda: first.stats(queue_name).in_flight == 1, timeout=10)
+        acked_by_other = 0
+        while thread.is_alive():  # a second worker pulls the queue while the handler runs
+            acked_by_other += other.run(until_empty=True).acked
+        thread.join(30)
+        assert slow_runs[key] == 1
+        assert busy.stats.acked == 1 and acked_by_other == 0
+    finally:
+        _driver(first).delete_queue(queue_name)
+        first.close()
+        second.close()
