@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -12,12 +13,23 @@ import pytest
 import redis
 
 
-def free_port() -> int:
-    """A TCP port free on the loopback interface right now."""
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now, with port + 10000 free too
+    (Redis Cluster's bus port; Redis refuses cluster ports above 55535)."""
+    rng = random.Random()
+    while True:
+        port = rng.randrange(20000, 45000)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
 
 
 class PrivateRedis:

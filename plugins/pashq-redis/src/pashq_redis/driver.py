@@ -10,12 +10,12 @@ milliseconds of a push), Sentinel failover, Redis Cluster (each queue's keys sha
 tag), ``WAIT`` for replicas.
 
 Design (see :mod:`pashq_redis.scripts`): each queue is a few keys ``<prefix>{<queue>}:*``;
-a message is a number with its bytes and ``attempts:priority:id`` in two hashes, and sits
+a message is a number with its bytes and ``attempts:claims:priority:id`` in two hashes, and sits
 in exactly one of the sorted sets ``ready`` (by priority, then push order), ``delayed``
 (by due time), ``leased`` (by lease deadline) or ``failed``. Every change is one Lua
 script, atomic on the server and timed by the server's ``TIME``. A pull first moves due
 delays and ended leases back to ``ready``, then claims. Settles are fenced: they apply
-only while the message is still leased with the attempt count the delivery was pulled with.
+only while the message is still leased with the claim count the delivery was pulled with.
 
 Options (``[queues.<name>]`` with ``type = "redis"``):
 
@@ -95,11 +95,11 @@ Client = redis.Redis | RedisCluster
 
 @attrs.frozen
 class Receipt:
-    """A delivery's handle: the message's number in its queue and the attempt it was
-    pulled as (the fence: settles apply only while both still match)."""
+    """A delivery's handle: the message's number in its queue and the claim it was pulled
+    with (the fence: settles apply only while both still match)."""
 
     number: str
-    attempts: int
+    claim: int
 
 
 def _ids(deliveries: Sequence[Any]) -> str:
@@ -120,7 +120,7 @@ def _fence(deliveries: Sequence[Delivery]) -> list[str | int]:
     args: list[str | int] = []
     for delivery in deliveries:
         receipt: Receipt = delivery.receipt
-        args += [receipt.number, receipt.attempts]
+        args += [receipt.number, receipt.claim]
     return args
 
 
@@ -351,14 +351,12 @@ class RedisDriver:
     def _deliveries(self, queue: str, reply: list[Any]) -> list[Delivery]:
         lease = self.options.lease
         out: list[Delivery] = []
-        for i in range(1, len(reply), 4):
+        for i in range(1, len(reply), 5):
             number = reply[i].decode()
-            attempts = int(reply[i + 1])
-            message_id = reply[i + 2].decode("utf-8", "replace")
+            attempts, claim = int(reply[i + 1]), int(reply[i + 2])
+            message_id = reply[i + 3].decode("utf-8", "replace")
             out.append(
-                Delivery(
-                    queue, message_id, reply[i + 3], attempts, Receipt(number, attempts), lease
-                )
+                Delivery(queue, message_id, reply[i + 4], attempts, Receipt(number, claim), lease)
             )
         return out
 
@@ -416,7 +414,7 @@ class RedisDriver:
         receipt: Receipt = delivery.receipt
         args = [
             receipt.number,
-            receipt.attempts,
+            receipt.claim,
             delivery.id,
             safe_text(reason, REASON_LIMIT),
             safe_text(traceback, TRACEBACK_LIMIT, keep="tail") if traceback is not None else "",
@@ -469,7 +467,9 @@ class RedisDriver:
             _number, failed_ms, meta, body, reason, trace = rows[i : i + 6]
             if meta is None or body is None:
                 continue  # purged meanwhile
-            attempts, _, message_id = meta.decode("utf-8", "replace").split(":", 2)
+            attempts, _claims, _priority, message_id = meta.decode("utf-8", "replace").split(
+                ":", 3
+            )
             out.append(
                 DeadLetter(
                     id=message_id,

@@ -18,7 +18,7 @@ __all__ = ["PARTS", "QueueKeys", "queue_name_problem"]
 PARTS = (
     "seq",  # string: the last message number given out (INCRBY)
     "body",  # hash: number -> the envelope bytes
-    "meta",  # hash: number -> "<attempts>:<priority>:<id>"
+    "meta",  # hash: number -> "<attempts>:<claims>:<priority>:<id>"
     "ready",  # sorted set: number, score 9 - priority (ties by number: FIFO)
     "delayed",  # sorted set: number, score = due time (ms, server clock)
     "leased",  # sorted set: number, score = lease deadline (ms, server clock)

@@ -3,13 +3,15 @@
 Every script gets all the queue's keys (:data:`pashq_redis.keys.PARTS`, in order) as
 ``KEYS`` and reads the time with ``TIME`` (the server's clock, in milliseconds): no worker
 clock ever decides a lease or a delay. A message is a number (``%016d``, so members sort in
-push order) whose envelope bytes are in ``body`` and whose ``<attempts>:<priority>:<id>``
-is in ``meta``; it is in exactly one of ``ready``, ``delayed``, ``leased`` or ``failed``.
+push order) whose envelope bytes are in ``body`` and whose
+``<attempts>:<claims>:<priority>:<id>`` is in ``meta``; it is in exactly one of
+``ready``, ``delayed``, ``leased`` or ``failed``.
 
-A settle (ack, nack, extend, dead letter) applies only while the message is in ``leased``
-and its attempt count is the one the delivery was pulled with: the count grows on every
-claim, so the receipt of an earlier claim never matches the current holder's (the fence).
-A dead letter retried gets a new number, so no receipt from before can match it either.
+A settle (ack, nack, defer, extend, dead letter) applies only while the message is in
+``leased`` and its claim count is the one the delivery was pulled with: the count grows on
+every claim and never goes back (unlike the attempt count, which a defer gives back), so
+the receipt of an earlier claim never matches the current holder's (the fence). A dead
+letter retried gets a new number, so no receipt from before can match it either.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 __all__ = [
     "ACK",
     "DEAD_LETTER",
+    "DEFER",
     "EXTEND",
     "FAILED_LIST",
     "FAILED_PURGE",
@@ -38,16 +41,17 @@ local function now_ms()
 end
 local function fmt(x) return string.format('%d', x) end
 local function parse(meta)
-  local a, p, id = string.match(meta, '^(%d+):(%d+):(.*)$')
-  return tonumber(a), tonumber(p), id
+  local a, c, p, id = string.match(meta, '^(%d+):(%d+):(%d+):(.*)$')
+  return tonumber(a), tonumber(c), tonumber(p), id
 end
+local function pack(a, c, p, id) return a .. ':' .. c .. ':' .. p .. ':' .. id end
 local function many(cmd, key, args, group)
   local size = group * 500
   for i = 1, #args, size do
     redis.call(cmd, key, unpack(args, i, math.min(i + size - 1, #args)))
   end
 end
-local function fenced(members, attempts)
+local function fenced(members, claims)
   if #members == 0 then return {}, {} end
   local scores = redis.call('ZMSCORE', KEYS[6], unpack(members))
   local metas = redis.call('HMGET', KEYS[3], unpack(members))
@@ -55,8 +59,8 @@ local function fenced(members, attempts)
   for i, m in ipairs(members) do
     local ok = false
     if scores[i] and metas[i] then
-      local a = parse(metas[i])
-      ok = a == tonumber(attempts[i])
+      local _, c = parse(metas[i])
+      ok = c == tonumber(claims[i])
     end
     if ok then held[#held + 1] = m else stale[#stale + 1] = m end
   end
@@ -70,13 +74,13 @@ local function wake(n)
     redis.call('LTRIM', KEYS[10], -16, -1)
   end
 end
-local function holds(m, attempts)
+local function holds(m, claim)
   if not redis.call('ZSCORE', KEYS[6], m) then return nil end
   local meta = redis.call('HGET', KEYS[3], m)
   if not meta then return nil end
-  local a, p, id = parse(meta)
-  if a ~= tonumber(attempts) then return nil end
-  return a, p, id
+  local a, c, p, id = parse(meta)
+  if c ~= tonumber(claim) then return nil end
+  return a, c, p, id
 end
 local function promote(now, limit)
   for _, set in ipairs({KEYS[5], KEYS[6]}) do
@@ -85,7 +89,7 @@ local function promote(now, limit)
       redis.call('ZREM', set, m)
       local meta = redis.call('HGET', KEYS[3], m)
       if meta then
-        local _, p = parse(meta)
+        local _, _, p = parse(meta)
         redis.call('ZADD', KEYS[4], 9 - p, m)
       end
     end
@@ -109,7 +113,7 @@ for i = 0, count - 1 do
   bodies[#bodies + 1] = m
   bodies[#bodies + 1] = ARGV[b + 1]
   metas[#metas + 1] = m
-  metas[#metas + 1] = '0:' .. p .. ':' .. ARGV[b]
+  metas[#metas + 1] = pack(0, 0, p, ARGV[b])
   if delay > 0 then
     delayed[#delayed + 1] = fmt(now + delay)
     delayed[#delayed + 1] = m
@@ -127,7 +131,8 @@ return count
 """
 )
 
-#: ARGV: max messages, lease (ms). Returns {hint, number, attempts, id, body, ...}: hint is
+#: ARGV: max messages, lease (ms). Returns {hint, number, attempts, claim, id, body, ...}:
+#: hint is
 #: -1 when messages came back, else the ms until the next delay or lease ends (-1: none).
 PULL = (
     _PRELUDE
@@ -145,14 +150,16 @@ if #popped > 0 then
   local newmeta, leased = {}, {}
   for i, m in ipairs(members) do
     if metas[i] and bodies[i] then
-      local a, p, id = parse(metas[i])
+      local a, c, p, id = parse(metas[i])
       a = a + 1
+      c = c + 1
       newmeta[#newmeta + 1] = m
-      newmeta[#newmeta + 1] = a .. ':' .. p .. ':' .. id
+      newmeta[#newmeta + 1] = pack(a, c, p, id)
       leased[#leased + 1] = deadline
       leased[#leased + 1] = m
       out[#out + 1] = m
       out[#out + 1] = a
+      out[#out + 1] = c
       out[#out + 1] = id
       out[#out + 1] = bodies[i]
     end
@@ -173,16 +180,16 @@ return out
 """
 )
 
-#: ARGV: number, attempts per delivery. Returns the numbers no longer held (stale).
+#: ARGV: number, claim per delivery. Returns the numbers no longer held (stale).
 ACK = (
     _PRELUDE
     + """
-local members, attempts = {}, {}
+local members, claims = {}, {}
 for i = 1, #ARGV, 2 do
   members[#members + 1] = ARGV[i]
-  attempts[#attempts + 1] = ARGV[i + 1]
+  claims[#claims + 1] = ARGV[i + 1]
 end
-local held, stale = fenced(members, attempts)
+local held, stale = fenced(members, claims)
 many('ZREM', KEYS[6], held, 1)
 many('HDEL', KEYS[2], held, 1)
 many('HDEL', KEYS[3], held, 1)
@@ -190,7 +197,7 @@ return stale
 """
 )
 
-#: ARGV: lease (ms), then number, attempts per delivery. Returns the stale numbers.
+#: ARGV: lease (ms), then number, claim per delivery. Returns the stale numbers.
 EXTEND = (
     _PRELUDE
     + """
@@ -208,19 +215,18 @@ return stale
 """
 )
 
-#: ARGV: delay (ms), then number, attempts per delivery. Returns the stale numbers.
-NACK = (
-    _PRELUDE
-    + """
+_RELEASE = """
 local now = now_ms()
+local uncount = UNCOUNT
 local delay = tonumber(ARGV[1])
 local stale = {}
 local ready = 0
 for i = 2, #ARGV, 2 do
   local m = ARGV[i]
-  local a, p = holds(m, ARGV[i + 1])
+  local a, c, p, id = holds(m, ARGV[i + 1])
   if a then
     redis.call('ZREM', KEYS[6], m)
+    if uncount and a > 0 then redis.call('HSET', KEYS[3], m, pack(a - 1, c, p, id)) end
     if delay > 0 then
       redis.call('ZADD', KEYS[5], fmt(now + delay), m)
     else
@@ -234,18 +240,24 @@ end
 wake(ready)
 return stale
 """
-)
 
-#: ARGV: number, attempts, id, reason, traceback, has traceback ('1'/'0'). Returns 1 if
+#: ARGV: delay (ms), then number, claim per delivery. Releases them (the next delivery
+#: counts one more attempt). Returns the stale numbers.
+NACK = _PRELUDE + _RELEASE.replace("UNCOUNT", "false")
+
+#: The same, but the attempt is not counted (a rate limit or a cap deferred the message).
+DEFER = _PRELUDE + _RELEASE.replace("UNCOUNT", "true")
+
+#: ARGV: number, claim, id, reason, traceback, has traceback ('1'/'0'). Returns 1 if
 #: moved to the dead letters, 0 if the delivery was no longer held.
 DEAD_LETTER = (
     _PRELUDE
     + """
 local m = ARGV[1]
-local a, p = holds(m, ARGV[2])
+local a, c, p = holds(m, ARGV[2])
 if not a then return 0 end
 redis.call('ZREM', KEYS[6], m)
-redis.call('HSET', KEYS[3], m, a .. ':' .. p .. ':' .. ARGV[3])
+redis.call('HSET', KEYS[3], m, pack(a, c, p, ARGV[3]))
 redis.call('HSET', KEYS[8], m, ARGV[4])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[9], m, ARGV[5]) end
 redis.call('ZADD', KEYS[7], fmt(now_ms()), m)
@@ -280,7 +292,7 @@ for _, m in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
   local p, id = 0, ''
   if meta then
     local _
-    _, p, id = parse(meta)
+    _, _, p, id = parse(meta)
   end
   if everything or want[id] then
     local body = redis.call('HGET', KEYS[2], m)
@@ -304,7 +316,7 @@ FAILED_RETRY = (
         """if body and meta then
       local new = string.format('%016d', redis.call('INCR', KEYS[1]))
       redis.call('HSET', KEYS[2], new, body)
-      redis.call('HSET', KEYS[3], new, '0:' .. p .. ':' .. id)
+      redis.call('HSET', KEYS[3], new, pack(0, 0, p, id))
       redis.call('ZADD', KEYS[4], 9 - p, new)
       moved = moved + 1
     end""",
