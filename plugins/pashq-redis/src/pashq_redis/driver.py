@@ -467,9 +467,7 @@ class RedisDriver:
             _number, failed_ms, meta, body, reason, trace = rows[i : i + 6]
             if meta is None or body is None:
                 continue  # purged meanwhile
-            attempts, _claims, _priority, message_id = meta.decode("utf-8", "replace").split(
-                ":", 3
-            )
+            attempts, _claims, _priority, message_id = meta.decode("utf-8", "replace").split(":", 3)
             out.append(
                 DeadLetter(
                     id=message_id,
