@@ -52,6 +52,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -89,6 +90,17 @@ _PURGE_CHUNK = 5000
 #: Clients a forked child inherited: kept for ever, so that the child never closes the
 #: parent's sockets (garbage collection would).
 _INHERITED: list[Any] = []
+#: Every driver, to give each a fresh lock in a child right after ``os.fork`` (a lock held
+#: by another thread at the fork would stay locked in the child for ever).
+_DRIVERS: weakref.WeakSet[RedisDriver] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for driver in list(_DRIVERS):
+        driver._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 Client = redis.Redis | RedisCluster
 
@@ -169,6 +181,7 @@ class RedisDriver:
         self._pid = os.getpid()
         self._closed = threading.Event()
         self._keys: dict[str, QueueKeys] = {}
+        _DRIVERS.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -334,7 +347,8 @@ class RedisDriver:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed.is_set():
                 return []
-            wait = min(remaining, _WAIT_SLICE)
+            # Each BLPOP ends well within socket_timeout, and soon enough to see a close.
+            wait = min(remaining, _WAIT_SLICE, self.options.socket_timeout / 2)
             hint = int(reply[0])
             if hint >= 0:
                 wait = min(wait, hint / 1000 + 0.002)
