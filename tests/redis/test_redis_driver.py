@@ -349,3 +349,31 @@ def test_heartbeat_keeps_a_long_handler_from_being_delivered_twice(
         _driver(first).delete_queue(queue_name)
         first.close()
         second.close()
+
+
+@pytest.mark.parametrize("name", ["émoji ✓ queue", "with space", "dots.and-dashes_1", "a" * 500])
+def test_unusual_queue_names_work(connection: Connection, name: str) -> None:
+    """Unicode, spaces and long names are fine queue names on Redis."""
+    connection.check_queue_name(name)
+    try:
+        _push(connection, name, _message())
+        (delivery,) = _pull(connection, name)
+        connection.hook.pashq_ack(queue=name, deliveries=[delivery])
+        assert connection.stats(name).ready == 0
+    finally:
+        _driver(connection).delete_queue(name)
+
+
+def test_metadata_written_by_hand_does_not_break_pulls(
+    connection: Connection, queue_name: str
+) -> None:
+    """A message whose metadata someone overwrote by hand is still delivered (as a first
+    attempt, id unknown), and the messages behind it too."""
+    _push(connection, queue_name, _message(1), _message(2))
+    client = _driver(connection).redis()
+    keys = QueueKeys(_driver(connection).options.key_prefix, queue_name)
+    (first, _) = client.zrange(keys.key("ready"), 0, -1)
+    client.hset(keys.key("meta"), first, b"garbage")
+    got = drain(connection, queue_name, 2)
+    assert len(got) == 2
+    assert sorted(d.attempts for d in got) == [1, 1]

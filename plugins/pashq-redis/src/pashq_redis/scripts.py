@@ -41,7 +41,8 @@ local function now_ms()
 end
 local function fmt(x) return string.format('%d', x) end
 local function parse(meta)
-  local a, c, p, id = string.match(meta, '^(%d+):(%d+):(%d+):(.*)$')
+  local a, c, p, id = string.match(meta, '^(%d+):(%d+):(%d):(.*)$')
+  if not a then return 0, 0, 0, '' end  -- written by hand: deliver it, never fail the script
   return tonumber(a), tonumber(c), tonumber(p), id
 end
 local function pack(a, c, p, id) return a .. ':' .. c .. ':' .. p .. ':' .. id end
