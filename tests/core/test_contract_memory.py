@@ -7,10 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-from pashq.testing import DriverContract, QueueUnderTest, make_connection
+from pashq.testing import (
+    CoordinationContract,
+    DeferContract,
+    DriverContract,
+    QueueUnderTest,
+    make_connection,
+)
 
 
-class TestMemoryContract(DriverContract):
+class TestMemoryContract(DriverContract, CoordinationContract, DeferContract):
     """memory: leases, delays, nack, dead letters, stats, purge in one process."""
 
     @pytest.fixture

@@ -37,6 +37,8 @@ from pashq.hookspecs import hookimpl
 from pashq.lifecycle import DispatchItem, MessageContext, current
 from pashq.message import Message
 from pashq.processing import Outcome, Result
+from pashq.schedules import Schedule, Scheduler, schedule
+from pashq.unique import Dispatched
 from pashq.worker import Worker, WorkerStats
 
 try:
@@ -51,6 +53,7 @@ __all__ = [
     "DeadLetter",
     "Delivery",
     "DispatchItem",
+    "Dispatched",
     "DriverError",
     "DriverNotFoundError",
     "DuplicateDriverError",
@@ -70,6 +73,8 @@ __all__ = [
     "RegistryError",
     "Result",
     "RetryPolicy",
+    "Schedule",
+    "Scheduler",
     "SerializationError",
     "Settings",
     "TimeLimitExceeded",
@@ -88,5 +93,6 @@ __all__ = [
     "parse_options",
     "queue",
     "reset",
+    "schedule",
     "settings",
 ]

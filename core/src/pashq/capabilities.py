@@ -33,6 +33,11 @@ class Capabilities:
     :ivar fifo_groups: ordering groups and deduplication ids are honoured (FIFO queues).
     :ivar priorities: ``dispatch(priority=0..9)`` is honoured (higher first); without it
         the core refuses a priority above 0 with ``UnsupportedError``.
+    :ivar coordination: the coordination hooks (``pashq_lock_acquire``,
+        ``pashq_lock_release``, ``pashq_lock_extend``, ``pashq_window_add``) are
+        implemented: unique messages, rate limits, concurrency caps and schedules can use
+        this connection as their store. Others name a store with ``coordination =``.
+    :ivar defer: ``pashq_defer`` releases a delivery without counting the attempt.
     """
 
     persistent: bool = False
@@ -48,3 +53,5 @@ class Capabilities:
     purge: bool = False
     fifo_groups: bool = False
     priorities: bool = False
+    coordination: bool = False
+    defer: bool = False

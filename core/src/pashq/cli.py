@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import attrs
 import click
 
-from pashq import __version__
+from pashq import __version__, scheduler_cli
 from pashq.capabilities import Capabilities
 from pashq.connection import Connection
 from pashq.discovery import COMMAND_GROUP, DRIVER_GROUP, installed
@@ -312,6 +312,12 @@ def _status_line(stats: WorkerStats, queues: list[str]) -> str:
     type=click.FloatRange(min=0),
     help="Seconds in-flight work may take on SIGTERM.",
 )
+@click.option(
+    "--schedule",
+    "run_schedules",
+    is_flag=True,
+    help="Also run the scheduler: dispatch due slots of the config's schedules.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON-lines logs and a JSON summary.")
 @click.option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
 @cli_errors
@@ -331,11 +337,19 @@ def work(
     shutdown_timeout: float,
     as_json: bool,
     verbose: int,
+    run_schedules: bool = False,
 ) -> None:
     """Process messages from QUEUES until stopped (SIGTERM/SIGINT: graceful)."""
     interactive = sys.stderr.isatty()
     _setup_logging(as_json, interactive, verbose)
     conn = load_connection(connection, config, imports)
+    runner = None
+    if run_schedules:
+        from pashq.scheduler_cli import start_in_thread
+        from pashq.schedules import load_schedules
+
+        current = settings()
+        runner = start_in_thread(load_schedules(current.schedules, current.source))
     names = list(queues)
     live = None
     on_progress: Callable[[WorkerStats], None] | None = None
@@ -373,6 +387,8 @@ def work(
     try:
         stats = worker.run(until_empty=until_empty)
     finally:
+        if runner is not None:
+            runner.stop()
         if live is not None:
             live.stop()
     summary = {"queues": names, "connection": conn.name, **stats.as_dict()}
@@ -392,6 +408,9 @@ def work(
 
 
 # -- drivers, stats, purge, failed --------------------------------------------------------------
+
+main.add_command(scheduler_cli.scheduler)
+main.add_command(scheduler_cli.schedules)
 
 
 def _capability_names(caps: Capabilities) -> list[str]:

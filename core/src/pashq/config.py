@@ -50,9 +50,20 @@ T = TypeVar("T")
 DEFAULT_CONFIG: Mapping[str, Any] = {
     "queues": {"default": {"type": "database", "url": "sqlite:///pashq.sqlite3"}}
 }
-_TOP_KEYS = frozenset({"imports", "queues"})
+_TOP_KEYS = frozenset({"imports", "queues", "schedules"})
+_SCHEDULE_KEYS = frozenset(
+    {"message", "cron", "timezone", "body", "queue", "connection", "catch_up"}
+)
 _CONNECTION_KEYS = frozenset(
-    {"type", "max_attempts", "retry_delay", "retry_delay_max", "time_limit", "plugins"}
+    {
+        "type",
+        "max_attempts",
+        "retry_delay",
+        "retry_delay_max",
+        "time_limit",
+        "plugins",
+        "coordination",
+    }
 )
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -80,6 +91,8 @@ class ConnectionConfig:
     :ivar retry: the connection-level retry policy.
     :ivar plugins: middleware names (entry points in ``pashq.plugins``).
     :ivar where: where the table was read, for error messages.
+    :ivar coordination: the connection whose coordination store (unique keys, limits,
+        schedules) this one uses; ``None``: its own driver's, if it has one.
     """
 
     name: str
@@ -88,6 +101,7 @@ class ConnectionConfig:
     retry: RetryPolicy = attrs.field(factory=RetryPolicy)
     plugins: tuple[str, ...] = ()
     where: str = "<config>"
+    coordination: str | None = None
 
 
 @attrs.frozen
@@ -97,11 +111,14 @@ class Settings:
     :ivar connections: connection name -> its configuration.
     :ivar imports: modules that define message classes (imported by ``pashq work``).
     :ivar source: where it was read (a path, ``"<mapping>"`` or ``"<built-in default>"``).
+    :ivar schedules: name -> its ``[schedules.<name>]`` table (keys checked; the values are
+        validated by :mod:`pashq.schedules`).
     """
 
     connections: Mapping[str, ConnectionConfig]
     imports: tuple[str, ...]
     source: str
+    schedules: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
 
 class _FromEnvironment(str):
@@ -194,8 +211,14 @@ def _connection(name: str, table: Any, source: str) -> ConnectionConfig:
     plugins = table.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"{where}: 'plugins' must be a list of plugin names, got {plugins!r}")
+    coordination = table.get("coordination")
+    if coordination is not None and (not isinstance(coordination, str) or not coordination):
+        raise ConfigError(
+            f"{where}: 'coordination' must name another connection (coordination = \"db\"), "
+            f"got {coordination!r}"
+        )
     options = {k: v for k, v in table.items() if k not in _CONNECTION_KEYS}
-    return ConnectionConfig(name, driver, options, retry, tuple(plugins), where)
+    return ConnectionConfig(name, driver, options, retry, tuple(plugins), where, coordination)
 
 
 def load_settings(data: Mapping[str, Any], source: str = "<mapping>") -> Settings:
@@ -209,7 +232,7 @@ def load_settings(data: Mapping[str, Any], source: str = "<mapping>") -> Setting
     if unknown:
         raise ConfigError(
             f"{source}: unknown key(s) {', '.join(sorted(unknown))}; expected "
-            "`imports = [...]` and `[queues.<name>]` tables"
+            "`imports = [...]`, `[queues.<name>]` and `[schedules.<name>]` tables"
         )
     imports = data.get("imports", [])
     if not isinstance(imports, list) or not all(isinstance(i, str) for i in imports):
@@ -220,7 +243,32 @@ def load_settings(data: Mapping[str, Any], source: str = "<mapping>") -> Setting
     if not isinstance(queues, Mapping) or not queues:
         raise ConfigError(f"{source}: 'queues' must hold one table per connection name")
     connections = {name: _connection(name, table, source) for name, table in queues.items()}
-    return Settings(connections, tuple(imports), source)
+    for config in connections.values():
+        if config.coordination is not None and config.coordination not in connections:
+            raise ConfigError(
+                f"{config.where}: 'coordination' names connection {config.coordination!r}, "
+                f"which is not configured; configured: {', '.join(sorted(connections))}"
+            )
+    return Settings(connections, tuple(imports), source, _schedules(data, source))
+
+
+def _schedules(data: Mapping[str, Any], source: str) -> dict[str, Mapping[str, Any]]:
+    tables = data.get("schedules", {})
+    if not isinstance(tables, Mapping):
+        raise ConfigError(f"{source}: 'schedules' must hold one table per schedule name")
+    found: dict[str, Mapping[str, Any]] = {}
+    for name, table in tables.items():
+        where = f"{source} [schedules.{name}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f'{where}: must be a table with message = "..." and cron = "..."')
+        unknown = set(table) - _SCHEDULE_KEYS
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(sorted(unknown))}; a schedule takes "
+                f"{', '.join(sorted(_SCHEDULE_KEYS))}"
+            )
+        found[name] = _expand(dict(table), where)
+    return found
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from pashq.hookspecs import hookimpl
 from pashq.lifecycle import DispatchItem, check_user_headers
 from pashq.message import Message, body_of, check_priority
 from pashq.serializer import JsonSerializer, default_only
+from pashq.unique import UNIQUE_HEADER, push_unique, unique_key_of
 
 __all__ = ["Connection", "build_plugin_manager"]
 
@@ -118,13 +119,10 @@ class Connection:
             raise TypeError(
                 f"can only dispatch pashq.Message instances, got {type(message).__name__}"
             )
-        return Envelope(
-            message_id,
-            type(message).type_name,
-            body_of(message),
-            created_at,
-            dict(headers) if headers else {},
-        )
+        carried = dict(headers) if headers else {}
+        if type(message).unique_for is not None:
+            carried[UNIQUE_HEADER] = unique_key_of(message)
+        return Envelope(message_id, type(message).type_name, body_of(message), created_at, carried)
 
     @staticmethod
     def _outgoing(
@@ -135,6 +133,19 @@ class Connection:
         priority: int | None,
     ) -> OutgoingMessage:
         """What a driver pushes; ``priority`` ``None`` means the class's default."""
+        unique_for = type(message).unique_for
+        if unique_for is not None:
+            return OutgoingMessage(
+                envelope.id,
+                envelope.type,
+                serialize(envelope=envelope),
+                delay,
+                message.get_group_id(),
+                message.get_deduplication_id(),
+                (type(message).default_priority or 0) if priority is None else priority,
+                envelope.headers.get(UNIQUE_HEADER) or unique_key_of(message),
+                unique_for,
+            )
         return OutgoingMessage(
             envelope.id,
             envelope.type,
@@ -174,6 +185,14 @@ class Connection:
     def _push_outgoing(
         self, queue: str, batch: list[OutgoingMessage], options: Mapping[str, Any]
     ) -> list[str]:
+        if any(m.unique_key is not None for m in batch):
+            return push_unique(self, queue, batch, options)
+        return self._push_plain(queue, batch, options)
+
+    def _push_plain(
+        self, queue: str, batch: list[OutgoingMessage], options: Mapping[str, Any]
+    ) -> list[str]:
+        """``pashq_push`` the batch (no unique keys taken)."""
         ids = self.hook.pashq_push(queue=queue, messages=batch, options=options)
         if ids is None:  # no driver answered
             raise PashqError(
@@ -293,7 +312,7 @@ class Connection:
         ids = self.hook.pashq_dispatch(queue=queue, messages=items, options=options)
         if ids is None:  # a plugin answered nothing
             raise PashqError(f"pashq_dispatch returned nothing for queue {queue!r}")
-        return list(ids)
+        return ids if isinstance(ids, list) else list(ids)  # keeps Dispatched.duplicates
 
     def _check_priorities(
         self, queue: str, batch: Sequence[OutgoingMessage | DispatchItem]

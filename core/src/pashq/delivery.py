@@ -27,6 +27,9 @@ class OutgoingMessage:
     :ivar deduplication_id: deduplication key for backends that support one.
     :ivar priority: 0 to 9, higher first, for drivers with the ``priorities`` capability
         (always 0 for the others: the core refuses a priority they cannot honour).
+    :ivar unique_key: the coordination key of a unique message (``unique_for=``), or
+        ``None``; drivers other than ``pashq_push_unique`` implementations ignore it.
+    :ivar unique_for: seconds the key is held at most.
     """
 
     id: str
@@ -36,6 +39,8 @@ class OutgoingMessage:
     group_id: str | None = None
     deduplication_id: str | None = None
     priority: int = 0
+    unique_key: str | None = None
+    unique_for: float = 0.0
 
 
 @attrs.define(slots=True, eq=False)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from pashq.coordination import Acquired
 from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
 from pashq.envelope import Envelope
 
@@ -307,6 +308,182 @@ def pashq_queue_empty(queue: str) -> bool | None:
         @hookimpl
         def pashq_queue_empty(self, queue):
             return self.table.count_ready(queue) == 0
+    """
+
+
+@hookspec
+def pashq_defer(queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
+    """Release deliveries for ``delay`` seconds without counting this delivery (optional).
+
+    Like ``pashq_nack``, but the next delivery's ``attempts`` is the same as this one's:
+    the worker defers a message it did not start because a rate limit or a concurrency cap
+    was full, and that must not bring it nearer ``max_attempts``. Drivers that keep the
+    count in a column or a file name implement it (capability ``defer``); for the others
+    the worker pushes a copy of the message (same id and envelope) with the delay, then
+    acks the delivery.
+
+    :param queue: the queue the deliveries came from.
+    :param deliveries: deliveries to release, none started.
+    :param delay: seconds before they become deliverable again.
+
+    Example::
+
+        @hookimpl
+        def pashq_defer(self, queue, deliveries, delay):
+            self.table.release([d.receipt for d in deliveries], available_in=delay,
+                               attempts_minus=1)
+    """
+
+
+# -------------------------------------------------------------------------------------------
+# Coordination (optional, capability ``coordination``; see pashq.coordination)
+# -------------------------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def pashq_lock_acquire(key: str, owner: str, ttl: float, limit: int) -> Acquired:
+    """Take one of ``limit`` places on ``key`` for ``ttl`` seconds, unless all are held.
+
+    Atomic across every process and host using the backend: however many callers race,
+    at most ``limit`` live holds exist on a key at any instant. A hold is live until
+    ``ttl`` seconds after it was taken (or last extended), on the **backend's** clock. An
+    ``owner`` that already holds a live place on ``key`` gets it again with a fresh
+    ``ttl`` (``taken``; it never holds two). Expired holds count as free.
+
+    :param key: at most :data:`pashq.coordination.KEY_LENGTH` (200) characters; compared
+        exactly (case-sensitive).
+    :param owner: the holder's token, at most 64 characters (a message id, a uuid).
+    :param ttl: seconds the hold lasts (> 0).
+    :param limit: places on the key (>= 1): 1 for a lock, N for a semaphore.
+    :returns: :class:`~pashq.coordination.Acquired`: ``taken``; the ``holder`` (refused:
+        the owner of the live hold that ends first); ``wait``, the seconds until it ends.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_lock_acquire(self, key, owner, ttl, limit):
+            with self.transaction() as tx:
+                holds = tx.live_holds(key)  # locked, on the server's clock
+                if any(h.owner == owner for h in holds) or len(holds) < limit:
+                    tx.put_hold(key, owner, expires_in=ttl)
+                    return Acquired(True, owner)
+                first = min(holds, key=lambda h: h.expires_at)
+                return Acquired(False, first.owner, max(first.expires_at - tx.now, 0.001))
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_lock_release(key: str, owner: str) -> bool:
+    """Give up ``owner``'s hold on ``key``; nobody else's.
+
+    :param key: the key.
+    :param owner: the token that took the hold.
+    :returns: whether a live hold of ``owner`` was released (``False`` when it had
+        expired, was taken over, or never existed).
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_lock_release(self, key, owner):
+            return self.table.delete(key=key, owner=owner, live=True) == 1
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_lock_extend(key: str, owner: str, ttl: float) -> bool:
+    """Make ``owner``'s live hold on ``key`` last ``ttl`` seconds from now.
+
+    :param key: the key.
+    :param owner: the token that took the hold.
+    :param ttl: the new remaining lifetime, in seconds.
+    :returns: whether ``owner`` held it (an expired hold is not revived: take it again).
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_lock_extend(self, key, owner, ttl):
+            return self.table.set_expiry(key=key, owner=owner, live=True, expires_in=ttl) == 1
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_window_add(key: str, limit: int, period: float) -> float:
+    """Count one event on ``key`` unless ``limit`` were counted in the last ``period`` s.
+
+    A sliding window, exact across every caller: at no instant do more than ``limit``
+    counted events lie within the last ``period`` seconds (backend clock). A refused event
+    is not counted. (Fixed windows keyed by their start would let up to ``2 * limit``
+    through in one ``period`` around a boundary, which a rate limit must not.) Storing the
+    time of each of the last ``limit`` events is enough: the oldest leaves the window
+    ``period`` seconds after it was counted.
+
+    :param key: at most 200 characters.
+    :param limit: the most events per ``period`` (>= 1).
+    :param period: the window, in seconds (> 0).
+    :returns: ``0.0`` when counted; refused, the seconds (``> 0``) until the oldest counted
+        event leaves the window, i.e. when to try again.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_window_add(self, key, limit, period):
+            with self.transaction() as tx:
+                times = tx.recent_events(key, since=tx.now - period)  # locked
+                if len(times) < limit:
+                    tx.add_event(key, tx.now)
+                    return 0.0
+                return max(min(times) + period - tx.now, 0.001)
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_push_unique(
+    queue: str,
+    messages: Sequence[OutgoingMessage],
+    keys: Sequence[str | None],
+    ttls: Sequence[float],
+    options: Mapping[str, Any],
+) -> list[str]:
+    """Push the messages whose unique key is free, taking the key in the same transaction.
+
+    Optional, for drivers that are their own coordination store and can make the check and
+    the insert atomic (the database driver). For each message ``i`` with ``keys[i]``
+    not ``None``: take the hold ``(keys[i], owner=messages[i].id, ttl=ttls[i], limit=1)``
+    as ``pashq_lock_acquire`` would; when taken, store the message; when held, store
+    nothing and answer the holder's id. Messages with key ``None`` are stored as
+    ``pashq_push`` would. All in one transaction: either every answer holds or nothing was
+    written. Without this hook the core takes each key with ``pashq_lock_acquire``, pushes,
+    and releases the keys of a push that failed.
+
+    :param queue: the queue name.
+    :param messages: the messages, in dispatch order.
+    :param keys: each message's unique key, or ``None``.
+    :param ttls: each message's ``unique_for`` in seconds (ignored where the key is None).
+    :param options: the driver-specific dispatch options, as for ``pashq_push``.
+    :returns: per message, its own id when stored, else the id holding its key.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_push_unique(self, queue, messages, keys, ttls, options):
+            with self.transaction() as tx:
+                out = []
+                for m, key, ttl in zip(messages, keys, ttls):
+                    got = tx.acquire(key, m.id, ttl) if key else Acquired(True, m.id)
+                    if got.taken:
+                        tx.insert(queue, m)
+                    out.append(got.holder)
+                return out
     """
 
 

@@ -48,6 +48,14 @@ class Message:
     the connection's configuration, then to 5 / 1 s / 300 s. ``group_by`` and
     ``deduplicate_by`` name the fields used as ordering group and deduplication id on FIFO
     backends (or override :meth:`get_group_id` / :meth:`get_deduplication_id`).
+
+    Coordination keywords (need a coordination store, see docs/unique-messages.md and
+    docs/rate-limits.md): ``unique_for`` (seconds: a message whose :meth:`get_unique_key` is
+    held is not pushed again; dispatch returns the id of the one queued), ``unique_until``
+    (``"ack"``, the default: the key is held until the message is acked or dead-lettered;
+    ``"start"``: until its processing starts), ``rate_limit`` (``"100/m"``: at most 100
+    processing starts in any minute, across every worker) and ``max_concurrency`` (at most
+    N running at once, across every worker), both per :meth:`get_limit_key`.
     """
 
     __slots__ = ()
@@ -62,6 +70,11 @@ class Message:
     time_limit: ClassVar[float | None] = None
     group_by: ClassVar[str | None] = None
     deduplicate_by: ClassVar[str | None] = None
+    unique_for: ClassVar[float | None] = None
+    unique_until: ClassVar[str] = "ack"
+    rate_limit: ClassVar[tuple[int, float] | None] = None
+    rate_limit_text: ClassVar[str | None] = None
+    max_concurrency: ClassVar[int | None] = None
 
     def __init_subclass__(
         cls,
@@ -71,6 +84,10 @@ class Message:
         connection: str | None = None,
         time_limit: float | None = None,
         priority: int | None = None,
+        unique_for: float | None = None,
+        unique_until: str | None = None,
+        rate_limit: str | None = None,
+        max_concurrency: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -92,6 +109,34 @@ class Message:
                     f"got {time_limit!r}"
                 )
             cls.time_limit = float(time_limit)
+        if unique_for is not None:
+            if type(unique_for) not in (int, float) or not unique_for > 0:
+                raise ValueError(
+                    f"{cls.__qualname__}: unique_for must be a number of seconds > 0, "
+                    f"got {unique_for!r}"
+                )
+            cls.unique_for = float(unique_for)
+        if unique_until is not None:
+            if unique_until not in ("ack", "start"):
+                raise ValueError(
+                    f"{cls.__qualname__}: unique_until must be 'ack' (held until acked or "
+                    f"dead-lettered) or 'start' (until processing starts), got {unique_until!r}"
+                )
+            if cls.unique_for is None:
+                raise ValueError(f"{cls.__qualname__}: unique_until needs unique_for=<seconds>")
+            cls.unique_until = unique_until
+        if rate_limit is not None:
+            from pashq.limits import parse_rate
+
+            cls.rate_limit = parse_rate(rate_limit, cls.__qualname__)
+            cls.rate_limit_text = rate_limit
+        if max_concurrency is not None:
+            if type(max_concurrency) is not int or max_concurrency < 1:
+                raise ValueError(
+                    f"{cls.__qualname__}: max_concurrency must be an int >= 1, "
+                    f"got {max_concurrency!r}"
+                )
+            cls.max_concurrency = max_concurrency
         registry.register(name, cls)
 
     # -- the seed's five methods ---------------------------------------------------------
@@ -185,6 +230,24 @@ class Message:
             priority=priority,
             **options,
         )
+
+    # -- coordination ----------------------------------------------------------------------
+
+    def get_unique_key(self) -> str:
+        """Return the key that makes this message unique (classes with ``unique_for``).
+
+        Default: the type name and the JSON of the message's body (keys sorted), so two
+        messages with equal fields are duplicates. Override to narrow it, e.g.
+        ``return f"sync:{self.account_id}"``.
+        """
+        body = body_of(self)
+        text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return f"{type(self).type_name}:{text}"
+
+    def get_limit_key(self) -> str | None:
+        """Return the key that splits ``rate_limit`` and ``max_concurrency`` (default
+        ``None``: one limit for the whole class), e.g. ``return str(self.account_id)``."""
+        return None
 
     # -- FIFO support ----------------------------------------------------------------------
 

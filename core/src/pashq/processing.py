@@ -33,6 +33,7 @@ from pashq.errors import (
     UnknownMessageTypeError,
 )
 from pashq.lifecycle import Caller, MessageContext, process_wrappers, reset_current, set_current
+from pashq.limits import Gate
 from pashq.message import Message, build_message
 from pashq.retry import backoff_delay, policy_for
 from pashq.serializer import default_only
@@ -90,6 +91,7 @@ class Outcome(enum.Enum):
     RETRY = "retry"
     DEAD = "dead"
     RELEASE = "release"  # not started: hand back at once, without counting a failure
+    DEFER = "defer"  # not started, over a rate limit or concurrency cap: back after ``delay``
 
 
 def _safe_reason(text: str) -> str:
@@ -178,10 +180,14 @@ class Prepared:
 class Processor:
     """Applies the delivery contract to deliveries of one connection."""
 
-    def __init__(self, hook: Any, policy: RetryPolicy, connection: str = "") -> None:
+    def __init__(
+        self, hook: Any, policy: RetryPolicy, connection: str = "", gate: Gate | None = None
+    ) -> None:
         """:param hook: the connection's hook relay. :param policy: its retry policy.
-        :param connection: the connection name (for :func:`pashq.current`)."""
+        :param connection: the connection name (for :func:`pashq.current`).
+        :param gate: rate limits, concurrency caps and unique keys (``None``: none)."""
         self.hook = hook
+        self.gate = gate
         self.policy = policy
         self.connection = connection
         # Like the deserializer, the pashq_process wrappers are taken once per Processor.
@@ -348,7 +354,57 @@ class Processor:
             log.error("a pashq_process wrapper yielded more than once; keeping the decision")
         return result
 
+    def _gate_error(self, prepared: Prepared, exc: Exception) -> Result:
+        log.warning(
+            "message %s on %r deferred 5s: the coordination store failed: %s: %s",
+            prepared.delivery.id,
+            prepared.delivery.queue,
+            type(exc).__name__,
+            exc,
+        )
+        return Result(prepared.delivery, Outcome.DEFER, delay=5.0, reason=str(exc))
+
     def execute(self, prepared: Prepared) -> Result:
+        """Run ``prepared`` (see :meth:`_execute_wrapped`) once its limits let it start;
+        over a limit it is not run: the result is ``DEFER`` with the delay."""
+        gate = self.gate
+        if gate is None or not gate.applies(type(prepared.message)):
+            return self._execute_wrapped(prepared)
+        try:
+            entered = gate.enter(prepared)
+        except Exception as exc:
+            return self._gate_error(prepared, exc)
+        if isinstance(entered, float):
+            return Result(prepared.delivery, Outcome.DEFER, delay=entered, reason="over a limit")
+        result: Result | None = None
+        try:
+            result = self._execute_wrapped(prepared)
+            return result
+        finally:
+            final = result is not None and result.outcome in (Outcome.ACK, Outcome.DEAD)
+            gate.leave(entered, final)
+
+    async def execute_async(self, prepared: Prepared) -> Result:
+        """Awaitable :meth:`execute` for ``async def`` handlers (the store is called in a
+        thread, never blocking the loop)."""
+        gate = self.gate
+        if gate is None or not gate.applies(type(prepared.message)):
+            return await self._execute_async_wrapped(prepared)
+        try:
+            entered = await asyncio.to_thread(gate.enter, prepared)
+        except Exception as exc:
+            return self._gate_error(prepared, exc)
+        if isinstance(entered, float):
+            return Result(prepared.delivery, Outcome.DEFER, delay=entered, reason="over a limit")
+        result: Result | None = None
+        try:
+            result = await self._execute_async_wrapped(prepared)
+            return result
+        finally:
+            final = result is not None and result.outcome in (Outcome.ACK, Outcome.DEAD)
+            await asyncio.to_thread(gate.leave, entered, final)
+
+    def _execute_wrapped(self, prepared: Prepared) -> Result:
         """Validate and process in this thread (an ``async def`` handler runs on this
         thread's event loop), inside the ``pashq_process`` wrappers, with
         :func:`pashq.current` set. A :class:`TimeLimitExceeded` raised into the thread by the
@@ -382,7 +438,7 @@ class Processor:
             return self.failure(prepared, exc, traceback.format_exc())
         return Result(prepared.delivery, Outcome.ACK)
 
-    async def execute_async(self, prepared: Prepared) -> Result:
+    async def _execute_async_wrapped(self, prepared: Prepared) -> Result:
         """Validate and process on the running event loop, cancelled at the time limit,
         inside the ``pashq_process`` wrappers. Never raises ``Exception``."""
         token = set_current(self._context(prepared))

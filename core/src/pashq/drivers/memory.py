@@ -2,8 +2,10 @@
 
 Features: priorities (0-9, higher first; a retried dead letter comes back at 0), delays,
 leases (an unacked delivery comes back after ``lease`` seconds), lease extension, nack with
-delay, dead letters (list / retry / purge), stats and purge. Messages live in the process's
-memory: at-least-once within the process, lost with it.
+delay, dead letters (list / retry / purge), stats and purge, defer (release without counting
+the attempt) and the coordination hooks (holds and sliding windows, on ``time.monotonic``;
+unique dispatch checks and pushes under one lock). Messages and coordination state live in
+the process's memory: at-least-once within the process, lost with it.
 
 Options (``[queues.<name>]``):
 
@@ -26,6 +28,7 @@ import attrs
 from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
+from pashq.coordination import Acquired
 from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
 from pashq.errors import ConfigError
 from pashq.hookspecs import hookimpl
@@ -121,9 +124,13 @@ class MemoryDriver:
         dead_letters=True,
         stats=True,
         purge=True,
+        coordination=True,
+        defer=True,
     )
 
     def __init__(self) -> None:
+        self._holds: dict[str, dict[str, float]] = {}  # key -> owner -> expires (monotonic)
+        self._windows: dict[str, deque[float]] = {}  # key -> times of the counted events
         self._queues: dict[str, _Queue] = {}
         self._cond = threading.Condition()
         self._seq = itertools.count(1)
@@ -170,6 +177,33 @@ class MemoryDriver:
                     q.ready.append(entry)
             self._cond.notify_all()
         return [m.id for m in messages]
+
+    @hookimpl
+    def pashq_push_unique(
+        self,
+        queue: str,
+        messages: Sequence[OutgoingMessage],
+        keys: Sequence[str | None],
+        ttls: Sequence[float],
+        options: Mapping[str, Any],
+    ) -> list[str]:
+        """Take each key and push its message under one lock (the check and push are atomic)."""
+        if options:
+            raise TypeError(f"memory driver takes no dispatch options, got {sorted(options)}")
+        with self._cond:
+            answers: list[str] = []
+            stored: list[OutgoingMessage] = []
+            for m, key, ttl in zip(messages, keys, ttls, strict=True):
+                if key is not None:
+                    got = self._acquire(key, m.id, ttl, 1)
+                    if not got.taken:
+                        answers.append(got.holder or "")
+                        continue
+                answers.append(m.id)
+                stored.append(m)
+            if stored:
+                self.pashq_push(queue=queue, messages=stored, options={})
+            return answers
 
     @hookimpl
     def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
@@ -230,6 +264,73 @@ class MemoryDriver:
                     back.append(found[0])
             q.ready.extendleft(reversed(back))  # released messages keep their order
             self._cond.notify_all()
+
+    @hookimpl
+    def pashq_defer(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
+        """Put deliveries back after ``delay`` seconds; this delivery does not count."""
+        with self._cond:
+            q = self._queue(queue)
+            for d in deliveries:
+                found = q.leased.get(d.receipt)
+                if found is not None:
+                    found[0].attempts = max(found[0].attempts - 1, 0)
+        self.pashq_nack(queue=queue, deliveries=deliveries, delay=delay)
+
+    # -- coordination --------------------------------------------------------------------
+
+    def _acquire(self, key: str, owner: str, ttl: float, limit: int) -> Acquired:
+        now = time.monotonic()
+        holds = self._holds.setdefault(key, {})
+        for other, until in list(holds.items()):
+            if until <= now:
+                del holds[other]
+        if owner in holds or len(holds) < limit:
+            holds[owner] = now + ttl
+            return Acquired(True, owner)
+        first, until = min(holds.items(), key=lambda item: item[1])
+        return Acquired(False, first, max(until - now, 0.001))
+
+    @hookimpl
+    def pashq_lock_acquire(self, key: str, owner: str, ttl: float, limit: int) -> Acquired:
+        """Take one of ``limit`` places on ``key`` unless all are live."""
+        with self._cond:
+            return self._acquire(key, owner, ttl, limit)
+
+    @hookimpl
+    def pashq_lock_release(self, key: str, owner: str) -> bool:
+        """Drop ``owner``'s live hold on ``key``."""
+        with self._cond:
+            holds = self._holds.get(key)
+            if not holds:
+                return False
+            until = holds.pop(owner, None)
+            if not holds:
+                del self._holds[key]
+            return until is not None and until > time.monotonic()
+
+    @hookimpl
+    def pashq_lock_extend(self, key: str, owner: str, ttl: float) -> bool:
+        """Move the end of ``owner``'s live hold to ``now + ttl``."""
+        with self._cond:
+            holds = self._holds.get(key)
+            now = time.monotonic()
+            if not holds or holds.get(owner, 0.0) <= now:
+                return False
+            holds[owner] = now + ttl
+            return True
+
+    @hookimpl
+    def pashq_window_add(self, key: str, limit: int, period: float) -> float:
+        """Count one event unless ``limit`` happened in the last ``period`` seconds."""
+        with self._cond:
+            now = time.monotonic()
+            times = self._windows.setdefault(key, deque())
+            while times and times[0] <= now - period:
+                times.popleft()
+            if len(times) < limit:
+                times.append(now)
+                return 0.0
+            return max(times[len(times) - limit] + period - now, 0.001)
 
     @hookimpl
     def pashq_extend(self, queue: str, deliveries: Sequence[Delivery], seconds: float) -> None:

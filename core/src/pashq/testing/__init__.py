@@ -35,14 +35,17 @@ from pashq.testing.contract import (
     WorkerContract,
     contract_override,
 )
+from pashq.testing.coordination import CoordinationContract, DeferContract
 from pashq.testing.support import QueueUnderTest, drain, make_connection, wait_for
 
 __all__ = [
     "BasicContract",
     "BatchContract",
     "BodyContract",
+    "CoordinationContract",
     "CrashRecoveryContract",
     "DeadLetterContract",
+    "DeferContract",
     "DelayContract",
     "DriverContract",
     "ForkContract",

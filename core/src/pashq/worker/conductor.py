@@ -24,6 +24,7 @@ from pashq.delivery import Delivery
 from pashq.errors import ConfigError, UnsupportedError
 from pashq.facade import import_messages
 from pashq.facade import queue as get_connection
+from pashq.limits import Gate
 from pashq.processing import Outcome, Prepared, Processor, Result, close_thread_loop
 from pashq.worker.execution import Done, Executor
 from pashq.worker.heartbeat import Supervisor
@@ -153,7 +154,7 @@ class Worker:
         policy = conn.config.retry
         if self.time_limit is not None:
             policy = attrs.evolve(policy, time_limit=self.time_limit)
-        self._processor = Processor(conn.hook, policy, conn.name)
+        self._processor = Processor(conn.hook, policy, conn.name, Gate(conn))
         self._batch = max(1, min(self.batch_size or caps.batch_size, caps.batch_size))
         control = self._control
         self._reset_run_state()
@@ -187,6 +188,7 @@ class Worker:
             control.stop.set()
             supervisor.stop()
             self._executor.close()
+            self._processor.gate.close()  # type: ignore[union-attr]
             if self.concurrency == 1:
                 close_thread_loop()  # validate_message coroutines ran on this thread's loop
             self._report(force=True)

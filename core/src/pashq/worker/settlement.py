@@ -20,6 +20,7 @@ import attrs
 from pashq.delivery import Delivery
 from pashq.processing import Outcome, Result
 from pashq.redaction import redact_url
+from pashq.worker.deferral import defer
 from pashq.worker.stats import WorkerStats
 
 __all__ = ["ACK_FLUSH_SECONDS", "RETRY_DELAYS", "Settlement"]
@@ -36,7 +37,7 @@ RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
 class _Retry:
     """A settlement call that failed and will be tried again."""
 
-    kind: str  # "ack", "nack" or "dead"
+    kind: str  # "ack", "nack", "defer" or "dead"
     queue: str
     deliveries: list[Delivery]
     delay: float = 0.0
@@ -130,6 +131,10 @@ class Settlement:
             if outcome is Outcome.RELEASE:
                 self._call(_Retry("nack", delivery.queue, [delivery]))
                 self.stats.released += 1
+            elif outcome is Outcome.DEFER:
+                self._call(_Retry("defer", delivery.queue, [delivery], delay=result.delay))
+                self.stats.deferred += 1
+                self.retry_until = max(self.retry_until, time.monotonic() + result.delay)
             elif outcome is Outcome.RETRY:
                 self._call(_Retry("nack", delivery.queue, [delivery], delay=result.delay))
                 self.stats.retried += 1
@@ -190,6 +195,8 @@ class Settlement:
                 self.hook.pashq_ack(queue=op.queue, deliveries=op.deliveries)
             elif op.kind == "nack":
                 self.hook.pashq_nack(queue=op.queue, deliveries=op.deliveries, delay=op.delay)
+            elif op.kind == "defer":
+                defer(self.hook, op.queue, op.deliveries, op.delay)
             else:
                 self.hook.pashq_dead_letter(
                     queue=op.queue,
@@ -198,7 +205,7 @@ class Settlement:
                     traceback=op.traceback,
                 )
         except Exception as exc:
-            what = {"ack": "ack", "nack": "nack", "dead": "dead letter"}[op.kind]
+            what = {"ack": "ack", "nack": "nack", "defer": "defer", "dead": "dead letter"}[op.kind]
             self.backend_error(f"{what} of {len(op.deliveries)} message(s) on {op.queue!r}", exc)
             if op.tries <= len(RETRY_DELAYS):
                 op.due = time.monotonic() + RETRY_DELAYS[op.tries - 1]

@@ -18,6 +18,8 @@ class WorkerStats:
     :ivar retried: failures released for another attempt.
     :ivar dead_lettered: messages moved to the dead letters.
     :ivar released: messages pulled but handed back unprocessed at shutdown.
+    :ivar deferred: messages not started because a rate limit or concurrency cap was full,
+        sent back with a delay (no attempt counted).
     :ivar timed_out: attempts that ran past their time limit (counted in retried/dead_lettered).
     :ivar errors: backend errors (failed pulls or settlements).
     :ivar last_error: the last backend error, if any.
@@ -31,6 +33,7 @@ class WorkerStats:
     retried: int = 0
     dead_lettered: int = 0
     released: int = 0
+    deferred: int = 0
     timed_out: int = 0
     errors: int = 0
     last_error: str | None = None

@@ -71,6 +71,7 @@ from pashq.hookspecs import hookimpl
 from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
 from pashq_database.claim import Claim
 from pashq_database.clock import db_now
+from pashq_database.coordination import CoordinationHooks
 from pashq_database.listener import Listener
 from pashq_database.options import DatabaseOptions, check_engine_options
 from pashq_database.schema import QUEUE_LENGTH, Schema
@@ -145,7 +146,7 @@ def _is_missing_table(exc: sa.exc.DBAPIError) -> bool:
     return "no such table" in str(orig)
 
 
-class DatabaseDriver:
+class DatabaseDriver(CoordinationHooks):
     """Queues in SQL tables (see the module docstring for options and guarantees)."""
 
     name = "database"
@@ -159,6 +160,8 @@ class DatabaseDriver:
         dead_letters=True,
         stats=True,
         purge=True,
+        coordination=True,
+        defer=True,
     )
 
     def __init__(self) -> None:
@@ -409,7 +412,7 @@ class DatabaseDriver:
             self._max_body = (packet - _PACKET_OVERHEAD) // 2
         else:
             self._max_body = _MAX_BODY.get(name, 1 << 30)
-        return self.schema.missing(conn)
+        return self.schema.missing(conn, queues_only=True)
 
     @contextmanager
     def _errors(self, what: str, queue: str | None) -> Iterator[None]:

@@ -39,6 +39,9 @@ _TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 _QUEUE = sa.String(255).with_variant(
     mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
 )
+_COORDINATION_KEY = sa.String(210).with_variant(
+    mysql.VARCHAR(210, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
 
 
 def upgrade() -> None:
@@ -73,9 +76,19 @@ def upgrade() -> None:
     )
     op.create_index("{prefix}dead_letters_queue", "{prefix}dead_letters", ["queue", "id"])
     op.create_index("{prefix}dead_letters_message", "{prefix}dead_letters", ["message_id"])
+    # Unique keys, concurrency places and rate-limit windows (one row per place held).
+    op.create_table(
+        "{prefix}coordination",
+        sa.Column("key", _COORDINATION_KEY, primary_key=True),
+        sa.Column("slot", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("owner", sa.String(64), nullable=False),
+        sa.Column("expires_at", sa.Double, nullable=False),
+        mysql_charset="utf8mb4",
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("{prefix}coordination")
     op.drop_table("{prefix}dead_letters")
     op.drop_table("{prefix}messages")
 '''

@@ -29,6 +29,9 @@ past leased rows.
 
 ``<prefix>dead_letters`` keeps failed messages with the reason, traceback, attempts and
 ``failed_at``, indexed by ``(queue, id)`` for listing and by ``message_id`` for retry.
+
+``<prefix>coordination`` holds unique keys, concurrency places and rate-limit windows
+(:mod:`pashq_database.coordination`); only the coordination hooks need it.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from __future__ import annotations
 import attrs
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+
+from pashq_database.coordination import coordination_table
 
 __all__ = ["QUEUE_LENGTH", "Schema"]
 
@@ -60,16 +65,19 @@ class Schema:
     :ivar metadata: the metadata holding both tables.
     :ivar messages: the messages table.
     :ivar dead_letters: the dead letters table.
+    :ivar coordination: the coordination table (holds and windows).
     """
 
     prefix: str
     metadata: sa.MetaData
     messages: sa.Table
     dead_letters: sa.Table
+    coordination: sa.Table
 
     @classmethod
     def build(cls, prefix: str) -> Schema:
-        """Return the tables named ``<prefix>messages`` and ``<prefix>dead_letters``."""
+        """Return the tables ``<prefix>messages``, ``<prefix>dead_letters`` and
+        ``<prefix>coordination``."""
         metadata = sa.MetaData()
         messages = sa.Table(
             f"{prefix}messages",
@@ -101,11 +109,17 @@ class Schema:
             sa.Index(f"{prefix}dead_letters_message", "message_id"),
             mysql_charset="utf8mb4",  # any reason or traceback, whatever the server default
         )
-        return cls(prefix, metadata, messages, dead_letters)
+        coordination = coordination_table(metadata, prefix)
+        return cls(prefix, metadata, messages, dead_letters, coordination)
 
     @property
-    def tables(self) -> tuple[sa.Table, sa.Table]:
-        """Both tables, in creation order."""
+    def tables(self) -> tuple[sa.Table, ...]:
+        """Every table, in creation order."""
+        return (self.messages, self.dead_letters, self.coordination)
+
+    @property
+    def queue_tables(self) -> tuple[sa.Table, sa.Table]:
+        """The tables every queue needs (the coordination table is checked on first use)."""
         return (self.messages, self.dead_letters)
 
     def ddl(self, dialect: sa.Dialect) -> list[str]:
@@ -119,7 +133,9 @@ class Schema:
                 )
         return statements
 
-    def missing(self, connection: sa.Connection) -> list[str]:
-        """Return the names of the tables that do not exist on ``connection``."""
+    def missing(self, connection: sa.Connection, queues_only: bool = False) -> list[str]:
+        """Return the names of the tables that do not exist on ``connection`` (with
+        ``queues_only``, of :attr:`queue_tables`)."""
         inspector = sa.inspect(connection)
-        return [t.name for t in self.tables if not inspector.has_table(t.name)]
+        tables = self.queue_tables if queues_only else self.tables
+        return [t.name for t in tables if not inspector.has_table(t.name)]
