@@ -67,11 +67,12 @@ from redis.exceptions import RedisError
 from pashq.capabilities import Capabilities
 from pashq.config import parse_options
 from pashq.connection import Connection
+from pashq.coordination import Acquired
 from pashq.delivery import DeadLetter, Delivery, OutgoingMessage, QueueStats
 from pashq.errors import DriverError, PartialPushError
 from pashq.hookspecs import hookimpl
 from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
-from pashq_redis import scripts
+from pashq_redis import coordination, scripts
 from pashq_redis.client import build_client
 from pashq_redis.keys import QueueKeys, queue_name_problem
 from pashq_redis.options import RedisOptions, safe_url
@@ -152,6 +153,11 @@ class _Scripts:
         self.purge = client.register_script(scripts.PURGE)
         self.stats = client.register_script(scripts.STATS)
         self.ready_count = client.register_script(scripts.READY_COUNT)
+        self.defer = client.register_script(scripts.DEFER)
+        self.acquire = client.register_script(coordination.ACQUIRE)
+        self.release = client.register_script(coordination.RELEASE)
+        self.extend_hold = client.register_script(coordination.EXTEND_HOLD)
+        self.window_add = client.register_script(coordination.WINDOW_ADD)
 
 
 class RedisDriver:
@@ -169,6 +175,8 @@ class RedisDriver:
         stats=True,
         purge=True,
         priorities=True,
+        coordination=True,
+        defer=True,
     )
 
     def __init__(self) -> None:
@@ -410,6 +418,16 @@ class RedisDriver:
             self._stale("nack", queue, stale, batch)
 
     @hookimpl
+    def pashq_defer(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
+        """Hand the messages back after ``delay`` seconds without counting this delivery."""
+        _, found = self._use()
+        delay_ms = max(0, round(delay * 1000))
+        for batch in _chunks(deliveries, self.options.batch_size):
+            with self._errors("defer", queue):
+                stale = self._run(queue, found.defer, [delay_ms, *_fence(batch)])
+            self._stale("defer", queue, stale, batch)
+
+    @hookimpl
     def pashq_extend(self, queue: str, deliveries: Sequence[Delivery], seconds: float) -> None:
         """Move the lease deadlines to ``seconds`` from now (server time)."""
         _, found = self._use()
@@ -515,6 +533,61 @@ class RedisDriver:
             return 0
         with self._errors("failed purge", queue):
             return int(self._run(queue, found.failed_purge, self._select(ids)))
+
+    # -- coordination (holds and sliding windows; see pashq_redis.coordination) -------------
+
+    @contextmanager
+    def _coordination_errors(self, what: str, key: str) -> Iterator[None]:
+        try:
+            yield
+        except RedisError as exc:
+            raise DriverError(
+                f"redis {what} of coordination key {key!r} failed at "
+                f"{safe_url(self.options.url)}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    @hookimpl
+    def pashq_lock_acquire(self, key: str, owner: str, ttl: float, limit: int) -> Acquired:
+        """Take one of ``limit`` places on ``key`` for ``ttl`` s (one script, server clock)."""
+        _, found = self._use()
+        redis_key = coordination.hold_key(self.options.key_prefix, key)
+        with self._coordination_errors("lock acquire", key):
+            taken, holder, wait_ms = found.acquire(
+                keys=[redis_key], args=[owner, max(1, round(ttl * 1000)), max(1, limit)]
+            )
+        holder_text = holder.decode("utf-8", "replace") if holder is not None else None
+        if int(taken):
+            return Acquired(True, owner, 0.0)
+        return Acquired(False, holder_text, int(wait_ms) / 1000)
+
+    @hookimpl
+    def pashq_lock_release(self, key: str, owner: str) -> bool:
+        """Drop ``owner``'s live hold on ``key``."""
+        _, found = self._use()
+        redis_key = coordination.hold_key(self.options.key_prefix, key)
+        with self._coordination_errors("lock release", key):
+            return bool(int(found.release(keys=[redis_key], args=[owner])))
+
+    @hookimpl
+    def pashq_lock_extend(self, key: str, owner: str, ttl: float) -> bool:
+        """Make ``owner``'s live hold on ``key`` last ``ttl`` s from now."""
+        _, found = self._use()
+        redis_key = coordination.hold_key(self.options.key_prefix, key)
+        with self._coordination_errors("lock extend", key):
+            return bool(
+                int(found.extend_hold(keys=[redis_key], args=[owner, max(1, round(ttl * 1000))]))
+            )
+
+    @hookimpl
+    def pashq_window_add(self, key: str, limit: int, period: float) -> float:
+        """Count one event on ``key`` unless ``limit`` were counted in the last ``period``."""
+        _, found = self._use()
+        redis_key = coordination.window_key(self.options.key_prefix, key)
+        with self._coordination_errors("window add", key):
+            wait_ms = found.window_add(
+                keys=[redis_key], args=[max(1, limit), max(1, round(period * 1000))]
+            )
+        return int(wait_ms) / 1000
 
     # -- for tests and tools ----------------------------------------------------------------
 
