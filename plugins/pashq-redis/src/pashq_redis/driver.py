@@ -7,7 +7,9 @@ FIFO within one), dead letters with reason, traceback, attempts and time (list /
 purge), stats, purge, batched push, claim and ack (one script call per ``batch_size``),
 idle workers blocked on the server (``BLPOP`` on a wake-up list, woken within
 milliseconds of a push), Sentinel failover, Redis Cluster (each queue's keys share a hash
-tag), ``WAIT`` for replicas.
+tag), ``WAIT`` for replicas; a coordination store (holds and sliding windows for unique
+messages, rate limits, concurrency caps and schedules, see
+:mod:`pashq_redis.coordination`) and ``pashq_defer``.
 
 Design (see :mod:`pashq_redis.scripts`): each queue is a few keys ``<prefix>{<queue>}:*``;
 a message is a number with its bytes and ``attempts:claims:priority:id`` in two hashes, and sits
