@@ -254,6 +254,19 @@ def test_cluster_option_works_on_a_one_node_cluster(
             )
             assert [d.id for d in conn.failed(queue_name)] == [got[0].id]
             assert conn.stats(queue_name).in_flight == 0
+            # Unique push on a cluster: the hold and the queue are in different slots.
+            first, second = _message(100), _message(101)
+            answers = conn.hook.pashq_push_unique(
+                queue=queue_name,
+                messages=[first, second],
+                keys=["unique:k", "unique:k"],
+                ttls=[30.0, 30.0],
+                options={},
+            )
+            assert answers == [first.id, first.id]
+            assert [d.id for d in drain(conn, queue_name, 1)] == [first.id]
+            assert conn.hook.pashq_window_add(key="w", limit=1, period=30.0) == 0.0
+            assert conn.hook.pashq_window_add(key="w", limit=1, period=30.0) > 0
         finally:
             conn.close()
     finally:

@@ -144,6 +144,7 @@ class _Scripts:
 
     def __init__(self, client: Client) -> None:
         self.push = client.register_script(scripts.PUSH)
+        self.push_unique = client.register_script(scripts.PUSH_UNIQUE)
         self.pull = client.register_script(scripts.PULL)
         self.ack = client.register_script(scripts.ACK)
         self.extend = client.register_script(scripts.EXTEND)
@@ -323,16 +324,103 @@ class RedisDriver:
                 raise PartialPushError(text, stored=stored, not_stored=not_stored)
             raise DriverError(text)
         if self.options.wait_replicas:
-            acked = results[-1]
-            if isinstance(acked, Exception) or int(acked) < self.options.wait_replicas:
-                raise DriverError(
-                    f"redis push on queue {queue!r}: the master stored {len(messages)} "
-                    f"message(s) ({_ids(messages)}) but only {acked} of "
-                    f"{self.options.wait_replicas} replica(s) acknowledged them within "
-                    f"{self.options.wait_timeout} s (wait_replicas); they may be lost on a "
-                    "failover, and a second dispatch may deliver them twice"
-                )
+            self._check_replicas(queue, messages, results[-1])
         return [m.id for m in messages]
+
+    @hookimpl
+    def pashq_push_unique(
+        self,
+        queue: str,
+        messages: Sequence[OutgoingMessage],
+        keys: Sequence[str | None],
+        ttls: Sequence[float],
+        options: Mapping[str, Any],
+    ) -> list[str]:
+        """Take each unique message's key and store the ones taken, in one script (on a
+        cluster, where the keys live in other slots: take, push, give back on failure)."""
+        if options:
+            raise TypeError(
+                f"redis driver: unknown dispatch option(s) {', '.join(sorted(options))}; "
+                "it accepts none"
+            )
+        if self.options.cluster:
+            return self._push_unique_in_steps(queue, messages, keys, ttls)
+        client, found = self._use()
+        hold_keys: list[bytes] = []
+        args: list[Any] = [len(messages)]
+        for m, key, ttl in zip(messages, keys, ttls, strict=True):
+            index = 0
+            if key is not None:
+                hold_keys.append(coordination.hold_key(self.options.key_prefix, key))
+                index = 10 + len(hold_keys)
+            delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
+            args += [m.id, m.body, delay, m.priority, index, max(1, round(ttl * 1000))]
+        with self._errors(
+            "push",
+            queue,
+            f"; {len(messages)} message(s) may or may not be stored (a second dispatch may "
+            "deliver them twice)",
+        ):
+            pipe = client.pipeline(transaction=False)
+            found.push_unique(keys=[*self.keys(queue).all(), *hold_keys], args=args, client=pipe)
+            if self.options.wait_replicas:
+                pipe.wait(self.options.wait_replicas, round(self.options.wait_timeout * 1000))
+            results = pipe.execute()
+        answers = [a.decode("utf-8", "replace") for a in results[0]]
+        if self.options.wait_replicas:
+            self._check_replicas(queue, messages, results[-1])
+        return answers
+
+    def _push_unique_in_steps(
+        self,
+        queue: str,
+        messages: Sequence[OutgoingMessage],
+        keys: Sequence[str | None],
+        ttls: Sequence[float],
+    ) -> list[str]:
+        answers: list[str] = []
+        taken: list[tuple[OutgoingMessage, str]] = []
+        to_push: list[OutgoingMessage] = []
+        try:
+            for m, key, ttl in zip(messages, keys, ttls, strict=True):
+                if key is None:
+                    to_push.append(m)
+                    answers.append(m.id)
+                    continue
+                got = self.pashq_lock_acquire(key=key, owner=m.id, ttl=ttl, limit=1)
+                if got.taken:
+                    taken.append((m, key))
+                    to_push.append(m)
+                    answers.append(m.id)
+                else:
+                    answers.append(got.holder or "")
+            if to_push:
+                self.pashq_push(queue=queue, messages=to_push, options={})
+        except PartialPushError as exc:
+            stored = set(exc.stored)
+            self._give_back([(m, k) for m, k in taken if m.id not in stored])
+            raise
+        except BaseException:
+            self._give_back(taken)
+            raise
+        return answers
+
+    def _give_back(self, taken: Sequence[tuple[OutgoingMessage, str]]) -> None:
+        for m, key in taken:
+            try:
+                self.pashq_lock_release(key=key, owner=m.id)
+            except DriverError:
+                log.warning("could not release unique key %r of message %s", key, m.id)
+
+    def _check_replicas(self, queue: str, messages: Sequence[OutgoingMessage], acked: Any) -> None:
+        if isinstance(acked, Exception) or int(acked) < self.options.wait_replicas:
+            raise DriverError(
+                f"redis push on queue {queue!r}: the master stored {len(messages)} "
+                f"message(s) ({_ids(messages)}) but only {acked} of "
+                f"{self.options.wait_replicas} replica(s) acknowledged them within "
+                f"{self.options.wait_timeout} s (wait_replicas); they may be lost on a "
+                "failover, and a second dispatch may deliver them twice"
+            )
 
     def _push_args(self, batch: Sequence[OutgoingMessage]) -> list[Any]:
         args: list[Any] = [len(batch)]

@@ -28,6 +28,7 @@ __all__ = [
     "PULL",
     "PURGE",
     "PUSH",
+    "PUSH_UNIQUE",
     "READY_COUNT",
     "STATS",
 ]
@@ -129,6 +130,66 @@ many('ZADD', KEYS[4], ready, 2)
 many('ZADD', KEYS[5], delayed, 2)
 wake(#ready / 2)
 return count
+"""
+)
+
+#: KEYS: the queue's keys, then one hold key per unique message. ARGV: count, then id,
+#: body, delay (ms), priority, hold key index (0: not unique, else 11, 12 ...), ttl (ms)
+#: per message. Takes each unique message's hold (owner: its id, limit 1) and stores the
+#: messages whose hold was taken, all in one script. Returns per message its own id when
+#: stored, else the id holding its key.
+PUSH_UNIQUE = (
+    _PRELUDE
+    + """
+local now = now_ms()
+local count = tonumber(ARGV[1])
+local answers, stored = {}, {}
+for i = 0, count - 1 do
+  local b = 2 + i * 6
+  local id, k = ARGV[b], tonumber(ARGV[b + 4])
+  local take = true
+  if k > 0 then
+    local hold = KEYS[k]
+    redis.call('ZREMRANGEBYSCORE', hold, '-inf', fmt(now))
+    if redis.call('ZSCORE', hold, id) or redis.call('ZCARD', hold) < 1 then
+      redis.call('ZADD', hold, fmt(now + tonumber(ARGV[b + 5])), id)
+      local last = redis.call('ZRANGE', hold, -1, -1, 'WITHSCORES')
+      redis.call('PEXPIREAT', hold, last[2])
+    else
+      take = false
+      answers[#answers + 1] = redis.call('ZRANGE', hold, 0, 0)[1]
+    end
+  end
+  if take then
+    answers[#answers + 1] = id
+    stored[#stored + 1] = b
+  end
+end
+if #stored > 0 then
+  local first = redis.call('INCRBY', KEYS[1], #stored) - #stored + 1
+  local bodies, metas, ready, delayed = {}, {}, {}, {}
+  for j, b in ipairs(stored) do
+    local m = string.format('%016d', first + j - 1)
+    local delay, p = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+    bodies[#bodies + 1] = m
+    bodies[#bodies + 1] = ARGV[b + 1]
+    metas[#metas + 1] = m
+    metas[#metas + 1] = pack(0, 0, p, ARGV[b])
+    if delay > 0 then
+      delayed[#delayed + 1] = fmt(now + delay)
+      delayed[#delayed + 1] = m
+    else
+      ready[#ready + 1] = 9 - p
+      ready[#ready + 1] = m
+    end
+  end
+  many('HSET', KEYS[2], bodies, 2)
+  many('HSET', KEYS[3], metas, 2)
+  many('ZADD', KEYS[4], ready, 2)
+  many('ZADD', KEYS[5], delayed, 2)
+  wake(#ready / 2)
+end
+return answers
 """
 )
 
