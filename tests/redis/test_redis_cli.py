@@ -31,15 +31,21 @@ def pashq(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-def test_check_calls_a_server_without_persistence_dangerous(
-    tmp_path: Path, redis_table: dict[str, Any]
-) -> None:
-    """The shared test server runs with appendonly off and no snapshots: exit status 2."""
-    done = pashq(_config(tmp_path, redis_table), "redis", "check", "--json")
-    assert done.returncode == 2, done.stderr
-    findings = {f["setting"]: f for f in json.loads(done.stdout)}
-    assert findings["appendonly"]["level"] == "danger"
-    assert findings["maxmemory-policy"]["value"] == "noeviction"
+def test_check_calls_a_server_without_persistence_dangerous(tmp_path: Path) -> None:
+    """appendonly off and no snapshots (like the shared test server): exit status 2."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    server = PrivateRedis(folder, "--appendonly", "no")  # later arguments win
+    server.start()
+    try:
+        config = _config(tmp_path, {"type": "redis", "url": server.url})
+        done = pashq(config, "redis", "check", "--json")
+        assert done.returncode == 2, done.stderr
+        findings = {f["setting"]: f for f in json.loads(done.stdout)}
+        assert findings["appendonly"]["level"] == "danger"
+        assert findings["maxmemory-policy"]["value"] == "noeviction"
+    finally:
+        server.kill()
 
 
 def test_check_accepts_appendonly_with_fsync_always(

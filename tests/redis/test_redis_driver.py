@@ -274,15 +274,17 @@ def test_cluster_option_works_on_a_one_node_cluster(
 
 
 def test_wait_replicas_fails_the_push_without_replicas(
-    redis_table: dict[str, Any], queue_name: str
+    private_redis: PrivateRedis, key_prefix: str, queue_name: str
 ) -> None:
     """wait_replicas = 1 on a server with no replica: the push raises, saying so."""
-    conn = make_connection(dict(redis_table, wait_replicas=1, wait_timeout=0.2))
+    conn = make_connection(
+        {"type": "redis", "url": private_redis.url, "key_prefix": key_prefix,
+         "wait_replicas": 1, "wait_timeout": 0.2}
+    )  # fmt: skip
     try:
         with pytest.raises(DriverError, match="replica"):
             _push(conn, queue_name, _message())
     finally:
-        _driver(conn).delete_queue(queue_name)
         conn.close()
 
 
