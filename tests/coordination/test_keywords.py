@@ -155,3 +155,22 @@ def test_borrowed_store() -> None:
     )
     first = Keyed(9, "x").dispatch()
     assert Keyed(9, "y").dispatch() == first
+
+
+@attrs.define
+class Crashy(pashq.Message, type_name="kw.crashy", unique_for=600):
+    n: int
+    max_attempts = 1
+
+    def process_message(self) -> None:
+        raise RuntimeError("boom")
+
+
+def test_dead_lettered_unique_message_frees_its_key() -> None:
+    """After a unique message is dead-lettered, an equal dispatch queues a new one."""
+    pashq.configure({"queues": {"default": {"type": "memory"}}})
+    first = Crashy(1).dispatch()
+    assert Crashy(1).dispatch() == first
+    stats = pashq.Worker("default", install_signal_handlers=False).run(until_empty=True)
+    assert stats.dead_lettered == 1
+    assert Crashy(1).dispatch() != first

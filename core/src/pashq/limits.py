@@ -32,6 +32,7 @@ from pashq.unique import UNIQUE_HEADER
 if TYPE_CHECKING:
     from pashq.connection import Connection
     from pashq.coordination_store import CoordinationStore
+    from pashq.envelope import Envelope
     from pashq.message import Message
     from pashq.processing import Prepared
 
@@ -167,6 +168,14 @@ class Gate:
         self._free(passed.place)
         if outcome_final and passed.unique is not None:
             self._release_unique(passed.unique)
+
+    def settled_unrun(self, message: Message, envelope: Envelope, dead: bool) -> None:
+        """A delivery settled without running (a crash loop past ``max_attempts``): free
+        its unique key when it is dead-lettered."""
+        if dead and type(message).unique_for:
+            unique_key = envelope.headers.get(UNIQUE_HEADER)
+            if unique_key:
+                self._release_unique((unique_key, envelope.id))
 
     def close(self) -> None:
         """Stop extending places (at the end of the worker run)."""

@@ -218,8 +218,11 @@ class Processor:
         crash loop; it has passed through the ``pashq_process`` wrappers already), else the
         :class:`Prepared` message. Never raises ``Exception``."""
         found, envelope, message = self._prepare(delivery)
-        if self._wrappers and isinstance(found, Result):
-            return self._unrun(found, envelope, message)
+        if isinstance(found, Result):
+            if self.gate is not None and message is not None and envelope is not None:
+                self.gate.settled_unrun(message, envelope, found.outcome is Outcome.DEAD)
+            if self._wrappers:
+                return self._unrun(found, envelope, message)
         return found
 
     def _unrun(self, result: Result, envelope: Envelope | None, message: Message | None) -> Result:

@@ -36,13 +36,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
+from sqlalchemy.dialects import mysql, postgresql
 
 from pashq.coordination import Acquired
 from pashq.delivery import Delivery, OutgoingMessage
 from pashq.errors import DriverError, QueueNotFoundError
 from pashq.hookspecs import hookimpl
-from pashq_database.clock import db_now
+from pashq_database.clock import db_now, now_sql
 
 if TYPE_CHECKING:
     from pashq_database.driver import DatabaseDriver
@@ -96,16 +96,40 @@ def _retryable(exc: BaseException) -> bool:
 class _Statements:
     """The coordination statements for one table."""
 
-    def __init__(self, table: sa.Table, locking: bool) -> None:
+    def __init__(self, table: sa.Table, dialect: sa.Dialect) -> None:
+        locking = dialect.name != "sqlite"
         c = table.c
         now = db_now()
         ttl = sa.bindparam("ttl", type_=sa.Double)
         self.table = table
         select = sa.select(c.slot, c.owner, c.expires_at - now).where(c.key == sa.bindparam("key_"))
         self.rows = select.order_by(c.slot).with_for_update() if locking else select
-        many = sa.select(c.key, c.slot, c.owner, c.expires_at - now).where(
-            c.key.in_(sa.bindparam("keys_", expanding=True))
-        )
+        #: psycopg 3 on PostgreSQL: one array parameter instead of one per key, and a batch
+        #: of new rows as one INSERT ... SELECT FROM unnest (executemany pays per row).
+        self.arrays = dialect.name == "postgresql" and dialect.driver == "psycopg"
+        if self.arrays:
+            keys = sa.bindparam("keys_", type_=postgresql.ARRAY(sa.Text))
+            many = sa.select(c.key, c.slot, c.owner, c.expires_at - now).where(
+                c.key == sa.any_(keys)
+            )
+            name = dialect.identifier_preparer.format_table(table)
+            clock = now_sql(dialect.name)
+            # Take every free (or expired) slot 0 in one statement; the keys it returns
+            # were taken. A concurrent insert of the same key makes it wait for that
+            # transaction and then see its row (no unique violation). Rows are taken in
+            # key order, so two batches never lock in opposite orders.
+            self.upsert_arrays = sa.text(
+                f'INSERT INTO {name} AS c ("key", slot, owner, expires_at) '
+                f"SELECT k, 0, o, {clock} + t "
+                "FROM unnest(CAST(:k AS text[]), CAST(:o AS text[]), CAST(:t AS float8[])) "
+                'AS x(k, o, t) ORDER BY k ON CONFLICT ("key", slot) DO UPDATE SET '
+                "owner = EXCLUDED.owner, expires_at = EXCLUDED.expires_at "
+                f'WHERE c.expires_at <= {clock} RETURNING c."key"'
+            )
+        else:
+            many = sa.select(c.key, c.slot, c.owner, c.expires_at - now).where(
+                c.key.in_(sa.bindparam("keys_", expanding=True))
+            )
         # Locked in key order, like every multi-row statement of the driver.
         self.many = many.order_by(c.key, c.slot).with_for_update() if locking else many
         self.take = (
@@ -140,7 +164,7 @@ class CoordinationHooks:
         statements: _Statements | None = getattr(self, "_coordination_statements", None)
         if statements is None:
             table = self.schema.coordination
-            statements = _Statements(table, self.engine.dialect.name != "sqlite")
+            statements = _Statements(table, self.engine.dialect)
             self._coordination_statements = statements
         if not self._coordination_ready:
             self._check_coordination_table()
@@ -210,6 +234,8 @@ class CoordinationHooks:
         """Take single-place holds ``(key, owner, ttl)`` in three statements (one locking
         SELECT, one batched UPDATE of expired rows, one batched INSERT); a key wanted twice
         is held by its first owner."""
+        if st.arrays:
+            return CoordinationHooks._acquire_many_arrays(st, conn, wanted)
         rows: dict[str, list[tuple[int, str, float]]] = {}
         keys = sorted({key for key, _, _ in wanted})
         for chunk in range(0, len(keys), 500):
@@ -246,6 +272,43 @@ class CoordinationHooks:
             conn.execute(st.take, updates)
         if inserts:
             conn.execute(st.insert, inserts)
+        return answers
+
+    @staticmethod
+    def _acquire_many_arrays(
+        st: _Statements, conn: sa.Connection, wanted: Sequence[tuple[str, str, float]]
+    ) -> list[Acquired]:
+        """:meth:`_acquire_many` on PostgreSQL: one upsert for the batch, then one SELECT
+        of the holders of the keys it could not take (none, usually)."""
+        first: dict[str, str] = {}
+        ttl_of: dict[str, float] = {}
+        for key, owner, ttl in wanted:
+            if key not in first:
+                first[key], ttl_of[key] = owner, ttl
+        keys = list(first)
+        params = {"k": keys, "o": [first[k] for k in keys], "t": [ttl_of[k] for k in keys]}
+        taken = set(conn.execute(st.upsert_arrays, params).scalars())
+        held: dict[str, tuple[str, float]] = {}
+        refused = [k for k in keys if k not in taken]
+        if refused:
+            for key, _slot, holder, left in conn.execute(st.many, {"keys_": refused}):
+                if left > 0 and (key not in held or left < held[key][1]):
+                    held[key] = (holder, float(left))
+            for key in refused:
+                if key not in held:  # expired since the upsert looked: take it the slow way
+                    got = CoordinationHooks._acquire_in(st, conn, key, first[key], ttl_of[key], 1)
+                    if got.taken:
+                        taken.add(key)
+                    else:
+                        held[key] = (got.holder or "", got.wait)
+        answers = []
+        for key, owner, _ in wanted:
+            if key in taken:
+                holder = first[key]
+                answers.append(Acquired(holder == owner, holder, 0.0 if holder == owner else 1.0))
+            else:
+                holder, left = held.get(key, ("", _MIN_WAIT))
+                answers.append(Acquired(False, holder, max(left, _MIN_WAIT)))
         return answers
 
     def _sweep_due(self: DatabaseDriver, st: _Statements, conn: sa.Connection) -> None:  # type: ignore[misc]
