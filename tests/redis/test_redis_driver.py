@@ -341,13 +341,13 @@ def test_unreachable_server_is_a_driver_error_naming_it(key_prefix: str) -> None
 def test_heartbeat_keeps_a_long_handler_from_being_delivered_twice(
     redis_table: dict[str, Any], queue_name: str
 ) -> None:
-    """A handler running three times the 1 s lease, with a second worker pulling the same
+    """A handler running 2.5 times the 2 s lease, with a second worker pulling the same
     queue meanwhile: the heartbeat extends the lease and the message runs once."""
-    table = dict(redis_table, lease=1.0)
+    table = dict(redis_table, lease=2.0)
     first, second = make_connection(table), make_connection(table)
     try:
         key = uuid.uuid4().hex
-        first.dispatch(queue_name, RedisSlow(key, 3.0))
+        first.dispatch(queue_name, RedisSlow(key, 5.0))
         busy = Worker(queue_name, connection=first, install_signal_handlers=False, max_messages=1)
         other = Worker(queue_name, connection=second, install_signal_handlers=False,
                        poll_timeout=0.2)  # fmt: skip
