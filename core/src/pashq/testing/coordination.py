@@ -268,6 +268,27 @@ class CoordinationContract(_Contract):
         assert sorted(d.id for d in got) == sorted([first.id, free.id])
         assert _pull(queue_under_test, timeout=1.0) == []
 
+    def test_push_unique_takes_an_expired_key(self, queue_under_test: QueueUnderTest) -> None:
+        """``pashq_push_unique`` (where implemented): a key whose hold expired is free."""
+        _require(queue_under_test, "coordination", "consume")
+        hook = queue_under_test.connection.hook
+        if not hook.pashq_push_unique.get_hookimpls():
+            pytest.skip("driver has no pashq_push_unique (the core guards the push)")
+        old, fresh = _key(queue_under_test, "old"), _key(queue_under_test, "fresh")
+        assert _acquire(queue_under_test, old, _owner(), 0.3).taken
+        time.sleep(1.0)
+        a, b = _outgoing({"n": 1}), _outgoing({"n": 2})
+        answer = hook.pashq_push_unique(
+            queue=queue_under_test.name,
+            messages=[a, b],
+            keys=[old, fresh],
+            ttls=[30.0, 30.0],
+            options={},
+        )
+        assert answer == [a.id, b.id]
+        assert _acquire(queue_under_test, old, _owner(), 30.0).holder == a.id
+        drain(queue_under_test.connection, queue_under_test.name, 2)
+
 
 class DeferContract(_Contract):
     """``pashq_defer``: a delivery released without counting the attempt."""

@@ -21,6 +21,12 @@ the rows are the times of the last ``limit`` counted events, each live for ``per
 seconds after it was counted, so the live rows at any instant are exactly the events of
 the last ``period`` seconds, never more than ``limit``.
 
+A unique dispatch (``pashq_push_unique``) takes its keys and inserts its messages in one
+transaction; on PostgreSQL with psycopg all its keys are one ``INSERT ... SELECT FROM
+unnest(...) ON CONFLICT DO UPDATE ... WHERE <expired> RETURNING`` (a concurrent insert of
+a key waits for that transaction and then sees its row), elsewhere one locking ``SELECT
+... IN``, one batched ``UPDATE`` and one batched ``INSERT``.
+
 Rows whose hold ended are reused in place or deleted by release; an occasional sweep
 (one in :data:`_SWEEP_EVERY` acquires) deletes rows that expired an hour ago.
 """
@@ -405,7 +411,7 @@ class CoordinationHooks:
         ]
 
         def work(conn: sa.Connection) -> list[str]:
-            if len(wanted) == 1:  # one dispatch(): the per-key statements, no IN list
+            if len(wanted) == 1 and not st.arrays:  # one dispatch(): no IN list
                 holds = iter([CoordinationHooks._acquire_in(st, conn, *wanted[0], 1)])
             else:
                 holds = iter(CoordinationHooks._acquire_many(st, conn, wanted))
