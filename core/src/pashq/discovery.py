@@ -22,7 +22,12 @@ DRIVER_GROUP = "pashq.drivers"
 PLUGIN_GROUP = "pashq.plugins"
 COMMAND_GROUP = "pashq.commands"
 #: First-party drivers that ship as their own distribution.
-FIRST_PARTY = {"database": "pashq-database", "rabbitmq": "pashq-rabbitmq", "sqs": "pashq-sqs"}
+FIRST_PARTY = {
+    "database": "pashq-database",
+    "rabbitmq": "pashq-rabbitmq",
+    "redis": "pashq-redis",
+    "sqs": "pashq-sqs",
+}
 
 
 @attrs.frozen
