@@ -392,3 +392,19 @@ def test_metadata_written_by_hand_does_not_break_pulls(
     got = drain(connection, queue_name, 2)
     assert len(got) == 2
     assert sorted(d.attempts for d in got) == [1, 1]
+
+
+def test_queue_listing_matches_the_prefix_literally(redis_table: dict[str, Any]) -> None:
+    """``pashq_queues`` SCANs ``<prefix>{*}:meta`` with the prefix's glob characters escaped:
+    a prefix holding ``*`` or ``[`` lists its own queues only."""
+    base = redis_table["key_prefix"]
+    glob = make_connection({**redis_table, "key_prefix": f"{base}g*[x]:"})
+    plain = make_connection({**redis_table, "key_prefix": f"{base}gA[x]:"})
+    try:
+        _push(plain, "other", _message())
+        _push(glob, "mine", _message())
+        assert glob.queues() == ["mine"]
+        assert plain.queues() == ["other"]
+    finally:
+        glob.close()
+        plain.close()  # the session's prefix cleanup deletes both prefixes' keys

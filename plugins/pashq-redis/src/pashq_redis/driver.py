@@ -177,6 +177,7 @@ class RedisDriver:
         dead_letters=True,
         stats=True,
         purge=True,
+        list_queues=True,
         priorities=True,
         coordination=True,
         defer=True,
@@ -565,6 +566,22 @@ class RedisDriver:
         return QueueStats(queue, int(ready), int(delayed), int(in_flight), int(failed))
 
     @hookimpl
+    def pashq_queues(self) -> list[str]:
+        """The queues holding messages or dead letters: one ``meta`` hash each (SCAN, on
+        every primary of a cluster)."""
+        client, _ = self._use()
+        prefix = self.options.key_prefix
+        pattern = f"{_glob_escape(prefix)}{{*}}:meta"
+        names: set[str] = set()
+        with self._errors("listing queues", "*"):
+            for raw in client.scan_iter(match=pattern, count=1000):
+                key = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+                inner = key[len(prefix) :]
+                if inner.startswith("{") and inner.endswith("}:meta"):
+                    names.add(inner[1 : -len("}:meta")])
+        return sorted(names)
+
+    @hookimpl
     def pashq_purge(self, queue: str) -> int:
         """Delete ready, delayed and expired-lease messages, in chunks."""
         _, found = self._use()
@@ -691,3 +708,8 @@ class RedisDriver:
     def redis(self) -> Client:
         """The redis-py client of this process (for tools and tests)."""
         return self._use()[0]
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN ``MATCH`` pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
