@@ -624,3 +624,21 @@ def test_queue_deleted_while_create_queues_is_on_gets_advice_that_fits(
     text = str(caught.value)
     assert queue_name in text and "deleted after this connection resolved it" in text
     assert "set create_queues = true" not in text
+
+
+def test_fifo_deferred_copy_is_not_dropped_as_a_duplicate(
+    open_sqs: OpenSQS, queue_name: str
+) -> None:
+    """A message over its rate limit on a FIFO queue is re-pushed (SQS cannot undo its
+    receive count) and then acked: the copy must not be deduplicated away, or the ack
+    would lose the message."""
+    from pashq.worker.deferral import defer
+
+    conn = open_sqs(fifo=True)
+    message = outgoing({"n": 7}, group_id="g")
+    push(conn, queue_name, message)
+    (delivery,) = pull(conn, queue_name, 1)
+    defer(conn.hook, queue_name, [delivery], 0.0)
+    (copy,) = pull(conn, queue_name, 1)
+    assert copy.id == message.id and copy.body == message.body
+    assert copy.attempts == 1  # the copy starts afresh
