@@ -424,7 +424,9 @@ class CoordinationHooks:
                         answers.append(got.holder or "")
                         continue
                 answers.append(m.id)
-                rows.append((queue, m.id, m.body, m.delay if m.delay > 0 else 0.0, m.priority))
+                rows.append(
+                    (queue, m.id, m.body, float(m.delay) if m.delay > 0 else 0.0, m.priority)
+                )
             if rows:
                 self._write(conn, queue, rows, self._notify)
             return answers

@@ -670,7 +670,8 @@ class DatabaseDriver(CoordinationHooks):
             if len(m.body) > limit:
                 raise self._too_large(queue, m, limit)
         rows = [
-            (queue, m.id, m.body, m.delay if m.delay > 0 else 0.0, m.priority) for m in messages
+            (queue, m.id, m.body, float(m.delay) if m.delay > 0 else 0.0, m.priority)
+            for m in messages
         ]
         transaction = options.get("transaction")
         # Every dispatch with a message ready now notifies, in its own transaction: the
