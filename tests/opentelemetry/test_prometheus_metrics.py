@@ -225,10 +225,15 @@ def test_each_worker_process_serves_its_own_port(
     running = RunningWorker(command, worker_env(), tmp_path)
     try:
         urls = [f"http://127.0.0.1:{p}/metrics" for p in (port, port + 1)]
-        for p in (port, port + 1):
-            running.wait_for_line(
-                lambda r, p=p: f"serving metrics on http://127.0.0.1:{p}" in r["message"]
-            )
+        serving: set[str] = set()  # the two children start in either order
+
+        def both_serving(record: dict[str, Any]) -> bool:
+            for p in (port, port + 1):
+                if f"serving metrics on http://127.0.0.1:{p}/" in record["message"]:
+                    serving.add(str(p))
+            return len(serving) == 2
+
+        running.wait_for_line(both_serving)
 
         def acked() -> float:
             return sum(
