@@ -25,7 +25,7 @@ import click
 from pashq import __version__, scheduler_cli
 from pashq.capabilities import Capabilities
 from pashq.commands.move import move
-from pashq.commands.options import config_option
+from pashq.commands.options import cli_errors, config_option
 from pashq.connection import Connection
 from pashq.discovery import COMMAND_GROUP, DRIVER_GROUP, installed
 from pashq.errors import PashqError
@@ -129,19 +129,6 @@ def connection_options(func: F) -> F:
         help="Connection name ([queues.NAME] in the config).",
     )(func)
     return func
-
-
-def cli_errors(func: F) -> F:
-    """Turn :class:`~pashq.errors.PashqError` into a one-line CLI error (exit 1)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PashqError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-    return wrapper  # type: ignore[return-value]
 
 
 class _Group(click.Group):

@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from pashq.commands.options import config_option
-from pashq.errors import MoveError, PashqError
+from pashq.commands.options import cli_errors, config_option
+from pashq.errors import MoveError
 from pashq.facade import close, configure, queue
 from pashq.move import FailedAs, Move, MoveReport, parse_endpoint
 
@@ -80,6 +80,7 @@ def _summary(report: MoveReport) -> list[str]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--verbose", "-v", count=True, help="More logging (-vv for debug).")
+@cli_errors
 def move(
     source: str,
     destination: str,
@@ -98,25 +99,6 @@ def move(
     Each batch is confirmed by DEST before it is removed from SOURCE: a move that is
     stopped (or dies) loses nothing, and running it again finishes it.
     """
-    try:
-        _move(**click.get_current_context().params)
-    except PashqError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-
-def _move(
-    source: str,
-    destination: str,
-    config: str | None,
-    failed: bool,
-    failed_as: FailedAs,
-    limit: int | None,
-    dry_run: bool,
-    batch_size: int | None,
-    wait_leased: float,
-    as_json: bool,
-    verbose: int,
-) -> None:
     # pashq.cli imports this module to register the command: its helpers are taken here.
     from pashq.cli import _config_option, _echo_json, _setup_logging
 
