@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -95,3 +96,65 @@ def test_shutdown_timeout_bounds_the_graceful_stop() -> None:
     code, report = _report(proc)
     assert time.monotonic() - start < 8
     assert code == 1 and report["interrupted"] and report["acked"] == 0
+
+
+def test_stop_before_run_ends_that_run_at_once_and_only_that_one() -> None:
+    import attrs
+
+    import pashq
+
+    @attrs.define
+    class Job(pashq.Message, type_name="pashq_tests.signals.job"):
+        def process_message(self) -> None:
+            pass
+
+    pashq.configure({"queues": {"default": {"type": "memory"}}})
+    try:
+        pashq.queue().dispatch_many("jobs", [Job(), Job()])
+        worker = pashq.Worker("jobs", install_signal_handlers=False)
+        worker.stop()
+        assert worker.run(until_empty=True).acked == 0
+        assert pashq.queue().stats("jobs").ready == 2  # nothing pulled, nothing lost
+        assert worker.run(until_empty=True).acked == 2  # the stop was for one run only
+    finally:
+        pashq.reset()
+        pashq.registry.unregister("pashq_tests.signals.job")
+
+
+def test_sigterm_while_pashq_work_starts_is_a_graceful_stop(tmp_path: Path) -> None:
+    (tmp_path / "startup_app.py").write_text(
+        "import attrs\nimport pashq\n\n\n"
+        "@attrs.define\n"
+        'class Job(pashq.Message, type_name="startup_app.job"):\n'
+        "    n: int\n\n"
+        "    def process_message(self) -> None:\n"
+        '        with open("done.txt", "a", encoding="utf-8") as out:\n'
+        '            out.write(f"{self.n}\\n")\n'
+    )
+    # Imported by `pashq work` while it starts: the signal arrives before any worker runs.
+    (tmp_path / "stopper.py").write_text(
+        "import os\nimport signal\n\nos.kill(os.getpid(), signal.SIGTERM)\n"
+    )
+    (tmp_path / "pashq.toml").write_text(
+        '[queues.default]\ntype = "database"\nurl = "sqlite:///pashq.sqlite3"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PASHQ_CONFIG"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+
+    dispatch = (
+        "import pashq, startup_app as a; pashq.queue().dispatch_many('jobs', [a.Job(1), a.Job(2)])"
+    )
+    sent = run("-c", dispatch)
+    assert sent.returncode == 0, sent.stderr
+    stopped = run("-m", "pashq", "work", "jobs", "--import", "startup_app", "--import", "stopper")
+    assert stopped.returncode == 0, stopped.stderr
+    assert "SIGTERM while starting" in stopped.stderr
+    assert not (tmp_path / "done.txt").exists()  # stopped before it pulled anything
+    drained = run("-m", "pashq", "work", "jobs", "--import", "startup_app", "--until-empty")
+    assert drained.returncode == 0, drained.stderr
+    assert sorted((tmp_path / "done.txt").read_text(encoding="utf-8").split()) == ["1", "2"]

@@ -99,9 +99,58 @@ def connection(telemetry: Telemetry) -> pashq.Connection:
     return conn
 
 
-def test_batch_dispatch_has_a_create_span_per_message_and_one_linked_send_span(
+@pytest.fixture
+def with_create_spans(telemetry: Telemetry) -> pashq.Connection:
+    """A connection whose plugin opens a ``create`` span per message of a batch."""
+    pashq.configure({"queues": {"default": {"type": "memory"}}})
+    conn = pashq.queue()
+    conn.plugin_manager.register(
+        OpenTelemetryPlugin(
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            system="pashq.memory",
+            create_spans=True,
+        )
+    )
+    return conn
+
+
+def test_batch_dispatch_has_one_send_span_whose_context_every_message_carries(
     connection: pashq.Connection, telemetry: Telemetry
 ) -> None:
+    connection.dispatch_many("orders", [Fine(1), Fine(2), Fine(3)])
+    [send] = telemetry.spans.get_finished_spans()
+    assert send.name == "send orders"
+    assert send.kind is SpanKind.PRODUCER  # its context is the messages' creation context
+    assert send.attributes["messaging.batch.message_count"] == 3
+    assert "messaging.message.id" not in send.attributes
+    pashq.Worker("orders", connection=connection, install_signal_handlers=False).run(
+        until_empty=True
+    )
+    processes = [s for s in telemetry.spans.get_finished_spans() if s.name == "process orders"]
+    assert len(processes) == 3
+    assert {p.parent.span_id for p in processes} == {send.context.span_id}
+    assert {p.context.trace_id for p in processes} == {send.context.trace_id}
+
+
+def test_deliveries_of_two_batches_continue_their_own_batchs_trace(
+    connection: pashq.Connection, telemetry: Telemetry
+) -> None:
+    connection.dispatch_many("orders", [Fine(1), Fine(2)])
+    connection.dispatch_many("orders", [Fine(3), Fine(4)])
+    pashq.Worker("orders", connection=connection, install_signal_handlers=False).run(
+        until_empty=True
+    )
+    spans = telemetry.spans.get_finished_spans()
+    first, second = [s for s in spans if s.name == "send orders"]
+    parents = [s.parent.span_id for s in spans if s.name == "process orders"]
+    assert parents == [first.context.span_id] * 2 + [second.context.span_id] * 2
+
+
+def test_batch_dispatch_has_a_create_span_per_message_and_one_linked_send_span(
+    with_create_spans: pashq.Connection, telemetry: Telemetry
+) -> None:
+    connection = with_create_spans
     ids = connection.dispatch_many("orders", [Fine(1), Fine(2), Fine(3)])
     spans = telemetry.spans.get_finished_spans()
     creates = [s for s in spans if s.name == "create orders"]
@@ -115,8 +164,9 @@ def test_batch_dispatch_has_a_create_span_per_message_and_one_linked_send_span(
 
 
 def test_each_message_of_a_batch_carries_its_own_create_spans_context(
-    connection: pashq.Connection, telemetry: Telemetry
+    with_create_spans: pashq.Connection, telemetry: Telemetry
 ) -> None:
+    connection = with_create_spans
     connection.dispatch_many("orders", [Fine(1), Fine(2)])
     pashq.Worker("orders", connection=connection, install_signal_handlers=False).run(
         until_empty=True

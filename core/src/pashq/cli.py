@@ -33,6 +33,7 @@ from pashq.facade import close, configure, import_messages, queue, settings
 from pashq.logs import JsonFormatter, MessageLog
 from pashq.worker import Worker, WorkerStats
 from pashq.worker.prometheus import serve_metrics
+from pashq.worker.signals import StartupSignals
 from pashq.worker.supervisor import ChildSpec, MetricsSpec, ProcessSupervisor
 
 __all__ = ["cli_errors", "connection_options", "load_connection", "load_driver", "main"]
@@ -370,6 +371,9 @@ def work(
     run_schedules: bool = False,
 ) -> None:
     """Process messages from QUEUES until stopped (SIGTERM/SIGINT: graceful)."""
+    startup = StartupSignals()  # a signal before the worker runs: see its docstring
+    startup.install()
+    click.get_current_context().call_on_close(startup.restore)
     interactive = sys.stderr.isatty()
     json_logs = log_format == "json" or (log_format is None and as_json)
     _setup_logging(json_logs, interactive, verbose)
@@ -453,6 +457,7 @@ def work(
         runner = Worker(
             names, connection=conn, max_messages=max_messages, on_progress=on_progress, **options
         )
+    startup.hand_to(runner)
     if conn.capabilities.consume:  # else run() refuses at once: no "started" line before it
         logging.getLogger("pashq.cli").info(
             "worker started: connection=%s driver=%s queues=%s concurrency=%d%s",

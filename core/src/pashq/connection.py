@@ -126,7 +126,7 @@ class Connection:
 
     @staticmethod
     def _outgoing(
-        serialize: Callable[..., bytes],
+        serialize: Callable[[Envelope], bytes],
         envelope: Envelope,
         message: Message,
         delay: float,
@@ -138,7 +138,7 @@ class Connection:
             return OutgoingMessage(
                 envelope.id,
                 envelope.type,
-                serialize(envelope=envelope),
+                serialize(envelope),
                 delay,
                 message.get_group_id(),
                 message.get_deduplication_id(),
@@ -149,7 +149,7 @@ class Connection:
         return OutgoingMessage(
             envelope.id,
             envelope.type,
-            serialize(envelope=envelope),
+            serialize(envelope),
             delay,
             message.get_group_id(),
             message.get_deduplication_id(),
@@ -175,7 +175,9 @@ class Connection:
         self, queue: str, items: Sequence[DispatchItem], options: Mapping[str, Any]
     ) -> list[str]:
         # Once per batch, so a plugin registered on the manager later is still honoured.
-        serialize: Callable[..., bytes] = default_only(self.hook.pashq_serialize, encode_envelope)
+        serialize: Callable[[Envelope], bytes] = default_only(
+            self.hook.pashq_serialize, encode_envelope
+        )
         batch = [
             self._outgoing(serialize, item.envelope, item.message, item.delay, item.priority)
             for item in items
@@ -294,7 +296,7 @@ class Connection:
         wait = delay or 0.0
         if len(self.hook.pashq_dispatch.get_hookimpls()) == 1:
             # Only the core's own implementation: serialize and push straight away.
-            serialize: Callable[..., bytes] = default_only(
+            serialize: Callable[[Envelope], bytes] = default_only(
                 self.hook.pashq_serialize, encode_envelope
             )
             envelope = self._envelope

@@ -8,6 +8,7 @@ error becomes :class:`~pashq.errors.SerializationError` naming the failing field
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -77,11 +78,19 @@ def make_converter() -> cattrs.Converter:
 
 
 _converter = make_converter()
+# The converter's hook for each class, looked up once (the converter is private: no hook
+# is registered on it after make_converter()).
+_unstructure_hooks: dict[type, Callable[[Any], Any]] = {}
+_structure_hooks: dict[type, Callable[[Any, type], Any]] = {}
 
 
 def unstructure(obj: Any) -> Any:
     """Turn an attrs instance (and what it holds) into JSON-compatible values."""
-    return _converter.unstructure(obj)
+    cls = type(obj)
+    hook = _unstructure_hooks.get(cls)
+    if hook is None:
+        hook = _unstructure_hooks[cls] = _converter.get_unstructure_hook(cls)
+    return hook(obj)
 
 
 def structure(value: Any, cls: type[T]) -> T:
@@ -89,8 +98,11 @@ def structure(value: Any, cls: type[T]) -> T:
 
     :raises SerializationError: naming each failing field (``$.amount: expected int``).
     """
+    hook = _structure_hooks.get(cls)
+    if hook is None:
+        hook = _structure_hooks[cls] = _converter.get_structure_hook(cls)
     try:
-        return _converter.structure(value, cls)
+        return hook(value, cls)  # type: ignore[no-any-return]
     except Exception as exc:
         details = "; ".join(cattrs.transform_error(exc, path=cls.__name__))
         raise SerializationError(f"cannot build {cls.__qualname__}: {details}") from exc

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class OutgoingMessage:
     """One message to push.
 

@@ -59,6 +59,33 @@ _KEYS = frozenset({"v", "id", "type", "body", "created_at", "headers"})
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+def _not_json(value: object) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _body_encoder() -> Any:
+    """The same encoding as ``_encoder.encode`` for a body, made once instead of per call
+    (``JSONEncoder.encode`` builds its C encoder on every call); ``None`` without the C
+    accelerator. No cycle check: bodies come from attrs fields, and a cycle ends in
+    ``RecursionError``, which :func:`encode_envelope` reports like any unencodable body."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encode = make(
+            None, _not_json, json.encoder.encode_basestring, None, ":", ",", False, False, False
+        )
+        sample = {"a": [1, 2.5, None, True], "b": "\u00e9"}
+        if "".join(encode(sample, 0)) != _encoder.encode(sample):
+            return None
+    except Exception:  # another interpreter's private signature: the plain way
+        return None
+    return lambda value: "".join(encode(value, 0))
+
+
+_encode_body = _body_encoder() or _encoder.encode
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -97,7 +124,7 @@ def utc_timestamp() -> str:
     return f"{cached[1]}.{micros:06d}Z"
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Envelope:
     """A decoded envelope.
 
@@ -237,6 +264,7 @@ def check_headers(headers: Mapping[str, str]) -> None:
 
 
 _encoded_strings: dict[str, str] = {}
+_headers_seen: list[Mapping[str, str]] = [{}]  # the last headers found valid
 
 
 def _json_string(value: str) -> str:
@@ -257,18 +285,23 @@ def encode_envelope(envelope: Envelope) -> bytes:
     """
     if not _id_ok(envelope.id):
         check_message_id(envelope.id)
-    if envelope.headers:
-        check_headers(envelope.headers)
+    headers = envelope.headers
+    if headers and headers != _headers_seen[0]:
+        check_headers(headers)
+        # A batch often shares its headers (a trace context): check each distinct set once.
+        _headers_seen[0] = dict(headers)
+    strings = _encoded_strings
     try:
-        if not envelope.headers:
-            # The common case, written directly: same bytes as encoding to_dict().
-            return (
-                f'{{"v":1,"id":{_encoder.encode(envelope.id)},"type":{_json_string(envelope.type)},'
-                f'"body":{_encoder.encode(envelope.body)},'
-                f'"created_at":{_json_string(envelope.created_at)},"headers":{{}}}}'
-            ).encode()
-        return _encoder.encode(envelope.to_dict()).encode("utf-8")
-    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (lone surrogates) included
+        # Written directly: the same bytes as encoding to_dict(). The id needs no escapes
+        # (checked above: A-Z a-z 0-9 _ . : -).
+        return (
+            f'{{"v":1,"id":"{envelope.id}",'
+            f'"type":{strings.get(envelope.type) or _json_string(envelope.type)},'
+            f'"body":{_encode_body(envelope.body)},'
+            f'"created_at":{strings.get(envelope.created_at) or _json_string(envelope.created_at)},'
+            f'"headers":{_encode_body(dict(headers)) if headers else "{}"}}}'
+        ).encode()
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError included
         raise EnvelopeError(
             f"message {envelope.id} ({envelope.type}) has a body that is not JSON: {exc}"
         ) from exc
@@ -280,11 +313,12 @@ def decode_envelope(data: bytes | str) -> Envelope:
     :raises EnvelopeError: for anything that is not a valid version-1 envelope.
     """
     try:
-        text = (
-            bytes(data).decode("utf-8")
-            if isinstance(data, bytes | bytearray | memoryview)
-            else data
-        )
+        if type(data) is bytes:  # what every driver hands over
+            text = data.decode("utf-8")
+        elif isinstance(data, bytes | bytearray | memoryview):
+            text = bytes(data).decode("utf-8")
+        else:
+            text = data
         if not isinstance(text, str):
             raise EnvelopeError(f"envelope must be bytes or str, got {type(data).__name__}")
         if text[:1] in _WHITESPACE:

@@ -102,7 +102,7 @@ def _safe_traceback(text: str | None) -> str | None:
     return None if text is None else safe_text(text, TRACEBACK_LIMIT, keep="tail")
 
 
-@attrs.frozen(slots=True)
+@attrs.define(slots=True)
 class Result:
     """The outcome of one delivery, with the retry delay or dead-letter reason.
 
@@ -117,10 +117,18 @@ class Result:
     delivery: Delivery
     outcome: Outcome
     delay: float = 0.0
-    reason: str = attrs.field(default="", converter=_safe_reason)
-    traceback: str | None = attrs.field(default=None, converter=_safe_traceback)
+    reason: str = ""
+    traceback: str | None = None
     timed_out: bool = False
     exception: BaseException | None = attrs.field(default=None, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        # Made storable here rather than by converters: an ack (no reason, no traceback),
+        # built once per delivery, then pays for two truth tests only.
+        if self.reason:
+            self.reason = _safe_reason(self.reason)
+        if self.traceback is not None:
+            self.traceback = _safe_traceback(self.traceback)
 
 
 def _start(
@@ -170,11 +178,21 @@ class Prepared:
     policy: RetryPolicy
     is_async: bool
     envelope: Envelope | None = None
+    gated: bool = True  # may pass through the gate (rate limits, caps, unique keys)
 
     @property
     def time_limit(self) -> float | None:
         """The effective time limit (class, then worker, then connection)."""
         return self.policy.time_limit
+
+
+@attrs.frozen(slots=True)
+class _Kind:
+    """Facts about one message class (a :class:`Processor` caches one per class)."""
+
+    policy: RetryPolicy
+    is_async: bool
+    gated: bool  # has a rate limit, a concurrency cap or a unique key
 
 
 class Processor:
@@ -192,24 +210,31 @@ class Processor:
         self.connection = connection
         # Like the deserializer, the pashq_process wrappers are taken once per Processor.
         self._wrappers = process_wrappers(hook)
-        self._policies: dict[type[Message], RetryPolicy] = {}
-        self._async: dict[type[Message], bool] = {}
+        self._kinds: dict[type[Message], _Kind] = {}
         # Checked once per Processor (one per Worker.run): plugins are registered by then.
         self._deserialize = default_only(hook.pashq_deserialize, decode_envelope)
 
+    def _kind(self, cls: type[Message]) -> _Kind:
+        """What the processor needs to know of a message class, worked out once."""
+        found = self._kinds.get(cls)
+        if found is None:
+            found = self._kinds[cls] = _Kind(
+                policy_for(cls, self.policy),
+                inspect.iscoroutinefunction(cls.process_message),
+                self.gate is not None and self.gate.applies(cls),
+            )
+        return found
+
     def policy_of(self, cls: type[Message]) -> RetryPolicy:
         """Return the retry policy for a message class (cached)."""
-        found = self._policies.get(cls)
-        if found is None:
-            found = self._policies[cls] = policy_for(cls, self.policy)
-        return found
+        return self._kind(cls).policy
 
     def decode(self, body: bytes) -> tuple[Envelope, Message]:
         """Decode bytes into the envelope and the message instance.
 
         :raises EnvelopeError, UnknownMessageTypeError, SerializationError: poison input.
         """
-        envelope: Envelope = self._deserialize(data=body)
+        envelope: Envelope = self._deserialize(body)
         cls = registry.lookup(envelope.type)
         return envelope, build_message(cls, envelope.body)
 
@@ -263,8 +288,8 @@ class Processor:
             # The envelope's id is the message's identity on every driver; a transport id
             # (a foreign producer's AMQP message_id, a missing pashq-id) never replaces it.
             delivery.id = envelope.id
-        cls = type(message)
-        policy = self.policy_of(cls)
+        kind = self._kinds.get(type(message)) or self._kind(type(message))
+        policy = kind.policy
         if delivery.attempts > policy.max_attempts:
             # Only a worker that died mid-message (crash, OOM kill) lets a delivery exceed
             # max_attempts: stop the crash loop here instead of running it again.
@@ -273,10 +298,8 @@ class Processor:
                 f"{policy.max_attempts}: a worker probably died while processing it"
             )
             return Result(delivery, Outcome.DEAD, reason=reason), envelope, message
-        is_async = self._async.get(cls)
-        if is_async is None:
-            is_async = self._async[cls] = inspect.iscoroutinefunction(cls.process_message)
-        return Prepared(delivery, message, policy, is_async, envelope), envelope, message
+        prepared = Prepared(delivery, message, policy, kind.is_async, envelope, kind.gated)
+        return prepared, envelope, message
 
     def failure(self, prepared: Prepared, exc: BaseException, tb: str | None = None) -> Result:
         """The result of a failed attempt: a retry with backoff, or the dead letters."""
@@ -371,7 +394,7 @@ class Processor:
         """Run ``prepared`` (see :meth:`_execute_wrapped`) once its limits let it start;
         over a limit it is not run: the result is ``DEFER`` with the delay."""
         gate = self.gate
-        if gate is None or not gate.applies(type(prepared.message)):
+        if gate is None or not prepared.gated or not gate.applies(type(prepared.message)):
             return self._execute_wrapped(prepared)
         try:
             entered = gate.enter(prepared)
@@ -412,13 +435,23 @@ class Processor:
         thread's event loop), inside the ``pashq_process`` wrappers, with
         :func:`pashq.current` set. A :class:`TimeLimitExceeded` raised into the thread by the
         worker's watchdog is a failed attempt. Never raises ``Exception``."""
-        token = set_current(self._context(prepared))
+        delivery, envelope = prepared.delivery, prepared.envelope
+        limit = prepared.policy.time_limit
+        token = set_current(
+            MessageContext(
+                delivery.id,
+                delivery.queue,
+                self.connection,
+                delivery.attempts,
+                _read_only(envelope.headers) if envelope is not None else _NO_HEADERS,
+                envelope.created_at if envelope is not None else "",
+                time.monotonic() + limit if limit else None,
+            )
+        )
         try:
             if not self._wrappers:
                 return self._execute(prepared)
-            started, error = _start(
-                self._wrappers, prepared.delivery, prepared.envelope, prepared.message
-            )
+            started, error = _start(self._wrappers, delivery, envelope, prepared.message)
             if error is None:
                 result = self._execute(prepared)
             else:
@@ -430,11 +463,18 @@ class Processor:
     def _execute(self, prepared: Prepared) -> Result:
         message = prepared.message
         try:
-            if _call(message.validate_message()) is False:
+            valid = message.validate_message()
+            if (
+                valid is not None
+                and valid is not True
+                and (valid is False or _call(valid) is False)
+            ):
                 return Result(
                     prepared.delivery, Outcome.DEAD, reason="validate_message() returned False"
                 )
-            _call(message.process_message())
+            done = message.process_message()
+            if done is not None:
+                _call(done)
         except TimeLimitExceeded:
             return self.failure(prepared, TimeLimitExceeded(prepared.time_limit))
         except Exception as exc:

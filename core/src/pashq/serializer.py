@@ -11,14 +11,15 @@ from pashq.hookspecs import hookimpl
 __all__ = ["JsonSerializer", "default_only"]
 
 
-def default_only(hook_caller: Any, default: Callable[[Any], Any]) -> Callable[..., Any]:
-    """Return a direct call to ``default`` when the JSON serializer is the hook's only
-    implementation (the common case), else the hook itself; saves a pluggy call per message.
-    """
+def default_only(hook_caller: Any, default: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Return a one-argument callable for a serializer hook: ``default`` itself when the
+    JSON serializer is the hook's only implementation (the common case; saves a pluggy call
+    per message), else a call of the hook with its one keyword argument."""
     impls = hook_caller.get_hookimpls()
     if len(impls) == 1 and isinstance(impls[0].plugin, JsonSerializer):
-        return lambda **kwargs: default(*kwargs.values())
-    return hook_caller  # type: ignore[no-any-return]
+        return default
+    (argument,) = hook_caller.spec.argnames
+    return lambda value: hook_caller(**{argument: value})
 
 
 class JsonSerializer:

@@ -102,10 +102,15 @@ class Worker:
         self.on_progress = on_progress
         self.stats = WorkerStats()
         self._control = StopControl(shutdown_timeout)
+        self._running = False
+        self._stop_pending = 0  # stop() before run(): 1 graceful, 2 at once
         self._groups: dict[str, collections.deque[Prepared]] = {}  # FIFO groups running
         self._waiting = 0  # deliveries waiting behind their FIFO group
         self._busy = 0  # submitted to the executor, not yet collected
+        # The batch the worker's own thread is running, and the index of its first delivery
+        # not started yet (what a stop at once must hand back).
         self._unstarted: tuple[str, list[Delivery]] = ("", [])
+        self._unstarted_from = 0
         self._pull_failures = 0  # consecutive failed pulls: the backoff's exponent
         self._next_pull = 0.0
         self._last_progress = 0.0
@@ -120,9 +125,13 @@ class Worker:
         running handlers (async ones are cancelled); what they have not finished stays
         unacked and returns after its lease, and ``stats.interrupted`` is set. A sync
         handler running in the worker's own thread (``concurrency=1``) finishes first: only
-        a signal (``pashq work``) interrupts it.
+        a signal (``pashq work``) interrupts it. Called before :meth:`run` starts (a signal
+        while ``pashq work`` is still starting), the next run stops as soon as it starts.
         """
-        self._control.request(immediate)
+        if self._running:
+            self._control.request(immediate)
+        else:  # asked before run() started: that run stops at once
+            self._stop_pending = max(self._stop_pending, 2 if immediate else 1)
 
     @property
     def connection(self) -> Connection:
@@ -158,6 +167,10 @@ class Worker:
         self._batch = max(1, min(self.batch_size or caps.batch_size, caps.batch_size))
         control = self._control
         self._reset_run_state()
+        self._running = True
+        if self._stop_pending:  # after the reset, which forgets an earlier run's stop
+            control.request(immediate=self._stop_pending > 1)
+            self._stop_pending = 0
         control.install(self.install_signal_handlers)
         supervisor = Supervisor(self._settlement, self._executor, caps.extend_lease)
         try:
@@ -183,6 +196,7 @@ class Worker:
                 self._settlement.drain(time.monotonic() + 2.0)
                 raise
         finally:
+            self._running = False
             control.cleaning_up = True
             control.restore()
             control.stop.set()
@@ -434,11 +448,15 @@ class Worker:
         settle, observe = self._settlement.settle, self._prefetch.observe
         stop = self._control.stop
         failed_groups: set[str] = set()
-        self._waiting = len(deliveries)
+        count = len(deliveries)
+        self._waiting = count
+        self._unstarted_from = 0
+        self._unstarted = (name, deliveries)
         for index, delivery in enumerate(deliveries):
-            # What a stop at once (a second signal raised in the handler) must hand back.
-            self._unstarted = (name, deliveries[index + 1 :])
-            self._waiting = len(deliveries) - index
+            # What a stop at once (a second signal raised in the handler) must hand back:
+            # the deliveries after this one (an index, not a copy of the rest per message).
+            self._unstarted_from = index + 1
+            self._waiting = count - index
             if stop.is_set():
                 self._unstarted = ("", [])
                 self._waiting = 0
@@ -451,7 +469,7 @@ class Worker:
             result: Result | None
             if isinstance(prepared, Result):
                 result = prepared
-            elif prepared.is_async or prepared.time_limit:
+            elif prepared.is_async or prepared.policy.time_limit:
                 self._waiting -= 1
                 self._submit(prepared)
                 result = self._wait_one()
@@ -537,7 +555,8 @@ class Worker:
     def _release_unstarted(self) -> None:
         """Hand back deliveries pulled but not started (queued for a thread, waiting behind
         a FIFO group, or the rest of the batch the worker's own thread was running)."""
-        name, rest = self._unstarted
+        name, batch = self._unstarted
+        rest = batch[self._unstarted_from :]
         self._unstarted = ("", [])
         if rest:
             self._settlement.release(name, rest)

@@ -21,6 +21,7 @@ import attrs
 from pashq.delivery import Delivery
 from pashq.processing import Outcome, Result
 from pashq.redaction import redact_url
+from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
 from pashq.worker.deferral import defer
 from pashq.worker.stats import WorkerStats
 
@@ -170,8 +171,11 @@ class Settlement:
                         "dead",
                         delivery.queue,
                         [delivery],
-                        reason=result.reason,
-                        traceback=result.traceback,
+                        # Results are mutable: a wrapper may have set any text since.
+                        reason=safe_text(result.reason, REASON_LIMIT),
+                        traceback=None
+                        if result.traceback is None
+                        else safe_text(result.traceback, TRACEBACK_LIMIT, keep="tail"),
                     )
                 )
                 self.stats.dead_lettered += 1

@@ -3,7 +3,8 @@
 The first signal stops pulling and lets running handlers finish (bounded by
 ``shutdown_timeout``, after which a timer sends the stop at once); a second signal raises
 :class:`Killed` in the worker's thread. Signals arriving while a stop at once is cleaned up
-are ignored, so the acks being flushed are not abandoned.
+are ignored, so the acks being flushed are not abandoned. :class:`StartupSignals` covers
+``pashq work`` before its worker runs.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["Killed", "StopControl"]
+__all__ = ["Killed", "StartupSignals", "StopControl"]
 
 log = logging.getLogger("pashq.worker")
 
@@ -102,3 +103,49 @@ class StopControl:
             log.warning("shutdown timeout of %gs passed; stopping at once", self.shutdown_timeout)
             # A real signal (not interrupt_main) also interrupts a blocking sleep or read.
             os.kill(os.getpid(), signal.SIGINT)
+
+
+class StartupSignals:
+    """SIGTERM/SIGINT while ``pashq work`` is still starting (connecting, serving metrics).
+
+    The first signal is remembered and handed to the runner as a graceful stop once it
+    exists (its run then ends as soon as it starts, with exit status 0); a second one
+    before that ends the process as the signal would have. Once the runner runs, it
+    installs its own handlers, and puts these back when it returns.
+    """
+
+    def __init__(self) -> None:
+        self.signals = 0
+        self._runner: Any = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def install(self) -> None:
+        """Take SIGTERM and SIGINT (only possible in the main thread; else do nothing)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._on_signal)
+
+    def hand_to(self, runner: Any) -> None:
+        """From now on a signal stops ``runner`` (anything with ``stop(immediate=)``)."""
+        self._runner = runner
+        if self.signals:
+            runner.stop(immediate=self.signals > 1)
+
+    def restore(self) -> None:
+        """Put back the handlers found at :meth:`install`."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signals += 1
+        if self._runner is not None:
+            self._runner.stop(immediate=self.signals > 1)
+            return
+        name = signal.Signals(signum).name
+        if self.signals == 1:
+            log.warning("%s while starting: the worker stops as soon as it has started", name)
+            return
+        self.restore()  # a second one: what the signal does without pashq
+        os.kill(os.getpid(), signum)

@@ -27,6 +27,8 @@ _VERSION = "0.1.0"
 _NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
 #: Without an SDK, look for one installed since at most this often (seconds).
 _RECHECK_SECONDS = 1.0
+#: Extracted trace contexts kept (a batch of messages sent together shares one).
+_PARENTS_KEPT = 1024
 _OUTCOMES = {Outcome.ACK: "ack", Outcome.RETRY: "retry", Outcome.DEAD: "dead_letter"}
 
 
@@ -56,6 +58,11 @@ class OpenTelemetryPlugin:
     :param meter_provider: metrics go there (default: the global meter provider).
     :param system: the ``messaging.system`` value (default: found from the connection's
         driver when it opens; see :func:`pashq_opentelemetry.messaging_system`).
+    :param create_spans: on a batch dispatch, also open a ``create`` span per message and
+        give each message its own creation context (the ``send`` span links to them all).
+        Off by default: the conventions let the one ``send`` span's context be every
+        message's creation context, which costs one span per batch instead of one per
+        message.
     """
 
     def __init__(
@@ -63,6 +70,7 @@ class OpenTelemetryPlugin:
         tracer_provider: Any | None = None,
         meter_provider: Any | None = None,
         system: str | None = None,
+        create_spans: bool = False,
     ) -> None:
         self._tracer = trace.get_tracer(
             "pashq_opentelemetry", _VERSION, tracer_provider=tracer_provider
@@ -75,6 +83,12 @@ class OpenTelemetryPlugin:
         self._instruments = Instruments(meter_provider, _VERSION)
         self.system = system or "pashq"
         self._given_system = system is not None
+        self.create_spans = create_spans
+        # The last trace contexts extracted, by the propagator's header values: a batch
+        # dispatched together carries one context, so most deliveries find it here.
+        self._parents: dict[tuple[str | None, ...], otel_context.Context] = {}
+        self._textmap: Any = None  # the global propagator those were read with
+        self._fields: tuple[str, ...] = ()
         # Per-queue attribute dicts, built once: a delivery copies one instead of building it.
         self._process_base: dict[str, dict[str, Any]] = {}
         self._metric_base: dict[tuple[str, str], dict[str, str]] = {}
@@ -125,9 +139,10 @@ class OpenTelemetryPlugin:
         """A ``send`` span around the push; the trace context into every message's headers.
 
         One message: one ``send`` span (kind PRODUCER), its context in the headers. A batch:
-        a ``create`` span (PRODUCER) per message, whose context goes into that message, and
-        one ``send`` span (CLIENT) with ``messaging.batch.message_count`` linking to them,
-        as the conventions prescribe for batch sends.
+        one ``send`` span (PRODUCER) with ``messaging.batch.message_count``, whose context
+        goes into every message; with ``create_spans``, a ``create`` span (PRODUCER) per
+        message, whose context goes into that message, and the ``send`` span (CLIENT)
+        linking to them. Both are the conventions' ways of sending a batch.
         """
         if not self._traces():
             try:
@@ -162,6 +177,21 @@ class OpenTelemetryPlugin:
                 },
             )
             propagate.inject(item.headers, context=trace.set_span_in_context(span))
+        elif not self.create_spans:
+            span = self._tracer.start_span(
+                f"send {queue}",
+                kind=SpanKind.PRODUCER,
+                attributes={
+                    **base,
+                    semconv.OPERATION_TYPE: "send",
+                    semconv.OPERATION_NAME: "send",
+                    semconv.BATCH_MESSAGE_COUNT: len(messages),
+                },
+            )
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier, context=trace.set_span_in_context(span))
+            for item in messages:
+                item.headers.update(carrier)
         else:
             for item in messages:
                 created = self._tracer.start_span(
@@ -248,7 +278,7 @@ class OpenTelemetryPlugin:
         if envelope is not None:
             attributes[semconv.MESSAGE_TYPE] = envelope.type
             if envelope.headers:
-                parent = propagate.extract(envelope.headers)
+                parent = self._parent(envelope.headers)
         span = self._tracer.start_span(
             f"process {queue}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
@@ -264,6 +294,25 @@ class OpenTelemetryPlugin:
             metric_attributes = {**metric_attributes, semconv.ERROR_TYPE: error}
         self._instruments.process_duration.record(elapsed, metric_attributes)
         return result
+
+    def _parent(self, headers: Mapping[str, str]) -> otel_context.Context:
+        """The trace context the headers carry (the global propagator's reading of them),
+        extracted once per distinct set of the propagator's header values.
+
+        Extracted into an empty context, so the answer depends on the headers alone."""
+        textmap = propagate.get_global_textmap()
+        if textmap is not self._textmap:  # a propagator set since: forget the old readings
+            self._textmap = textmap
+            self._fields = tuple(sorted(textmap.fields))
+            self._parents.clear()
+        key = tuple([headers.get(field) for field in self._fields])
+        found = self._parents.get(key)
+        if found is None:
+            found = propagate.extract(headers, context=otel_context.Context())
+            if len(self._parents) >= _PARENTS_KEPT:
+                self._parents.clear()
+            self._parents[key] = found
+        return found
 
     def _metric_key(self, queue: str) -> tuple[tuple[str, str], ...]:
         found = self._metric_keys.get(queue)
