@@ -210,6 +210,13 @@ class Processor:
         self.connection = connection
         # Like the deserializer, the pashq_process wrappers are taken once per Processor.
         self._wrappers = process_wrappers(hook)
+        asked = getattr(hook, "pashq_delivery_observer", None)
+        self._observers: list[Any] = [o for o in (asked() if asked else []) if o is not None]
+        # Without observers a delivery pays no call for them.
+        self._run = self._execute_observed if self._observers else self._execute_wrapped
+        self._run_async = (
+            self._execute_async_observed if self._observers else self._execute_async_wrapped
+        )
         self._kinds: dict[type[Message], _Kind] = {}
         # Checked once per Processor (one per Worker.run): plugins are registered by then.
         self._deserialize = default_only(hook.pashq_deserialize, decode_envelope)
@@ -247,8 +254,27 @@ class Processor:
             if self.gate is not None and message is not None and envelope is not None:
                 self.gate.settled_unrun(message, envelope, found.outcome is Outcome.DEAD)
             if self._wrappers:
-                return self._unrun(found, envelope, message)
+                found = self._unrun(found, envelope, message)
+            if self._observers:
+                self._observe_started(delivery)
+                self._observe_finished(delivery, envelope, found, 0.0)
         return found
+
+    def _observe_started(self, delivery: Delivery) -> None:
+        for observer in self._observers:
+            try:
+                observer.started(delivery)
+            except Exception as exc:
+                log.error("a delivery observer failed in started(): %r", exc)
+
+    def _observe_finished(
+        self, delivery: Delivery, envelope: Envelope | None, result: Result | None, seconds: float
+    ) -> None:
+        for observer in self._observers:
+            try:
+                observer.finished(delivery, envelope, result, seconds)
+            except Exception as exc:
+                log.error("a delivery observer failed in finished(): %r", exc)
 
     def _unrun(self, result: Result, envelope: Envelope | None, message: Message | None) -> Result:
         """Pass a result decided without running the handler through the wrappers."""
@@ -395,7 +421,7 @@ class Processor:
         over a limit it is not run: the result is ``DEFER`` with the delay."""
         gate = self.gate
         if gate is None or not prepared.gated or not gate.applies(type(prepared.message)):
-            return self._execute_wrapped(prepared)
+            return self._run(prepared)
         try:
             entered = gate.enter(prepared)
         except Exception as exc:
@@ -404,7 +430,7 @@ class Processor:
             return Result(prepared.delivery, Outcome.DEFER, delay=entered, reason="over a limit")
         result: Result | None = None
         try:
-            result = self._execute_wrapped(prepared)
+            result = self._run(prepared)
             return result
         finally:
             final = result is not None and result.outcome in (Outcome.ACK, Outcome.DEAD)
@@ -415,7 +441,7 @@ class Processor:
         thread, never blocking the loop)."""
         gate = self.gate
         if gate is None or not gate.applies(type(prepared.message)):
-            return await self._execute_async_wrapped(prepared)
+            return await self._run_async(prepared)
         try:
             entered = await asyncio.to_thread(gate.enter, prepared)
         except Exception as exc:
@@ -424,11 +450,23 @@ class Processor:
             return Result(prepared.delivery, Outcome.DEFER, delay=entered, reason="over a limit")
         result: Result | None = None
         try:
-            result = await self._execute_async_wrapped(prepared)
+            result = await self._run_async(prepared)
             return result
         finally:
             final = result is not None and result.outcome in (Outcome.ACK, Outcome.DEAD)
             await asyncio.to_thread(gate.leave, entered, final)
+
+    def _execute_observed(self, prepared: Prepared) -> Result:
+        """:meth:`_execute_wrapped`, the delivery observers told before and after."""
+        delivery = prepared.delivery
+        self._observe_started(delivery)
+        result: Result | None = None
+        began = time.perf_counter()
+        try:
+            result = self._execute_wrapped(prepared)
+            return result
+        finally:
+            self._observe_finished(delivery, prepared.envelope, result, time.perf_counter() - began)
 
     def _execute_wrapped(self, prepared: Prepared) -> Result:
         """Validate and process in this thread (an ``async def`` handler runs on this
@@ -480,6 +518,18 @@ class Processor:
         except Exception as exc:
             return self.failure(prepared, exc, traceback.format_exc())
         return Result(prepared.delivery, Outcome.ACK)
+
+    async def _execute_async_observed(self, prepared: Prepared) -> Result:
+        """:meth:`_execute_async_wrapped`, the delivery observers told before and after."""
+        delivery = prepared.delivery
+        self._observe_started(delivery)
+        result: Result | None = None
+        began = time.perf_counter()
+        try:
+            result = await self._execute_async_wrapped(prepared)
+            return result
+        finally:
+            self._observe_finished(delivery, prepared.envelope, result, time.perf_counter() - began)
 
     async def _execute_async_wrapped(self, prepared: Prepared) -> Result:
         """Validate and process on the running event loop, cancelled at the time limit,
