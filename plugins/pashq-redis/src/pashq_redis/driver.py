@@ -58,13 +58,15 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pashq.capabilities import Capabilities
 from pashq.config import parse_options
@@ -76,7 +78,7 @@ from pashq.hookspecs import hookimpl
 from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
 from pashq_redis import coordination, scripts
 from pashq_redis.client import build_client
-from pashq_redis.keys import QueueKeys, queue_name_problem
+from pashq_redis.keys import PARTS, QueueKeys, queue_name_problem
 from pashq_redis.options import RedisOptions, safe_url
 
 __all__ = ["Receipt", "RedisDriver"]
@@ -90,6 +92,12 @@ _WAIT_SLICE = 1.0
 _MIN_WAIT = 0.005
 #: Most messages a purge deletes per script call (the server runs nothing else meanwhile).
 _PURGE_CHUNK = 5000
+#: The smallest full claim that starts a read-ahead claim (see :class:`_ReadAhead`): below
+#: it the thread costs more than the round trip it hides, and small pulls stay exact.
+_READ_AHEAD_MIN = 50
+#: A read-ahead claim not taken within this fraction of the lease is given back (not
+#: counted as an attempt): the worker only extends leases it knows about.
+_READ_AHEAD_AGE = 0.25
 #: Clients a forked child inherited: kept for ever, so that the child never closes the
 #: parent's sockets (garbage collection would).
 _INHERITED: list[Any] = []
@@ -101,6 +109,8 @@ _DRIVERS: weakref.WeakSet[RedisDriver] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for driver in list(_DRIVERS):
         driver._lock = threading.Lock()
+        # The parent's read-ahead threads and their claims stay the parent's.
+        driver._ahead = {}
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -108,13 +118,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 Client = redis.Redis | RedisCluster
 
 
-@attrs.frozen
-class Receipt:
-    """A delivery's handle: the message's number in its queue and the claim it was pulled
-    with (the fence: settles apply only while both still match)."""
+class Receipt(NamedTuple):
+    """A delivery's handle: the message's number in its queue and the stamp (claim count,
+    attempts, priority) it was pulled with (the fence: settles apply only while both still
+    match; see :mod:`pashq_redis.scripts`)."""
 
-    number: str
-    claim: int
+    number: bytes
+    stamp: int
 
 
 def _ids(deliveries: Sequence[Any]) -> str:
@@ -131,12 +141,28 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _fence(deliveries: Sequence[Delivery]) -> list[str | int]:
-    args: list[str | int] = []
-    for delivery in deliveries:
-        receipt: Receipt = delivery.receipt
-        args += [receipt.number, receipt.claim]
-    return args
+def _fence(deliveries: Sequence[Delivery]) -> list[bytes | int]:
+    """``number, stamp`` of each delivery, flat (the settle scripts' ARGV)."""
+    return [part for delivery in deliveries for part in delivery.receipt]
+
+
+@attrs.define(eq=False)
+class _ReadAhead:
+    """A claim started in the background after a full claim, served by the next pull.
+
+    Its thread claims, then waits until the deliveries are all taken or
+    :data:`_READ_AHEAD_AGE` of the lease has passed since the claim was sent, and gives
+    the rest back (defer: the attempt is not counted). Whoever removes it from the
+    driver's ``_ahead`` under the driver's lock owns what is left in it.
+    """
+
+    limit: int
+    #: ``time.monotonic()`` before the claim was sent (the lease started after it).
+    started: float
+    deliveries: list[Delivery] = attrs.Factory(list)
+    error: BaseException | None = None
+    claimed: threading.Event = attrs.Factory(threading.Event)
+    gone: threading.Event = attrs.Factory(threading.Event)
 
 
 class _Scripts:
@@ -193,6 +219,8 @@ class RedisDriver:
         self._pid = os.getpid()
         self._closed = threading.Event()
         self._keys: dict[str, QueueKeys] = {}
+        self._key_lists: dict[str, list[str]] = {}
+        self._ahead: dict[str, _ReadAhead] = {}
         _DRIVERS.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -220,7 +248,13 @@ class RedisDriver:
 
     @hookimpl
     def pashq_close(self) -> None:
-        """Close the pool (a waiting pull returns at once)."""
+        """Give back read-ahead deliveries (not counted), close the pool (a waiting pull
+        returns at once)."""
+        with self._lock:
+            ahead, self._ahead = self._ahead, {}
+        for queue, record in ahead.items():
+            record.claimed.wait(self.options.socket_timeout)
+            self._give_back_ahead(queue, record)
         self._closed.set()
         with self._lock:
             client, self._client = self._client, None
@@ -259,8 +293,15 @@ class RedisDriver:
                 f"{type(exc).__name__}: {exc}{detail}"
             ) from exc
 
+    def _key_list(self, queue: str) -> list[str]:
+        found = self._key_lists.get(queue)
+        if found is None:
+            found = self._key_lists[queue] = self.keys(queue).all()
+        return found
+
     def _run(self, queue: str, script: Script, args: Sequence[Any], client: Any = None) -> Any:
-        return script(keys=self.keys(queue).all(), args=list(args), client=client)
+        # Script.__call__ copies keys and args into one tuple: the cached list stays intact.
+        return script(keys=self._key_list(queue), args=args, client=client)
 
     # -- names ------------------------------------------------------------------------------
 
@@ -293,20 +334,17 @@ class RedisDriver:
         ):
             if self.options.cluster:
                 # A cluster pipeline refuses scripts: one call per batch, in order.
-                results = []
+                results: list[Any] = []
                 for batch in batches:
                     try:
                         results.append(self._run(queue, found.push, self._push_args(batch)))
                     except RedisError as exc:
                         results.append(exc)
                         break
+                acked: Any = None
             else:
-                pipe = client.pipeline(transaction=False)
-                for batch in batches:
-                    self._run(queue, found.push, self._push_args(batch), client=pipe)
-                if self.options.wait_replicas:
-                    pipe.wait(self.options.wait_replicas, round(self.options.wait_timeout * 1000))
-                results = pipe.execute(raise_on_error=False)
+                assert isinstance(client, redis.Redis)  # only a cluster client is not
+                results, acked = self._push_streamed(client, queue, batches)
         stored: list[str] = []
         problems: list[str] = []
         for batch, result in zip(batches, results, strict=False):
@@ -325,8 +363,75 @@ class RedisDriver:
                 raise PartialPushError(text, stored=stored, not_stored=not_stored)
             raise DriverError(text)
         if self.options.wait_replicas:
-            self._check_replicas(queue, messages, results[-1])
+            self._check_replicas(queue, messages, acked)
         return [m.id for m in messages]
+
+    def _push_streamed(
+        self, client: redis.Redis, queue: str, batches: Sequence[Sequence[OutgoingMessage]]
+    ) -> tuple[list[Any], Any]:
+        """Send each batch's script call as soon as its arguments are built and read the
+        replies at the end, so that the server stores one batch while the next is built.
+
+        Returns one reply per batch (a :class:`ResponseError` for a batch the server
+        refused; the others are stored), and the ``WAIT`` reply (``None`` without
+        ``wait_replicas``). When the connection breaks, the batches whose replies were not
+        read are sent once more on a fresh connection (a batch may then be stored twice,
+        as with any retried push); when that breaks too, the error is raised.
+        """
+        pool = client.connection_pool
+        keys = self._key_list(queue)
+        head = ("EVAL", scripts.PUSH, len(keys), *keys)
+        results: list[Any] = []
+        acked: Any = None
+        for tries in (1, 2):
+            connection = pool.get_connection()
+            try:
+                todo = batches[len(results) :]
+                for batch in todo:
+                    # EVAL, not EVALSHA: no NOSCRIPT to recover from part-way through the
+                    # stream (the server caches the compiled script by its hash).
+                    connection.send_packed_command(
+                        connection.pack_command(*head, *self._push_args(batch)),
+                        check_health=False,
+                    )
+                if self.options.wait_replicas:
+                    connection.send_packed_command(
+                        connection.pack_command(
+                            "WAIT",
+                            self.options.wait_replicas,
+                            round(self.options.wait_timeout * 1000),
+                        ),
+                        check_health=False,
+                    )
+                for _ in todo:
+                    try:
+                        results.append(connection.read_response())
+                    except ResponseError as exc:
+                        results.append(exc)
+                if self.options.wait_replicas:
+                    try:
+                        acked = connection.read_response()
+                    except ResponseError as exc:
+                        acked = exc
+                return results, acked
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                connection.disconnect()
+                if tries == 2 or len(results) == len(batches):
+                    if not results:
+                        raise RedisConnectionError(str(exc)) from exc
+                    # The rest may or may not be stored: not confirmed.
+                    return [*results, exc][: len(batches)], exc
+                log.info(
+                    "redis push on queue %r: connection lost after %d of %d batch(es) were "
+                    "confirmed (%s); sending the rest again on a fresh connection",
+                    queue,
+                    len(results),
+                    len(batches),
+                    exc,
+                )
+            finally:
+                pool.release(connection)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @hookimpl
     def pashq_push_unique(
@@ -353,7 +458,7 @@ class RedisDriver:
             index = 0
             if key is not None:
                 hold_keys.append(coordination.hold_key(self.options.key_prefix, key))
-                index = 10 + len(hold_keys)
+                index = len(PARTS) + len(hold_keys)
             delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
             args += [m.id, m.body, delay, m.priority, index, max(1, round(ttl * 1000))]
         with self._errors(
@@ -426,23 +531,36 @@ class RedisDriver:
     def _push_args(self, batch: Sequence[OutgoingMessage]) -> list[Any]:
         args: list[Any] = [len(batch)]
         for m in batch:
-            delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
-            args += [m.id, m.body, delay, m.priority]
+            delay = m.delay
+            args += (m.id, m.body, max(1, round(delay * 1000)) if delay > 0 else 0, m.priority)
         return args
 
     @hookimpl
     def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
-        """Claim up to ``max_messages``; when none is ready, block on the wake-up list."""
+        """Claim up to ``max_messages``; when none is ready, block on the wake-up list.
+
+        After a full claim of at least :data:`_READ_AHEAD_MIN` the next claim starts in the
+        background and the next pull of the queue is served from it (see
+        :class:`_ReadAhead`).
+        """
         client, found = self._use()
-        lease_ms = max(1, round(self.options.lease * 1000))
+        lease = self.options.lease
+        lease_ms = max(1, round(lease * 1000))
         limit = max(1, min(max_messages, self.options.batch_size))
+        if self._ahead:
+            served = self._from_ahead(queue, limit)
+            if served:
+                return served
         deadline = time.monotonic() + max(0.0, timeout)
         wake = self.keys(queue).key("wake")
         while True:
             with self._errors("pull", queue):
-                reply = self._run(queue, found.pull, [limit, lease_ms])
+                reply = self._run(queue, found.pull, (limit, lease_ms))
             if len(reply) > 1:
-                return self._deliveries(queue, reply)
+                deliveries = self._deliveries(queue, reply, lease)
+                if len(deliveries) >= limit >= _READ_AHEAD_MIN:
+                    self._start_ahead(queue, limit)
+                return deliveries
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed.is_set():
                 return []
@@ -461,24 +579,140 @@ class RedisDriver:
                     f"while waiting: {type(exc).__name__}: {exc}"
                 ) from exc
 
-    def _deliveries(self, queue: str, reply: list[Any]) -> list[Delivery]:
-        lease = self.options.lease
-        out: list[Delivery] = []
-        for i in range(1, len(reply), 5):
-            number = reply[i].decode()
-            attempts, claim = int(reply[i + 1]), int(reply[i + 2])
-            message_id = reply[i + 3].decode("utf-8", "replace")
-            out.append(
-                Delivery(queue, message_id, reply[i + 4], attempts, Receipt(number, claim), lease)
+    def _deliveries(self, queue: str, reply: list[Any], lease: float) -> list[Delivery]:
+        # reply: hint, then number, stamp, id, body per message.
+        parts = iter(reply)
+        next(parts)
+        return [
+            Delivery(
+                queue,
+                message_id.decode("utf-8", "replace") if message_id is not None else "",
+                body,
+                stamp // 10 % 1_000_000,  # scripts.attempts_of, inlined
+                Receipt(number, stamp),
+                lease,
             )
-        return out
+            for number, stamp, message_id, body in zip(parts, parts, parts, parts, strict=True)
+        ]
+
+    # -- read-ahead -------------------------------------------------------------------------
+
+    def _start_ahead(self, queue: str, limit: int) -> None:
+        """Claim the next ``limit`` of ``queue`` in a background thread (redis-py waits
+        for the reply without the GIL, so the server's work hides behind the worker's)."""
+        record = _ReadAhead(limit, time.monotonic())
+        with self._lock:
+            if queue in self._ahead or self._closed.is_set():
+                return
+            self._ahead[queue] = record
+        thread = threading.Thread(
+            target=self._run_ahead,
+            args=(queue, record),
+            name=f"pashq-redis-read-ahead-{queue}",
+            daemon=True,
+        )
+        thread.start()
+
+    def _run_ahead(self, queue: str, record: _ReadAhead) -> None:
+        lease = self.options.lease
+        try:
+            _, found = self._use()
+            reply = self._run(queue, found.pull, (record.limit, max(1, round(lease * 1000))))
+            if len(reply) > 1:
+                record.deliveries = self._deliveries(queue, reply, lease)
+        except Exception as exc:  # the next pull claims again in the foreground
+            record.error = exc
+        finally:
+            record.claimed.set()
+        with self._lock:
+            mine = self._ahead.get(queue) is record
+        if not mine:  # closed, or a pull gave up waiting for it: nobody will take these
+            self._give_back_ahead(queue, record)
+            return
+        if not record.deliveries:
+            self._drop_ahead(queue, record)
+            return
+        record.gone.wait(max(0.0, record.started + lease * _READ_AHEAD_AGE - time.monotonic()))
+        if self._drop_ahead(queue, record):
+            self._give_back_ahead(queue, record)
+
+    def _drop_ahead(self, queue: str, record: _ReadAhead) -> bool:
+        """Take ``record`` out of the driver; whether it was still there (then its
+        deliveries are the caller's)."""
+        with self._lock:
+            if self._ahead.get(queue) is not record:
+                return False
+            del self._ahead[queue]
+            return True
+
+    def _from_ahead(self, queue: str, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries of the read-ahead claim of ``queue`` (waiting for it
+        if it is still on its way), or ``[]`` when there is none or it came too late."""
+        record = self._ahead.get(queue)
+        if record is None:
+            return []
+        record.claimed.wait(self.options.socket_timeout + 1)
+        lease = self.options.lease
+        served: list[Delivery] = []
+        with self._lock:
+            if self._ahead.get(queue) is not record:
+                return []  # given back meanwhile (too old)
+            age = time.monotonic() - record.started
+            if age > lease * _READ_AHEAD_AGE or not record.deliveries:
+                del self._ahead[queue]
+                stale = True
+            else:
+                stale = False
+                served = record.deliveries[:limit]
+                del record.deliveries[:limit]
+                if not record.deliveries:
+                    del self._ahead[queue]
+        if stale:
+            record.gone.set()
+            if record.error is not None:
+                log.debug("redis read-ahead claim on queue %r failed: %s", queue, record.error)
+            self._give_back_ahead(queue, record)
+            return []
+        if not record.deliveries:
+            record.gone.set()
+        # The lease started when the claim was sent: say what is left of it, so that the
+        # worker's heartbeat extends it in time.
+        left = lease - age
+        for delivery in served:
+            delivery.lease = left
+        if len(served) == record.limit and record.limit >= _READ_AHEAD_MIN:
+            self._start_ahead(queue, record.limit)
+        return served
+
+    def _give_back_ahead(self, queue: str, record: _ReadAhead) -> None:
+        """Hand back the read-ahead deliveries nobody took, without counting the attempt
+        (on failure their lease brings them back, counted)."""
+        with self._lock:
+            deliveries, record.deliveries = record.deliveries, []
+            client, found = self._client, self._scripts
+        record.gone.set()
+        if not deliveries:
+            return
+        if client is None or found is None or self._pid != os.getpid():
+            return
+        try:
+            for batch in _chunks(deliveries, self.options.batch_size):
+                self._run(queue, found.defer, [0, *_fence(batch)], client=client)
+        except RedisError as exc:
+            log.warning(
+                "redis: could not give back %d read-ahead message(s) on queue %r (%s); "
+                "they come back when their lease ends",
+                len(deliveries),
+                queue,
+                exc,
+            )
 
     def _stale(
         self, what: str, queue: str, stale: list[bytes], deliveries: Sequence[Delivery]
     ) -> None:
         if not stale:
             return
-        numbers = {s.decode() for s in stale}
+        numbers = set(stale)
         lost = [d for d in deliveries if d.receipt.number in numbers]
         log.info(
             "redis: %s of %d message(s) on queue %r skipped: no longer held by this delivery "
@@ -537,7 +771,7 @@ class RedisDriver:
         receipt: Receipt = delivery.receipt
         args = [
             receipt.number,
-            receipt.claim,
+            receipt.stamp,
             delivery.id,
             safe_text(reason, REASON_LIMIT),
             safe_text(traceback, TRACEBACK_LIMIT, keep="tail") if traceback is not None else "",
@@ -546,12 +780,15 @@ class RedisDriver:
         with self._errors("dead letter", queue):
             moved = self._run(queue, found.dead_letter, args)
         if not moved:
-            self._stale("dead letter", queue, [receipt.number.encode()], [delivery])
+            self._stale("dead letter", queue, [receipt.number], [delivery])
 
     @hookimpl
     def pashq_queue_empty(self, queue: str) -> bool | None:
-        """``True`` when nothing is deliverable now (one script)."""
+        """``True`` when nothing is deliverable now (one script; a read-ahead claim not
+        yet served counts as deliverable)."""
         _, found = self._use()
+        if queue in self._ahead:
+            return False
         with self._errors("queue_empty", queue):
             return int(self._run(queue, found.ready_count, [])) == 0
 
@@ -567,18 +804,18 @@ class RedisDriver:
 
     @hookimpl
     def pashq_queues(self) -> list[str]:
-        """The queues holding messages or dead letters: one ``meta`` hash each (SCAN, on
+        """The queues holding messages or dead letters: one ``body`` hash each (SCAN, on
         every primary of a cluster)."""
         client, _ = self._use()
         prefix = self.options.key_prefix
-        pattern = f"{_glob_escape(prefix)}{{*}}:meta"
+        pattern = f"{_glob_escape(prefix)}{{*}}:body"
         names: set[str] = set()
         with self._errors("listing queues", "*"):
             for raw in client.scan_iter(match=pattern, count=1000):
                 key = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
                 inner = key[len(prefix) :]
-                if inner.startswith("{") and inner.endswith("}:meta"):
-                    names.add(inner[1 : -len("}:meta")])
+                if inner.startswith("{") and inner.endswith("}:body"):
+                    names.add(inner[1 : -len("}:body")])
         return sorted(names)
 
     @hookimpl
@@ -602,19 +839,22 @@ class RedisDriver:
         with self._errors("failed list", queue):
             rows = self._run(queue, found.failed_list, [limit])
         out: list[DeadLetter] = []
-        for i in range(0, len(rows), 6):
-            _number, failed_ms, meta, body, reason, trace = rows[i : i + 6]
-            if meta is None or body is None:
+        for i in range(0, len(rows), 7):
+            _number, failed_ms, stamp, body, reason, trace, message_id = rows[i : i + 7]
+            if body is None:
                 continue  # purged meanwhile
-            attempts, _claims, _priority, message_id = meta.decode("utf-8", "replace").split(":", 3)
+            try:
+                attempts = scripts.attempts_of(int(stamp))
+            except (TypeError, ValueError):
+                attempts = 0  # written by hand
             out.append(
                 DeadLetter(
-                    id=message_id,
+                    id=_text(message_id) or "",
                     queue=queue,
                     body=body,
                     reason=_text(reason) or "",
                     traceback=_text(trace),
-                    attempts=int(attempts),
+                    attempts=attempts,
                     failed_at=datetime.fromtimestamp(int(float(failed_ms)) / 1000, UTC),
                 )
             )

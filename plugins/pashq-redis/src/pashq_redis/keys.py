@@ -18,7 +18,7 @@ __all__ = ["PARTS", "QueueKeys", "queue_name_problem"]
 PARTS = (
     "seq",  # string: the last message number given out (INCRBY)
     "body",  # hash: number -> the envelope bytes
-    "meta",  # hash: number -> "<attempts>:<claims>:<priority>:<id>"
+    "meta",  # hash: number -> stamp, claims * 10**7 + attempts * 10 + priority (integer)
     "ready",  # sorted set: number, score 9 - priority (ties by number: FIFO)
     "delayed",  # sorted set: number, score = due time (ms, server clock)
     "leased",  # sorted set: number, score = lease deadline (ms, server clock)
@@ -26,6 +26,7 @@ PARTS = (
     "reason",  # hash: number -> dead-letter reason
     "trace",  # hash: number -> dead-letter traceback
     "wake",  # list: tokens that wake an idle puller (BLPOP)
+    "id",  # hash: number -> the message id
 )
 #: Longest queue name, in UTF-8 bytes (keys stay short; Redis allows far more).
 MAX_NAME_BYTES = 1000
@@ -56,7 +57,7 @@ class QueueKeys:
         return f"{self.prefix}{{{self.queue}}}:{part}"
 
     def all(self) -> list[str]:
-        """Every key of the queue, in :data:`PARTS` order."""
+        """Every key of the queue, in :data:`PARTS` order (a new list each call)."""
         return [self.key(part) for part in PARTS]
 
     def slot(self) -> int:
