@@ -384,7 +384,8 @@ class RedisDriver:
         results: list[Any] = []
         acked: Any = None
         for tries in (1, 2):
-            connection = pool.get_connection()
+            # redis-py leaves the Connection methods untyped.
+            connection: Any = pool.get_connection()
             try:
                 todo = batches[len(results) :]
                 for batch in todo:
@@ -529,11 +530,18 @@ class RedisDriver:
             )
 
     def _push_args(self, batch: Sequence[OutgoingMessage]) -> list[Any]:
-        args: list[Any] = [len(batch)]
-        for m in batch:
-            delay = m.delay
-            args += (m.id, m.body, max(1, round(delay * 1000)) if delay > 0 else 0, m.priority)
-        return args
+        # count, s, s triples (index, delay ms, priority) for the messages that have
+        # either, then id, body each (most messages have neither: two strings each).
+        special: list[Any] = []
+        for i, m in enumerate(batch):
+            if m.delay > 0 or m.priority:
+                special += (i, max(1, round(m.delay * 1000)) if m.delay > 0 else 0, m.priority)
+        return [
+            len(batch),
+            len(special) // 3,
+            *special,
+            *[part for m in batch for part in (m.id, m.body)],
+        ]
 
     @hookimpl
     def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:

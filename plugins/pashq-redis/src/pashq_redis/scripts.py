@@ -104,29 +104,39 @@ local function promote(now, limit)
     end
   end
 end
-local function store(first, count, base, stride, now)
-  -- ARGV[base + i * stride + 0 .. 3]: id, body, delay (ms), priority
+local function store(first, count, now, base, at, spec)
+  -- Message i (0-based) has its id at ARGV[at[i]] (or ARGV[base + 2 * i] without at), its
+  -- body right after; spec[i] is the ARGV index of its delay (ms) and priority, given only
+  -- when either is not 0.
   local bodies, ids, ready, delayed, stamps = {}, {}, {}, {}, {}
   local nb, nr, nd = 0, 0, 0
   for i = 0, count - 1 do
-    local b = base + i * stride
+    local b
+    if at then b = at[i] else b = base + i * 2 end
     local m = string.format('%016d', first + i)
-    local delay = tonumber(ARGV[b + 2])
     bodies[nb + 1] = m
     bodies[nb + 2] = ARGV[b + 1]
     ids[nb + 1] = m
     ids[nb + 2] = ARGV[b]
     nb = nb + 2
-    if delay > 0 then
-      delayed[nd + 1] = now + delay
-      delayed[nd + 2] = m
-      stamps[nd + 1] = m
-      stamps[nd + 2] = ARGV[b + 3]
-      nd = nd + 2
-    else
-      ready[nr + 1] = 9 - tonumber(ARGV[b + 3])
+    local k = spec[i]
+    if not k then
+      ready[nr + 1] = 9
       ready[nr + 2] = m
       nr = nr + 2
+    else
+      local delay = tonumber(ARGV[k])
+      if delay > 0 then
+        delayed[nd + 1] = now + delay
+        delayed[nd + 2] = m
+        stamps[nd + 1] = m
+        stamps[nd + 2] = ARGV[k + 1]
+        nd = nd + 2
+      else
+        ready[nr + 1] = 9 - tonumber(ARGV[k + 1])
+        ready[nr + 2] = m
+        nr = nr + 2
+      end
     end
   end
   many('HSET', KEYS[2], bodies, nb, 2)
@@ -138,13 +148,16 @@ local function store(first, count, base, stride, now)
 end
 """
 
-#: ARGV: count, then id, body, delay (ms), priority per message. Returns the count.
+#: ARGV: count, s, then s triples (index from 0, delay (ms), priority) for the messages
+#: with a delay or a priority, then id, body per message. Returns the count.
 PUSH = (
     _PRELUDE
     + """
-local count = tonumber(ARGV[1])
+local count, s = tonumber(ARGV[1]), tonumber(ARGV[2])
+local spec = {}
+for k = 0, s - 1 do spec[tonumber(ARGV[3 + k * 3])] = 4 + k * 3 end
 local first = redis.call('INCRBY', KEYS[1], count) - count + 1
-store(first, count, 2, 4, now_ms())
+store(first, count, now_ms(), 3 + s * 3, nil, spec)
 return count
 """
 )
@@ -183,9 +196,12 @@ for i = 0, count - 1 do
 end
 if #stored > 0 then
   local first = redis.call('INCRBY', KEYS[1], #stored) - #stored + 1
+  local at, spec = {}, {}
   for j, b in ipairs(stored) do
-    store(first + j - 1, 1, b, 6, now)
+    at[j - 1] = b
+    spec[j - 1] = b + 2
   end
+  store(first, #stored, now, 0, at, spec)
 end
 return answers
 """
