@@ -408,3 +408,14 @@ def test_queue_listing_matches_the_prefix_literally(redis_table: dict[str, Any])
     finally:
         glob.close()
         plain.close()  # the session's prefix cleanup deletes both prefixes' keys
+
+
+def test_message_id_with_nul_is_refused_before_anything_is_stored(
+    connection: Connection, queue_name: str
+) -> None:
+    """The stored value is ``<id> NUL <envelope>``: an id holding NUL is refused, naming
+    it, and no message of the push is stored."""
+    bad = OutgoingMessage("a\0b", "t", b"{}", 0.0)
+    with pytest.raises(DriverError, match="NUL"):
+        _push(connection, queue_name, _message(1), bad)
+    assert connection.stats(queue_name).ready == 0

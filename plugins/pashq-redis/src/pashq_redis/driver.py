@@ -12,12 +12,21 @@ messages, rate limits, concurrency caps and schedules, see
 :mod:`pashq_redis.coordination`) and ``pashq_defer``.
 
 Design (see :mod:`pashq_redis.scripts`): each queue is a few keys ``<prefix>{<queue>}:*``;
-a message is a number with its bytes and ``attempts:claims:priority:id`` in two hashes, and sits
-in exactly one of the sorted sets ``ready`` (by priority, then push order), ``delayed``
-(by due time), ``leased`` (by lease deadline) or ``failed``. Every change is one Lua
-script, atomic on the server and timed by the server's ``TIME``. A pull first moves due
-delays and ended leases back to ``ready``, then claims. Settles are fenced: they apply
-only while the message is still leased with the claim count the delivery was pulled with.
+a message is a number with its id and bytes in one hash and its claim count, attempt count
+and priority as one integer (the stamp) in another, and sits in exactly one of the sorted
+sets ``ready`` (by priority, then push order), ``delayed`` (by due time), ``leased`` (by
+lease deadline) or ``failed``. Every change is one Lua script, atomic on the server and
+timed by the server's ``TIME``. A pull first moves due delays and ended leases back to
+``ready``, then claims. Settles are fenced: they apply only while the message is still
+leased with the stamp the delivery was pulled with.
+
+Overlap: a push writes each batch's script call to the socket as soon as it is built and
+reads the replies at the end, so the server stores one batch while the next is built. A
+full claim of at least 50 messages starts the next claim in a background thread (the
+server works while the worker runs the first batch); the next pull is served from it,
+with the lease that is left. A read-ahead claim not asked for within a quarter of the
+lease, and whatever is left of it at ``pashq_close``, is given back without counting the
+attempt.
 
 Options (``[queues.<name>]`` with ``type = "redis"``):
 
@@ -42,9 +51,11 @@ writes; ``always`` loses nothing acknowledged; RDB snapshots only lose what came
 last one): see ``docs/redis.md``. A command whose connection broke is retried once on a
 fresh connection (a server restart), so a push whose reply was lost may store its
 messages twice; while the server is down hooks raise :class:`~pashq.errors.DriverError`
-and the worker backs off. Safe across ``os.fork``: a child opens its own pool.
+and the worker backs off. Safe across ``os.fork``: a child opens its own pool (and
+never serves its parent's read-ahead claim).
 
-Limits: a queue name may not contain ``{`` or ``}`` (the hash tag). Dead-letter retry and
+Limits: a queue name may not contain ``{`` or ``}`` (the hash tag), a message id no NUL
+(envelope ids never do); a message's attempt count stays below 1,000,000. Dead-letter retry and
 purge by id read every dead letter of the queue in one script (fine for thousands).
 """
 
@@ -134,6 +145,16 @@ def _ids(deliveries: Sequence[Any]) -> str:
 
 def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
+
+
+def _check_ids(queue: str, messages: Sequence[OutgoingMessage]) -> None:
+    """Refuse an id holding NUL: it ends the id in the stored ``<id>\\0<envelope>``."""
+    if "\0" in "".join([m.id for m in messages]):
+        bad = next(m.id for m in messages if "\0" in m.id)
+        raise DriverError(
+            f"redis push on queue {queue!r}: message id {bad!r} holds a NUL character, "
+            "which the Redis driver cannot store; nothing was pushed"
+        )
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -324,6 +345,7 @@ class RedisDriver:
             )
         if not messages:
             return []
+        _check_ids(queue, messages)
         client, found = self._use()
         batches = list(_chunks(messages, self.options.batch_size))
         with self._errors(
@@ -450,6 +472,7 @@ class RedisDriver:
                 f"redis driver: unknown dispatch option(s) {', '.join(sorted(options))}; "
                 "it accepts none"
             )
+        _check_ids(queue, messages)
         if self.options.cluster:
             return self._push_unique_in_steps(queue, messages, keys, ttls)
         client, found = self._use()
@@ -588,20 +611,26 @@ class RedisDriver:
                 ) from exc
 
     def _deliveries(self, queue: str, reply: list[Any], lease: float) -> list[Delivery]:
-        # reply: hint, then number, stamp, id, body per message.
+        # reply: hint, then number, stamp, b"<id>\0<envelope>" per message.
         parts = iter(reply)
         next(parts)
-        return [
-            Delivery(
-                queue,
-                message_id.decode("utf-8", "replace") if message_id is not None else "",
-                body,
-                stamp // 10 % 1_000_000,  # scripts.attempts_of, inlined
-                Receipt(number, stamp),
-                lease,
+        out: list[Delivery] = []
+        append = out.append
+        for number, stamp, value in zip(parts, parts, parts, strict=True):
+            message_id, cut, body = value.partition(b"\0")
+            if not cut:  # written by hand: all of it is the body
+                message_id, body = b"", value
+            append(
+                Delivery(
+                    queue,
+                    message_id.decode("utf-8", "replace"),
+                    body,
+                    stamp // 10 % 1_000_000,  # scripts.attempts_of, inlined
+                    Receipt(number, stamp),
+                    lease,
+                )
             )
-            for number, stamp, message_id, body in zip(parts, parts, parts, parts, strict=True)
-        ]
+        return out
 
     # -- read-ahead -------------------------------------------------------------------------
 
@@ -847,10 +876,13 @@ class RedisDriver:
         with self._errors("failed list", queue):
             rows = self._run(queue, found.failed_list, [limit])
         out: list[DeadLetter] = []
-        for i in range(0, len(rows), 7):
-            _number, failed_ms, stamp, body, reason, trace, message_id = rows[i : i + 7]
-            if body is None:
+        for i in range(0, len(rows), 6):
+            _number, failed_ms, stamp, value, reason, trace = rows[i : i + 6]
+            if value is None:
                 continue  # purged meanwhile
+            message_id, cut, body = value.partition(b"\0")
+            if not cut:
+                message_id, body = b"", value
             try:
                 attempts = scripts.attempts_of(int(stamp))
             except (TypeError, ValueError):

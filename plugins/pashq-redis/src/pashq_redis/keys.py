@@ -17,7 +17,7 @@ __all__ = ["PARTS", "QueueKeys", "queue_name_problem"]
 #: letters, the id sequence and the wake-up list.
 PARTS = (
     "seq",  # string: the last message number given out (INCRBY)
-    "body",  # hash: number -> the envelope bytes
+    "body",  # hash: number -> "<id>\0<envelope bytes>"
     "meta",  # hash: number -> stamp, claims * 10**7 + attempts * 10 + priority (integer)
     "ready",  # sorted set: number, score 9 - priority (ties by number: FIFO)
     "delayed",  # sorted set: number, score = due time (ms, server clock)
@@ -26,7 +26,6 @@ PARTS = (
     "reason",  # hash: number -> dead-letter reason
     "trace",  # hash: number -> dead-letter traceback
     "wake",  # list: tokens that wake an idle puller (BLPOP)
-    "id",  # hash: number -> the message id
 )
 #: Longest queue name, in UTF-8 bytes (keys stay short; Redis allows far more).
 MAX_NAME_BYTES = 1000

@@ -3,8 +3,9 @@
 Every script gets all the queue's keys (:data:`pashq_redis.keys.PARTS`, in order) as
 ``KEYS`` and reads the time with ``TIME`` (the server's clock, in milliseconds): no worker
 clock ever decides a lease or a delay. A message is a number (``%016d``, so members sort in
-push order) whose envelope bytes are in ``body``, whose id is in ``id`` and whose counts
-are one integer in ``meta``, the *stamp*::
+push order) whose id and envelope bytes are one value in ``body`` (``<id> NUL
+<envelope>``: message ids hold no NUL) and whose counts are one integer in ``meta``, the
+*stamp*::
 
     stamp = claims * 10,000,000 + attempts * 10 + priority
 
@@ -55,7 +56,7 @@ def attempts_of(stamp: int) -> int:
 
 
 # KEYS: 1 seq, 2 body, 3 meta, 4 ready, 5 delayed, 6 leased, 7 failed, 8 reason, 9 trace,
-# 10 wake, 11 id.
+# 10 wake.
 _PRELUDE = """
 local function now_ms()
   local t = redis.call('TIME')
@@ -72,6 +73,12 @@ local function prio(stamp)
   local s = tonumber(stamp)
   if not s then return 0 end  -- written by hand: deliver it, never fail the script
   return s % 10
+end
+local function id_of(value)
+  if not value then return '' end
+  local cut = string.find(value, '\0', 1, true)
+  if not cut then return '' end
+  return string.sub(value, 1, cut - 1)
 end
 local function wake(n)
   if n > 0 then
@@ -108,16 +115,14 @@ local function store(first, count, now, base, at, spec)
   -- Message i (0-based) has its id at ARGV[at[i]] (or ARGV[base + 2 * i] without at), its
   -- body right after; spec[i] is the ARGV index of its delay (ms) and priority, given only
   -- when either is not 0.
-  local bodies, ids, ready, delayed, stamps = {}, {}, {}, {}, {}
+  local bodies, ready, delayed, stamps = {}, {}, {}, {}
   local nb, nr, nd = 0, 0, 0
   for i = 0, count - 1 do
     local b
     if at then b = at[i] else b = base + i * 2 end
     local m = string.format('%016d', first + i)
     bodies[nb + 1] = m
-    bodies[nb + 2] = ARGV[b + 1]
-    ids[nb + 1] = m
-    ids[nb + 2] = ARGV[b]
+    bodies[nb + 2] = ARGV[b] .. '\0' .. ARGV[b + 1]
     nb = nb + 2
     local k = spec[i]
     if not k then
@@ -140,7 +145,6 @@ local function store(first, count, now, base, at, spec)
     end
   end
   many('HSET', KEYS[2], bodies, nb, 2)
-  many('HSET', KEYS[11], ids, nb, 2)
   many('ZADD', KEYS[4], ready, nr, 2)
   many('ZADD', KEYS[5], delayed, nd, 2)
   many('HSET', KEYS[3], stamps, nd, 2)
@@ -207,7 +211,8 @@ return answers
 """
 )
 
-#: ARGV: max messages, lease (ms). Returns {hint, number, stamp, id, body, ...}: hint is
+#: ARGV: max messages, lease (ms). Returns {hint, number, stamp, value, ...} (value: id,
+#: NUL, envelope): hint is
 #: -1 when messages came back, else the ms until the next delay or lease ends (-1: none).
 PULL = (
     _PRELUDE
@@ -221,7 +226,6 @@ if n > 0 then
   for i = 1, n do members[i] = popped[i * 2 - 1] end
   local stamps = redis.call('HMGET', KEYS[3], unpack(members))
   local bodies = redis.call('HMGET', KEYS[2], unpack(members))
-  local ids = redis.call('HMGET', KEYS[11], unpack(members))
   local deadline = now + tonumber(ARGV[2])
   local newstamps, leased, out = {}, {}, {-1}
   local j, o = 0, 1
@@ -238,9 +242,8 @@ if n > 0 then
       j = j + 2
       out[o + 1] = m
       out[o + 2] = s
-      out[o + 3] = ids[i]
-      out[o + 4] = body
-      o = o + 4
+      out[o + 3] = body
+      o = o + 3
     end
   end
   if j > 0 then
@@ -283,7 +286,6 @@ end
 if h > 0 then
   redis.call('ZREM', KEYS[6], unpack(held))
   redis.call('HDEL', KEYS[2], unpack(held))
-  redis.call('HDEL', KEYS[11], unpack(held))
   redis.call('HDEL', KEYS[3], unpack(held))
 end
 return stale
@@ -353,7 +355,13 @@ DEAD_LETTER = (
 local m = ARGV[1]
 if not holds(m, ARGV[2]) then return 0 end
 redis.call('ZREM', KEYS[6], m)
-redis.call('HSET', KEYS[11], m, ARGV[3])
+local value = redis.call('HGET', KEYS[2], m)
+if value and ARGV[3] ~= '' then
+  local old = id_of(value)
+  if old ~= ARGV[3] then  -- the envelope's id, found by the worker, is the message's id
+    redis.call('HSET', KEYS[2], m, ARGV[3] .. '\0' .. string.sub(value, #old + 2))
+  end
+end
 redis.call('HSET', KEYS[8], m, ARGV[4])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[9], m, ARGV[5]) end
 redis.call('ZADD', KEYS[7], fmt(now_ms()), m)
@@ -361,7 +369,7 @@ return 1
 """
 )
 
-#: ARGV: limit. Returns {number, failed_at (ms), stamp, body, reason, traceback, id, ...}.
+#: ARGV: limit. Returns {number, failed_at (ms), stamp, value, reason, traceback, ...}.
 FAILED_LIST = """
 local rows = redis.call('ZRANGE', KEYS[7], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
 local out = {}
@@ -373,7 +381,6 @@ for i = 1, #rows, 2 do
   out[#out + 1] = redis.call('HGET', KEYS[2], m)
   out[#out + 1] = redis.call('HGET', KEYS[8], m)
   out[#out + 1] = redis.call('HGET', KEYS[9], m)
-  out[#out + 1] = redis.call('HGET', KEYS[11], m)
 end
 return out
 """
@@ -386,15 +393,14 @@ local n = 0
 local moved = 0
 for _, m in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
   local stamp = redis.call('HGET', KEYS[3], m)
-  local id = redis.call('HGET', KEYS[11], m) or ''
+  local body = redis.call('HGET', KEYS[2], m)
+  local id = id_of(body)
   if everything or want[id] then
-    local body = redis.call('HGET', KEYS[2], m)
     redis.call('ZREM', KEYS[7], m)
     redis.call('HDEL', KEYS[8], m)
     redis.call('HDEL', KEYS[9], m)
     redis.call('HDEL', KEYS[2], m)
     redis.call('HDEL', KEYS[3], m)
-    redis.call('HDEL', KEYS[11], m)
     n = n + 1
     SETTLE
   end
@@ -410,7 +416,6 @@ FAILED_RETRY = (
         """if body then
       local new = string.format('%016d', redis.call('INCR', KEYS[1]))
       redis.call('HSET', KEYS[2], new, body)
-      redis.call('HSET', KEYS[11], new, id)
       redis.call('ZADD', KEYS[4], 9 - prio(stamp), new)
       moved = moved + 1
     end""",
@@ -440,7 +445,6 @@ for _, range in ipairs({{KEYS[4], '-inf', '+inf'}, {KEYS[5], '-inf', '+inf'},
       many('ZREM', range[1], members, #members, 1)
       many('HDEL', KEYS[2], members, #members, 1)
       many('HDEL', KEYS[3], members, #members, 1)
-      many('HDEL', KEYS[11], members, #members, 1)
       n = n + #members
     end
   end
