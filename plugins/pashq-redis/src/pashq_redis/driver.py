@@ -616,6 +616,7 @@ class RedisDriver:
         next(parts)
         out: list[Delivery] = []
         append = out.append
+        receipt = tuple.__new__  # Receipt(...) without NamedTuple's Python-level __new__
         for number, stamp, value in zip(parts, parts, parts, strict=True):
             message_id, cut, body = value.partition(b"\0")
             if not cut:  # written by hand: all of it is the body
@@ -626,7 +627,7 @@ class RedisDriver:
                     message_id.decode("utf-8", "replace"),
                     body,
                     stamp // 10 % 1_000_000,  # scripts.attempts_of, inlined
-                    Receipt(number, stamp),
+                    receipt(Receipt, (number, stamp)),
                     lease,
                 )
             )
