@@ -69,6 +69,7 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
 
 import attrs
@@ -120,8 +121,10 @@ _DRIVERS: weakref.WeakSet[RedisDriver] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for driver in list(_DRIVERS):
         driver._lock = threading.Lock()
-        # The parent's read-ahead threads and their claims stay the parent's.
+        # The parent's read-ahead thread and its claims stay the parent's.
         driver._ahead = {}
+        driver._ahead_jobs = SimpleQueue()
+        driver._ahead_thread = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -242,6 +245,8 @@ class RedisDriver:
         self._keys: dict[str, QueueKeys] = {}
         self._key_lists: dict[str, list[str]] = {}
         self._ahead: dict[str, _ReadAhead] = {}
+        self._ahead_jobs: SimpleQueue[tuple[str, _ReadAhead] | None] = SimpleQueue()
+        self._ahead_thread: threading.Thread | None = None
         _DRIVERS.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -273,6 +278,9 @@ class RedisDriver:
         returns at once)."""
         with self._lock:
             ahead, self._ahead = self._ahead, {}
+            if self._ahead_thread is not None:
+                self._ahead_jobs.put(None)  # the thread ends after its current claim
+                self._ahead_thread = None
         for queue, record in ahead.items():
             record.claimed.wait(self.options.socket_timeout)
             self._give_back_ahead(queue, record)
@@ -636,22 +644,56 @@ class RedisDriver:
     # -- read-ahead -------------------------------------------------------------------------
 
     def _start_ahead(self, queue: str, limit: int) -> None:
-        """Claim the next ``limit`` of ``queue`` in a background thread (redis-py waits
-        for the reply without the GIL, so the server's work hides behind the worker's)."""
+        """Have the read-ahead thread claim the next ``limit`` of ``queue`` (redis-py waits
+        for the reply without the GIL, so the server's work hides behind the worker's).
+
+        One thread per driver and process, started once: starting a thread per claim
+        costs the caller a GIL hand-over (milliseconds) each time.
+        """
         record = _ReadAhead(limit, time.monotonic())
         with self._lock:
             if queue in self._ahead or self._closed.is_set():
                 return
             self._ahead[queue] = record
-        thread = threading.Thread(
-            target=self._run_ahead,
-            args=(queue, record),
-            name=f"pashq-redis-read-ahead-{queue}",
-            daemon=True,
-        )
-        thread.start()
+            if self._ahead_thread is None:
+                self._ahead_thread = threading.Thread(
+                    target=self._ahead_loop,
+                    args=(self._ahead_jobs,),
+                    name=f"pashq-redis-read-ahead-{self.connection_name}",
+                    daemon=True,
+                )
+                self._ahead_thread.start()
+            self._ahead_jobs.put((queue, record))
 
-    def _run_ahead(self, queue: str, record: _ReadAhead) -> None:
+    def _ahead_loop(self, jobs: SimpleQueue[tuple[str, _ReadAhead] | None]) -> None:
+        """The read-ahead thread: claim what is asked, give back what waited too long."""
+        waiting: list[tuple[str, _ReadAhead]] = []
+        limit = self.options.lease * _READ_AHEAD_AGE
+        while True:
+            now = time.monotonic()
+            kept = []
+            for queue, record in waiting:
+                if record.gone.is_set():
+                    continue
+                if now >= record.started + limit:
+                    if self._drop_ahead(queue, record):
+                        self._give_back_ahead(queue, record)
+                else:
+                    kept.append((queue, record))
+            waiting = kept
+            timeout = min((r.started + limit for _, r in waiting), default=now + 60.0) - now
+            try:
+                job = jobs.get(timeout=max(0.0, timeout))
+            except Empty:
+                continue
+            if job is None:
+                return
+            queue, record = job
+            if self._claim_ahead(queue, record):
+                waiting.append(job)
+
+    def _claim_ahead(self, queue: str, record: _ReadAhead) -> bool:
+        """Make the read-ahead claim; whether its deliveries now wait for a pull."""
         lease = self.options.lease
         try:
             _, found = self._use()
@@ -666,13 +708,11 @@ class RedisDriver:
             mine = self._ahead.get(queue) is record
         if not mine:  # closed, or a pull gave up waiting for it: nobody will take these
             self._give_back_ahead(queue, record)
-            return
+            return False
         if not record.deliveries:
             self._drop_ahead(queue, record)
-            return
-        record.gone.wait(max(0.0, record.started + lease * _READ_AHEAD_AGE - time.monotonic()))
-        if self._drop_ahead(queue, record):
-            self._give_back_ahead(queue, record)
+            return False
+        return True
 
     def _drop_ahead(self, queue: str, record: _ReadAhead) -> bool:
         """Take ``record`` out of the driver; whether it was still there (then its
