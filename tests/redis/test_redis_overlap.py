@@ -217,3 +217,27 @@ def test_forked_child_does_not_serve_the_parents_read_ahead(
     mine = _pull(roomy, queue_name, FULL)
     assert [d.id for d in mine] == ids[FULL : 2 * FULL]
     roomy.hook.pashq_ack(queue=queue_name, deliveries=first + mine)
+
+
+def test_read_ahead_deliveries_are_extended_like_any_other(
+    roomy: Connection, queue_name: str
+) -> None:
+    """The heartbeat's extension of deliveries served from a read-ahead claim moves their
+    server-side lease deadlines (their receipts hold the claim they were made with)."""
+    _push(roomy, queue_name, 2 * FULL)
+    first = _pull(roomy, queue_name, FULL)
+    second = _pull(roomy, queue_name, FULL)
+    driver = _driver(roomy)
+    client = driver.redis()
+    leased = driver.keys(queue_name).key("leased")
+    before = [client.zscore(leased, d.receipt.number) for d in second]
+    seconds, micros = client.time()
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    roomy.hook.pashq_extend(queue=queue_name, deliveries=second, seconds=120.0)
+    after = [client.zscore(leased, d.receipt.number) for d in second]
+    assert all(
+        b is not None and a is not None and a > b for a, b in zip(after, before, strict=True)
+    )
+    assert all(a is not None and a >= now_ms + 119_000 for a in after)
+    roomy.hook.pashq_ack(queue=queue_name, deliveries=first + second)
+    assert _counts(roomy, queue_name) == (0, 0)
