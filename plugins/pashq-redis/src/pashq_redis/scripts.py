@@ -9,17 +9,19 @@ push order) whose id and envelope bytes are one value in ``body`` (``<id> NUL
 
     stamp = claims * 10,000,000 + attempts * 10 + priority
 
-A claim adds 10,000,010 to it (one claim, one attempt), a defer takes 10 off (the attempt
-is given back, the claim stays), so no per-message string is parsed or built on the hot
-path. A message pushed ready has no stamp yet (its priority is its score in ``ready``,
+A claim adds 10,000,010 to it (one claim, one attempt); every way out of ``leased`` but
+the ack (nack, defer, dead letter, a lease that ended) adds 10,000,000 more, and a defer
+takes 10 off (the attempt is given back). So no per-message string is parsed or built on
+the hot path. A message pushed ready has no stamp yet (its priority is its score in ``ready``,
 ``9 - priority``); a delayed one gets its priority as its stamp. It is in exactly one of
 ``ready``, ``delayed``, ``leased`` or ``failed``.
 
-A settle (ack, nack, defer, extend, dead letter) applies only while the message is in
-``leased`` and its stamp is the one the delivery was pulled with: the claim count in it
-grows on every claim and never goes back, so the receipt of an earlier claim never matches
-the current holder's (the fence). A dead letter retried gets a new number, so no receipt
-from before can match it either.
+A settle (ack, nack, defer, extend, dead letter) applies only while the message's stamp is
+the one the delivery was pulled with: the claim count in it grows on every claim and on
+every release and never goes back, so a stamp matches only while the message is still
+leased under that claim, and the receipt of an earlier claim never matches the current
+holder's (the fence; no ``leased`` lookup needed). A dead letter retried gets a new
+number, so no receipt from before can match it either.
 
 Hot-path scripts fill their tables with a local counter (``#t + 1`` is a binary search in
 Lua 5.1) and make one command per batch per key.
@@ -89,7 +91,6 @@ local function wake(n)
   end
 end
 local function holds(m, stamp)
-  if not redis.call('ZSCORE', KEYS[6], m) then return nil end
   local s = redis.call('HGET', KEYS[3], m)
   if s ~= stamp then return nil end
   return tonumber(s)
@@ -101,13 +102,20 @@ local function promote(now, limit)
     if n > 0 then
       many('ZREM', set, due, n, 1)
       local stamps = redis.call('HMGET', KEYS[3], unpack(due))
-      local ready, j = {}, 0
+      local ready, bumped, j, b = {}, {}, 0, 0
       for i = 1, n do
         ready[j + 1] = 9 - prio(stamps[i])
         ready[j + 2] = due[i]
         j = j + 2
+        local s = tonumber(stamps[i])
+        if set == KEYS[6] and s then  -- the lease ended: its receipt no longer matches
+          bumped[b + 1] = due[i]
+          bumped[b + 2] = s + 10000000
+          b = b + 2
+        end
       end
       many('ZADD', KEYS[4], ready, j, 2)
+      many('HSET', KEYS[3], bumped, b, 2)
     end
   end
 end
@@ -271,11 +279,10 @@ ACK = (
 local n = #ARGV / 2
 local members = {}
 for i = 1, n do members[i] = ARGV[i * 2 - 1] end
-local scores = redis.call('ZMSCORE', KEYS[6], unpack(members))
 local stamps = redis.call('HMGET', KEYS[3], unpack(members))
 local held, stale, h, s = {}, {}, 0, 0
 for i = 1, n do
-  if scores[i] and stamps[i] == ARGV[i * 2] then
+  if stamps[i] == ARGV[i * 2] then
     h = h + 1
     held[h] = members[i]
   else
@@ -322,9 +329,8 @@ for i = 2, #ARGV, 2 do
   local stamp = holds(m, ARGV[i + 1])
   if stamp then
     redis.call('ZREM', KEYS[6], m)
-    if uncount and math.floor(stamp / 10) % 1000000 > 0 then
-      redis.call('HSET', KEYS[3], m, stamp - 10)
-    end
+    if uncount and math.floor(stamp / 10) % 1000000 > 0 then stamp = stamp - 10 end
+    redis.call('HSET', KEYS[3], m, stamp + 10000000)
     if delay > 0 then
       redis.call('ZADD', KEYS[5], fmt(now + delay), m)
     else
@@ -353,8 +359,10 @@ DEAD_LETTER = (
     _PRELUDE
     + """
 local m = ARGV[1]
-if not holds(m, ARGV[2]) then return 0 end
+local stamp = holds(m, ARGV[2])
+if not stamp then return 0 end
 redis.call('ZREM', KEYS[6], m)
+redis.call('HSET', KEYS[3], m, stamp + 10000000)
 local value = redis.call('HGET', KEYS[2], m)
 if value and ARGV[3] ~= '' then
   local old = id_of(value)
