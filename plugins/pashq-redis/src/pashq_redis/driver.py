@@ -22,11 +22,11 @@ leased with the stamp the delivery was pulled with.
 
 Overlap: a push writes each batch's script call to the socket as soon as it is built and
 reads the replies at the end, so the server stores one batch while the next is built. A
-full claim of at least 50 messages starts the next claim in a background thread (the
-server works while the worker runs the first batch); the next pull is served from it,
-with the lease that is left. A read-ahead claim not asked for within a quarter of the
-lease, and whatever is left of it at ``pashq_close``, is given back without counting the
-attempt.
+full claim of at least 50 messages sends the next claim at once, and a background thread
+reads its reply (the server works while the worker runs the first batch); the next pull
+is served from it, with the lease that is left. A read-ahead claim not asked for within
+a quarter of the lease, and whatever is left of it at ``pashq_close``, is given back
+without counting the attempt.
 
 Options (``[queues.<name>]`` with ``type = "redis"``):
 
@@ -245,7 +245,7 @@ class RedisDriver:
         self._keys: dict[str, QueueKeys] = {}
         self._key_lists: dict[str, list[str]] = {}
         self._ahead: dict[str, _ReadAhead] = {}
-        self._ahead_jobs: SimpleQueue[tuple[str, _ReadAhead] | None] = SimpleQueue()
+        self._ahead_jobs: SimpleQueue[tuple[str, _ReadAhead, Any] | None] = SimpleQueue()
         self._ahead_thread: threading.Thread | None = None
         _DRIVERS.add(self)
 
@@ -663,9 +663,35 @@ class RedisDriver:
                     daemon=True,
                 )
                 self._ahead_thread.start()
-            self._ahead_jobs.put((queue, record))
+        # Send the claim from this thread, now: handing it to the read-ahead thread would
+        # wait for that thread to get the GIL (up to the 5 ms switch interval). The thread
+        # only reads the reply.
+        client, found = self._client, self._scripts
+        connection: Any = None
+        sent: Any = None  # (pool, connection) the claim went out on
+        if isinstance(client, redis.Redis) and found is not None and self._pid == os.getpid():
+            try:
+                connection = client.connection_pool.get_connection()
+                keys = self._key_list(queue)
+                lease_ms = max(1, round(self.options.lease * 1000))
+                connection.send_packed_command(
+                    connection.pack_command(
+                        "EVALSHA", found.pull.sha, len(keys), *keys, limit, lease_ms
+                    ),
+                    check_health=False,
+                )
+                sent = (client.connection_pool, connection)
+            except Exception as exc:  # the next pull claims in the foreground
+                if connection is not None:
+                    connection.disconnect()
+                    client.connection_pool.release(connection)
+                record.error = exc
+                record.claimed.set()
+                self._drop_ahead(queue, record)
+                return
+        self._ahead_jobs.put((queue, record, sent))
 
-    def _ahead_loop(self, jobs: SimpleQueue[tuple[str, _ReadAhead] | None]) -> None:
+    def _ahead_loop(self, jobs: SimpleQueue[tuple[str, _ReadAhead, Any] | None]) -> None:
         """The read-ahead thread: claim what is asked, give back what waited too long."""
         waiting: list[tuple[str, _ReadAhead]] = []
         limit = self.options.lease * _READ_AHEAD_AGE
@@ -688,16 +714,25 @@ class RedisDriver:
                 continue
             if job is None:
                 return
-            queue, record = job
-            if self._claim_ahead(queue, record):
-                waiting.append(job)
+            queue, record, connection = job
+            if self._claim_ahead(queue, record, connection):
+                waiting.append((queue, record))
 
-    def _claim_ahead(self, queue: str, record: _ReadAhead) -> bool:
-        """Make the read-ahead claim; whether its deliveries now wait for a pull."""
+    def _claim_ahead(self, queue: str, record: _ReadAhead, connection: Any) -> bool:
+        """Read the read-ahead claim's reply on ``connection`` (its pool and the pooled
+        connection it was sent on; ``None`` on a cluster client: make the claim here);
+        whether its deliveries now wait for a pull."""
         lease = self.options.lease
         try:
-            _, found = self._use()
-            reply = self._run(queue, found.pull, (record.limit, max(1, round(lease * 1000))))
+            if connection is None:
+                _, found = self._use()
+                reply = self._run(queue, found.pull, (record.limit, max(1, round(lease * 1000))))
+            else:
+                pool, sent = connection
+                try:
+                    reply = sent.read_response()
+                finally:
+                    pool.release(sent)
             if len(reply) > 1:
                 record.deliveries = self._deliveries(queue, reply, lease)
         except Exception as exc:  # the next pull claims again in the foreground
