@@ -408,3 +408,55 @@ def test_queue_listing_matches_the_prefix_literally(redis_table: dict[str, Any])
     finally:
         glob.close()
         plain.close()  # the session's prefix cleanup deletes both prefixes' keys
+
+
+def test_message_id_with_nul_is_refused_before_anything_is_stored(
+    connection: Connection, queue_name: str
+) -> None:
+    """The stored value is ``<id> NUL <envelope>``: an id holding NUL is refused, naming
+    it, and no message of the push is stored."""
+    bad = OutgoingMessage("a\0b", "t", b"{}", 0.0)
+    with pytest.raises(DriverError, match="NUL"):
+        _push(connection, queue_name, _message(1), bad)
+    assert connection.stats(queue_name).ready == 0
+
+
+def test_settle_after_the_message_left_the_lease_does_nothing(
+    connection: Connection, queue_name: str
+) -> None:
+    """Once a delivery was nacked, deferred or dead-lettered, a second settle with its
+    receipt (an ack, an extension) finds the stamp changed and leaves the message where it
+    went: nothing is lost from ``ready``, ``delayed`` or the dead letters."""
+    hook = connection.hook
+    _push(connection, queue_name, _message(1), _message(2), _message(3))
+    nacked, deferred, dead = _pull(connection, queue_name, n=3)
+    hook.pashq_nack(queue=queue_name, deliveries=[nacked], delay=0.0)
+    hook.pashq_defer(queue=queue_name, deliveries=[deferred], delay=60.0)
+    hook.pashq_dead_letter(queue=queue_name, delivery=dead, reason="bad", traceback=None)
+    hook.pashq_ack(queue=queue_name, deliveries=[nacked, deferred, dead])
+    hook.pashq_extend(queue=queue_name, deliveries=[nacked, deferred, dead], seconds=60.0)
+    stats = connection.stats(queue_name)
+    assert (stats.ready, stats.delayed, stats.in_flight, stats.failed) == (1, 1, 0, 1)
+    (again,) = _pull(connection, queue_name)
+    assert (again.id, again.attempts) == (nacked.id, 2)
+    hook.pashq_ack(queue=queue_name, deliveries=[again])
+
+
+def test_ack_after_the_lease_ended_and_came_back_does_nothing(
+    connection: Connection, queue_name: str
+) -> None:
+    """A lease that ended puts the message back in ``ready`` with a new stamp: the late
+    ack of the first delivery does not delete it before anyone claimed it again."""
+    _push(connection, queue_name, _message())
+    (late,) = _pull(connection, queue_name)
+    wait_for(lambda: connection.stats(queue_name).ready == 1, timeout=10, what="lease end")
+    driver = _driver(connection)
+    _, found = driver._use()
+    assert driver._run(queue_name, found.pull, (0, 60_000)) == [-1]  # promotes, claims none
+    client = driver.redis()
+    keys = driver.keys(queue_name)
+    assert (client.zcard(keys.key("ready")), client.zcard(keys.key("leased"))) == (1, 0)
+    connection.hook.pashq_ack(queue=queue_name, deliveries=[late])
+    (again,) = _pull(connection, queue_name)
+    assert (again.id, again.attempts) == (late.id, 2)
+    connection.hook.pashq_ack(queue=queue_name, deliveries=[again])

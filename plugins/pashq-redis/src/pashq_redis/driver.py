@@ -12,12 +12,21 @@ messages, rate limits, concurrency caps and schedules, see
 :mod:`pashq_redis.coordination`) and ``pashq_defer``.
 
 Design (see :mod:`pashq_redis.scripts`): each queue is a few keys ``<prefix>{<queue>}:*``;
-a message is a number with its bytes and ``attempts:claims:priority:id`` in two hashes, and sits
-in exactly one of the sorted sets ``ready`` (by priority, then push order), ``delayed``
-(by due time), ``leased`` (by lease deadline) or ``failed``. Every change is one Lua
-script, atomic on the server and timed by the server's ``TIME``. A pull first moves due
-delays and ended leases back to ``ready``, then claims. Settles are fenced: they apply
-only while the message is still leased with the claim count the delivery was pulled with.
+a message is a number with its id and bytes in one hash and its claim count, attempt count
+and priority as one integer (the stamp) in another, and sits in exactly one of the sorted
+sets ``ready`` (by priority, then push order), ``delayed`` (by due time), ``leased`` (by
+lease deadline) or ``failed``. Every change is one Lua script, atomic on the server and
+timed by the server's ``TIME``. A pull first moves due delays and ended leases back to
+``ready``, then claims. Settles are fenced: they apply only while the message is still
+leased with the stamp the delivery was pulled with.
+
+Overlap: a push writes each batch's script call to the socket as soon as it is built and
+reads the replies at the end, so the server stores one batch while the next is built. A
+full claim of at least 50 messages sends the next claim at once, and a background thread
+reads its reply (the server works while the worker runs the first batch); the next pull
+is served from it, with the lease that is left. A read-ahead claim not asked for within
+a quarter of the lease, and whatever is left of it at ``pashq_close``, is given back
+without counting the attempt.
 
 Options (``[queues.<name>]`` with ``type = "redis"``):
 
@@ -42,9 +51,11 @@ writes; ``always`` loses nothing acknowledged; RDB snapshots only lose what came
 last one): see ``docs/redis.md``. A command whose connection broke is retried once on a
 fresh connection (a server restart), so a push whose reply was lost may store its
 messages twice; while the server is down hooks raise :class:`~pashq.errors.DriverError`
-and the worker backs off. Safe across ``os.fork``: a child opens its own pool.
+and the worker backs off. Safe across ``os.fork``: a child opens its own pool (and
+never serves its parent's read-ahead claim).
 
-Limits: a queue name may not contain ``{`` or ``}`` (the hash tag). Dead-letter retry and
+Limits: a queue name may not contain ``{`` or ``}`` (the hash tag), a message id no NUL
+(envelope ids never do); a message's attempt count stays below 1,000,000. Dead-letter retry and
 purge by id read every dead letter of the queue in one script (fine for thousands).
 """
 
@@ -58,13 +69,16 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from queue import Empty, SimpleQueue
+from typing import Any, NamedTuple
 
 import attrs
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pashq.capabilities import Capabilities
 from pashq.config import parse_options
@@ -76,7 +90,7 @@ from pashq.hookspecs import hookimpl
 from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
 from pashq_redis import coordination, scripts
 from pashq_redis.client import build_client
-from pashq_redis.keys import QueueKeys, queue_name_problem
+from pashq_redis.keys import PARTS, QueueKeys, queue_name_problem
 from pashq_redis.options import RedisOptions, safe_url
 
 __all__ = ["Receipt", "RedisDriver"]
@@ -90,6 +104,12 @@ _WAIT_SLICE = 1.0
 _MIN_WAIT = 0.005
 #: Most messages a purge deletes per script call (the server runs nothing else meanwhile).
 _PURGE_CHUNK = 5000
+#: The smallest full claim that starts a read-ahead claim (see :class:`_ReadAhead`): below
+#: it the thread costs more than the round trip it hides, and small pulls stay exact.
+_READ_AHEAD_MIN = 50
+#: A read-ahead claim not taken within this fraction of the lease is given back (not
+#: counted as an attempt): the worker only extends leases it knows about.
+_READ_AHEAD_AGE = 0.25
 #: Clients a forked child inherited: kept for ever, so that the child never closes the
 #: parent's sockets (garbage collection would).
 _INHERITED: list[Any] = []
@@ -101,6 +121,10 @@ _DRIVERS: weakref.WeakSet[RedisDriver] = weakref.WeakSet()
 def _after_fork_in_child() -> None:
     for driver in list(_DRIVERS):
         driver._lock = threading.Lock()
+        # The parent's read-ahead thread and its claims stay the parent's.
+        driver._ahead = {}
+        driver._ahead_jobs = SimpleQueue()
+        driver._ahead_thread = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -108,13 +132,13 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 Client = redis.Redis | RedisCluster
 
 
-@attrs.frozen
-class Receipt:
-    """A delivery's handle: the message's number in its queue and the claim it was pulled
-    with (the fence: settles apply only while both still match)."""
+class Receipt(NamedTuple):
+    """A delivery's handle: the message's number in its queue and the stamp (claim count,
+    attempts, priority) it was pulled with (the fence: settles apply only while both still
+    match; see :mod:`pashq_redis.scripts`)."""
 
-    number: str
-    claim: int
+    number: bytes
+    stamp: int
 
 
 def _ids(deliveries: Sequence[Any]) -> str:
@@ -126,17 +150,43 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "replace")
 
 
+def _check_ids(queue: str, messages: Sequence[OutgoingMessage]) -> None:
+    """Refuse an id holding NUL: it ends the id in the stored ``<id>\\0<envelope>``."""
+    if "\0" in "".join([m.id for m in messages]):
+        bad = next(m.id for m in messages if "\0" in m.id)
+        raise DriverError(
+            f"redis push on queue {queue!r}: message id {bad!r} holds a NUL character, "
+            "which the Redis driver cannot store; nothing was pushed"
+        )
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _fence(deliveries: Sequence[Delivery]) -> list[str | int]:
-    args: list[str | int] = []
-    for delivery in deliveries:
-        receipt: Receipt = delivery.receipt
-        args += [receipt.number, receipt.claim]
-    return args
+def _fence(deliveries: Sequence[Delivery]) -> list[bytes | int]:
+    """``number, stamp`` of each delivery, flat (the settle scripts' ARGV)."""
+    return [part for delivery in deliveries for part in delivery.receipt]
+
+
+@attrs.define(eq=False)
+class _ReadAhead:
+    """A claim started in the background after a full claim, served by the next pull.
+
+    Its thread claims, then waits until the deliveries are all taken or
+    :data:`_READ_AHEAD_AGE` of the lease has passed since the claim was sent, and gives
+    the rest back (defer: the attempt is not counted). Whoever removes it from the
+    driver's ``_ahead`` under the driver's lock owns what is left in it.
+    """
+
+    limit: int
+    #: ``time.monotonic()`` before the claim was sent (the lease started after it).
+    started: float
+    deliveries: list[Delivery] = attrs.Factory(list)
+    error: BaseException | None = None
+    claimed: threading.Event = attrs.Factory(threading.Event)
+    gone: threading.Event = attrs.Factory(threading.Event)
 
 
 class _Scripts:
@@ -193,6 +243,10 @@ class RedisDriver:
         self._pid = os.getpid()
         self._closed = threading.Event()
         self._keys: dict[str, QueueKeys] = {}
+        self._key_lists: dict[str, list[str]] = {}
+        self._ahead: dict[str, _ReadAhead] = {}
+        self._ahead_jobs: SimpleQueue[tuple[str, _ReadAhead, Any] | None] = SimpleQueue()
+        self._ahead_thread: threading.Thread | None = None
         _DRIVERS.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -220,7 +274,16 @@ class RedisDriver:
 
     @hookimpl
     def pashq_close(self) -> None:
-        """Close the pool (a waiting pull returns at once)."""
+        """Give back read-ahead deliveries (not counted), close the pool (a waiting pull
+        returns at once)."""
+        with self._lock:
+            ahead, self._ahead = self._ahead, {}
+            if self._ahead_thread is not None:
+                self._ahead_jobs.put(None)  # the thread ends after its current claim
+                self._ahead_thread = None
+        for queue, record in ahead.items():
+            record.claimed.wait(self.options.socket_timeout)
+            self._give_back_ahead(queue, record)
         self._closed.set()
         with self._lock:
             client, self._client = self._client, None
@@ -259,8 +322,15 @@ class RedisDriver:
                 f"{type(exc).__name__}: {exc}{detail}"
             ) from exc
 
+    def _key_list(self, queue: str) -> list[str]:
+        found = self._key_lists.get(queue)
+        if found is None:
+            found = self._key_lists[queue] = self.keys(queue).all()
+        return found
+
     def _run(self, queue: str, script: Script, args: Sequence[Any], client: Any = None) -> Any:
-        return script(keys=self.keys(queue).all(), args=list(args), client=client)
+        # Script.__call__ copies keys and args into one tuple: the cached list stays intact.
+        return script(keys=self._key_list(queue), args=args, client=client)
 
     # -- names ------------------------------------------------------------------------------
 
@@ -283,6 +353,7 @@ class RedisDriver:
             )
         if not messages:
             return []
+        _check_ids(queue, messages)
         client, found = self._use()
         batches = list(_chunks(messages, self.options.batch_size))
         with self._errors(
@@ -293,20 +364,17 @@ class RedisDriver:
         ):
             if self.options.cluster:
                 # A cluster pipeline refuses scripts: one call per batch, in order.
-                results = []
+                results: list[Any] = []
                 for batch in batches:
                     try:
                         results.append(self._run(queue, found.push, self._push_args(batch)))
                     except RedisError as exc:
                         results.append(exc)
                         break
+                acked: Any = None
             else:
-                pipe = client.pipeline(transaction=False)
-                for batch in batches:
-                    self._run(queue, found.push, self._push_args(batch), client=pipe)
-                if self.options.wait_replicas:
-                    pipe.wait(self.options.wait_replicas, round(self.options.wait_timeout * 1000))
-                results = pipe.execute(raise_on_error=False)
+                assert isinstance(client, redis.Redis)  # only a cluster client is not
+                results, acked = self._push_streamed(client, queue, batches)
         stored: list[str] = []
         problems: list[str] = []
         for batch, result in zip(batches, results, strict=False):
@@ -325,8 +393,76 @@ class RedisDriver:
                 raise PartialPushError(text, stored=stored, not_stored=not_stored)
             raise DriverError(text)
         if self.options.wait_replicas:
-            self._check_replicas(queue, messages, results[-1])
+            self._check_replicas(queue, messages, acked)
         return [m.id for m in messages]
+
+    def _push_streamed(
+        self, client: redis.Redis, queue: str, batches: Sequence[Sequence[OutgoingMessage]]
+    ) -> tuple[list[Any], Any]:
+        """Send each batch's script call as soon as its arguments are built and read the
+        replies at the end, so that the server stores one batch while the next is built.
+
+        Returns one reply per batch (a :class:`ResponseError` for a batch the server
+        refused; the others are stored), and the ``WAIT`` reply (``None`` without
+        ``wait_replicas``). When the connection breaks, the batches whose replies were not
+        read are sent once more on a fresh connection (a batch may then be stored twice,
+        as with any retried push); when that breaks too, the error is raised.
+        """
+        pool = client.connection_pool
+        keys = self._key_list(queue)
+        head = ("EVAL", scripts.PUSH, len(keys), *keys)
+        results: list[Any] = []
+        acked: Any = None
+        for tries in (1, 2):
+            # redis-py leaves the Connection methods untyped.
+            connection: Any = pool.get_connection()
+            try:
+                todo = batches[len(results) :]
+                for batch in todo:
+                    # EVAL, not EVALSHA: no NOSCRIPT to recover from part-way through the
+                    # stream (the server caches the compiled script by its hash).
+                    connection.send_packed_command(
+                        connection.pack_command(*head, *self._push_args(batch)),
+                        check_health=False,
+                    )
+                if self.options.wait_replicas:
+                    connection.send_packed_command(
+                        connection.pack_command(
+                            "WAIT",
+                            self.options.wait_replicas,
+                            round(self.options.wait_timeout * 1000),
+                        ),
+                        check_health=False,
+                    )
+                for _ in todo:
+                    try:
+                        results.append(connection.read_response())
+                    except ResponseError as exc:
+                        results.append(exc)
+                if self.options.wait_replicas:
+                    try:
+                        acked = connection.read_response()
+                    except ResponseError as exc:
+                        acked = exc
+                return results, acked
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                connection.disconnect()
+                if tries == 2 or len(results) == len(batches):
+                    if not results:
+                        raise RedisConnectionError(str(exc)) from exc
+                    # The rest may or may not be stored: not confirmed.
+                    return [*results, exc][: len(batches)], exc
+                log.info(
+                    "redis push on queue %r: connection lost after %d of %d batch(es) were "
+                    "confirmed (%s); sending the rest again on a fresh connection",
+                    queue,
+                    len(results),
+                    len(batches),
+                    exc,
+                )
+            finally:
+                pool.release(connection)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @hookimpl
     def pashq_push_unique(
@@ -344,6 +480,7 @@ class RedisDriver:
                 f"redis driver: unknown dispatch option(s) {', '.join(sorted(options))}; "
                 "it accepts none"
             )
+        _check_ids(queue, messages)
         if self.options.cluster:
             return self._push_unique_in_steps(queue, messages, keys, ttls)
         client, found = self._use()
@@ -353,7 +490,7 @@ class RedisDriver:
             index = 0
             if key is not None:
                 hold_keys.append(coordination.hold_key(self.options.key_prefix, key))
-                index = 10 + len(hold_keys)
+                index = len(PARTS) + len(hold_keys)
             delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
             args += [m.id, m.body, delay, m.priority, index, max(1, round(ttl * 1000))]
         with self._errors(
@@ -424,25 +561,45 @@ class RedisDriver:
             )
 
     def _push_args(self, batch: Sequence[OutgoingMessage]) -> list[Any]:
-        args: list[Any] = [len(batch)]
-        for m in batch:
-            delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
-            args += [m.id, m.body, delay, m.priority]
-        return args
+        # count, s, s triples (index, delay ms, priority) for the messages that have
+        # either, then id, body each (most messages have neither: two strings each).
+        special: list[Any] = []
+        for i, m in enumerate(batch):
+            if m.delay > 0 or m.priority:
+                special += (i, max(1, round(m.delay * 1000)) if m.delay > 0 else 0, m.priority)
+        return [
+            len(batch),
+            len(special) // 3,
+            *special,
+            *[part for m in batch for part in (m.id, m.body)],
+        ]
 
     @hookimpl
     def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
-        """Claim up to ``max_messages``; when none is ready, block on the wake-up list."""
+        """Claim up to ``max_messages``; when none is ready, block on the wake-up list.
+
+        After a full claim of at least :data:`_READ_AHEAD_MIN` the next claim starts in the
+        background and the next pull of the queue is served from it (see
+        :class:`_ReadAhead`).
+        """
         client, found = self._use()
-        lease_ms = max(1, round(self.options.lease * 1000))
+        lease = self.options.lease
+        lease_ms = max(1, round(lease * 1000))
         limit = max(1, min(max_messages, self.options.batch_size))
+        if self._ahead:
+            served = self._from_ahead(queue, limit)
+            if served:
+                return served
         deadline = time.monotonic() + max(0.0, timeout)
         wake = self.keys(queue).key("wake")
         while True:
             with self._errors("pull", queue):
-                reply = self._run(queue, found.pull, [limit, lease_ms])
+                reply = self._run(queue, found.pull, (limit, lease_ms))
             if len(reply) > 1:
-                return self._deliveries(queue, reply)
+                deliveries = self._deliveries(queue, reply, lease)
+                if len(deliveries) >= limit >= _READ_AHEAD_MIN:
+                    self._start_ahead(queue, limit)
+                return deliveries
             remaining = deadline - time.monotonic()
             if remaining <= 0 or self._closed.is_set():
                 return []
@@ -461,24 +618,214 @@ class RedisDriver:
                     f"while waiting: {type(exc).__name__}: {exc}"
                 ) from exc
 
-    def _deliveries(self, queue: str, reply: list[Any]) -> list[Delivery]:
-        lease = self.options.lease
+    def _deliveries(self, queue: str, reply: list[Any], lease: float) -> list[Delivery]:
+        # reply: hint, then number, stamp, b"<id>\0<envelope>" per message.
+        parts = iter(reply)
+        next(parts)
         out: list[Delivery] = []
-        for i in range(1, len(reply), 5):
-            number = reply[i].decode()
-            attempts, claim = int(reply[i + 1]), int(reply[i + 2])
-            message_id = reply[i + 3].decode("utf-8", "replace")
-            out.append(
-                Delivery(queue, message_id, reply[i + 4], attempts, Receipt(number, claim), lease)
+        append = out.append
+        receipt = tuple.__new__  # Receipt(...) without NamedTuple's Python-level __new__
+        for number, stamp, value in zip(parts, parts, parts, strict=True):
+            message_id, cut, body = value.partition(b"\0")
+            if not cut:  # written by hand: all of it is the body
+                message_id, body = b"", value
+            append(
+                Delivery(
+                    queue,
+                    message_id.decode("utf-8", "replace"),
+                    body,
+                    stamp // 10 % 1_000_000,  # scripts.attempts_of, inlined
+                    receipt(Receipt, (number, stamp)),
+                    lease,
+                )
             )
         return out
+
+    # -- read-ahead -------------------------------------------------------------------------
+
+    def _start_ahead(self, queue: str, limit: int) -> None:
+        """Have the read-ahead thread claim the next ``limit`` of ``queue`` (redis-py waits
+        for the reply without the GIL, so the server's work hides behind the worker's).
+
+        One thread per driver and process, started once: starting a thread per claim
+        costs the caller a GIL hand-over (milliseconds) each time.
+        """
+        record = _ReadAhead(limit, time.monotonic())
+        with self._lock:
+            if queue in self._ahead or self._closed.is_set():
+                return
+            self._ahead[queue] = record
+            if self._ahead_thread is None:
+                self._ahead_thread = threading.Thread(
+                    target=self._ahead_loop,
+                    args=(self._ahead_jobs,),
+                    name=f"pashq-redis-read-ahead-{self.connection_name}",
+                    daemon=True,
+                )
+                self._ahead_thread.start()
+        # Send the claim from this thread, now: handing it to the read-ahead thread would
+        # wait for that thread to get the GIL (up to the 5 ms switch interval). The thread
+        # only reads the reply.
+        client, found = self._client, self._scripts
+        connection: Any = None
+        sent: Any = None  # (pool, connection) the claim went out on
+        if isinstance(client, redis.Redis) and found is not None and self._pid == os.getpid():
+            try:
+                connection = client.connection_pool.get_connection()
+                keys = self._key_list(queue)
+                lease_ms = max(1, round(self.options.lease * 1000))
+                connection.send_packed_command(
+                    connection.pack_command(
+                        "EVALSHA", found.pull.sha, len(keys), *keys, limit, lease_ms
+                    ),
+                    check_health=False,
+                )
+                sent = (client.connection_pool, connection)
+            except Exception as exc:  # the next pull claims in the foreground
+                if connection is not None:
+                    connection.disconnect()
+                    client.connection_pool.release(connection)
+                record.error = exc
+                record.claimed.set()
+                self._drop_ahead(queue, record)
+                return
+        self._ahead_jobs.put((queue, record, sent))
+
+    def _ahead_loop(self, jobs: SimpleQueue[tuple[str, _ReadAhead, Any] | None]) -> None:
+        """The read-ahead thread: claim what is asked, give back what waited too long."""
+        waiting: list[tuple[str, _ReadAhead]] = []
+        limit = self.options.lease * _READ_AHEAD_AGE
+        while True:
+            now = time.monotonic()
+            kept = []
+            for queue, record in waiting:
+                if record.gone.is_set():
+                    continue
+                if now >= record.started + limit:
+                    if self._drop_ahead(queue, record):
+                        self._give_back_ahead(queue, record)
+                else:
+                    kept.append((queue, record))
+            waiting = kept
+            timeout = min((r.started + limit for _, r in waiting), default=now + 60.0) - now
+            try:
+                job = jobs.get(timeout=max(0.0, timeout))
+            except Empty:
+                continue
+            if job is None:
+                return
+            queue, record, connection = job
+            if self._claim_ahead(queue, record, connection):
+                waiting.append((queue, record))
+
+    def _claim_ahead(self, queue: str, record: _ReadAhead, connection: Any) -> bool:
+        """Read the read-ahead claim's reply on ``connection`` (its pool and the pooled
+        connection it was sent on; ``None`` on a cluster client: make the claim here);
+        whether its deliveries now wait for a pull."""
+        lease = self.options.lease
+        try:
+            if connection is None:
+                _, found = self._use()
+                reply = self._run(queue, found.pull, (record.limit, max(1, round(lease * 1000))))
+            else:
+                pool, sent = connection
+                try:
+                    reply = sent.read_response()
+                finally:
+                    pool.release(sent)
+            if len(reply) > 1:
+                record.deliveries = self._deliveries(queue, reply, lease)
+        except Exception as exc:  # the next pull claims again in the foreground
+            record.error = exc
+        finally:
+            record.claimed.set()
+        with self._lock:
+            mine = self._ahead.get(queue) is record
+        if not mine:  # closed, or a pull gave up waiting for it: nobody will take these
+            self._give_back_ahead(queue, record)
+            return False
+        if not record.deliveries:
+            self._drop_ahead(queue, record)
+            return False
+        return True
+
+    def _drop_ahead(self, queue: str, record: _ReadAhead) -> bool:
+        """Take ``record`` out of the driver; whether it was still there (then its
+        deliveries are the caller's)."""
+        with self._lock:
+            if self._ahead.get(queue) is not record:
+                return False
+            del self._ahead[queue]
+            return True
+
+    def _from_ahead(self, queue: str, limit: int) -> list[Delivery]:
+        """Up to ``limit`` deliveries of the read-ahead claim of ``queue`` (waiting for it
+        if it is still on its way), or ``[]`` when there is none or it came too late."""
+        record = self._ahead.get(queue)
+        if record is None:
+            return []
+        record.claimed.wait(self.options.socket_timeout + 1)
+        lease = self.options.lease
+        served: list[Delivery] = []
+        with self._lock:
+            if self._ahead.get(queue) is not record:
+                return []  # given back meanwhile (too old)
+            age = time.monotonic() - record.started
+            if age > lease * _READ_AHEAD_AGE or not record.deliveries:
+                del self._ahead[queue]
+                stale = True
+            else:
+                stale = False
+                served = record.deliveries[:limit]
+                del record.deliveries[:limit]
+                if not record.deliveries:
+                    del self._ahead[queue]
+        if stale:
+            record.gone.set()
+            if record.error is not None:
+                log.debug("redis read-ahead claim on queue %r failed: %s", queue, record.error)
+            self._give_back_ahead(queue, record)
+            return []
+        if not record.deliveries:
+            record.gone.set()
+        # The lease started when the claim was sent: say what is left of it, so that the
+        # worker's heartbeat extends it in time.
+        left = lease - age
+        for delivery in served:
+            delivery.lease = left
+        if len(served) == record.limit and record.limit >= _READ_AHEAD_MIN:
+            self._start_ahead(queue, record.limit)
+        return served
+
+    def _give_back_ahead(self, queue: str, record: _ReadAhead) -> None:
+        """Hand back the read-ahead deliveries nobody took, without counting the attempt
+        (on failure their lease brings them back, counted)."""
+        with self._lock:
+            deliveries, record.deliveries = record.deliveries, []
+            client, found = self._client, self._scripts
+        record.gone.set()
+        if not deliveries:
+            return
+        if client is None or found is None or self._pid != os.getpid():
+            return
+        try:
+            for batch in _chunks(deliveries, self.options.batch_size):
+                self._run(queue, found.defer, [0, *_fence(batch)], client=client)
+        except RedisError as exc:
+            log.warning(
+                "redis: could not give back %d read-ahead message(s) on queue %r (%s); "
+                "they come back when their lease ends",
+                len(deliveries),
+                queue,
+                exc,
+            )
 
     def _stale(
         self, what: str, queue: str, stale: list[bytes], deliveries: Sequence[Delivery]
     ) -> None:
         if not stale:
             return
-        numbers = {s.decode() for s in stale}
+        numbers = set(stale)
         lost = [d for d in deliveries if d.receipt.number in numbers]
         log.info(
             "redis: %s of %d message(s) on queue %r skipped: no longer held by this delivery "
@@ -537,7 +884,7 @@ class RedisDriver:
         receipt: Receipt = delivery.receipt
         args = [
             receipt.number,
-            receipt.claim,
+            receipt.stamp,
             delivery.id,
             safe_text(reason, REASON_LIMIT),
             safe_text(traceback, TRACEBACK_LIMIT, keep="tail") if traceback is not None else "",
@@ -546,12 +893,15 @@ class RedisDriver:
         with self._errors("dead letter", queue):
             moved = self._run(queue, found.dead_letter, args)
         if not moved:
-            self._stale("dead letter", queue, [receipt.number.encode()], [delivery])
+            self._stale("dead letter", queue, [receipt.number], [delivery])
 
     @hookimpl
     def pashq_queue_empty(self, queue: str) -> bool | None:
-        """``True`` when nothing is deliverable now (one script)."""
+        """``True`` when nothing is deliverable now (one script; a read-ahead claim not
+        yet served counts as deliverable)."""
         _, found = self._use()
+        if queue in self._ahead:
+            return False
         with self._errors("queue_empty", queue):
             return int(self._run(queue, found.ready_count, [])) == 0
 
@@ -567,18 +917,18 @@ class RedisDriver:
 
     @hookimpl
     def pashq_queues(self) -> list[str]:
-        """The queues holding messages or dead letters: one ``meta`` hash each (SCAN, on
+        """The queues holding messages or dead letters: one ``body`` hash each (SCAN, on
         every primary of a cluster)."""
         client, _ = self._use()
         prefix = self.options.key_prefix
-        pattern = f"{_glob_escape(prefix)}{{*}}:meta"
+        pattern = f"{_glob_escape(prefix)}{{*}}:body"
         names: set[str] = set()
         with self._errors("listing queues", "*"):
             for raw in client.scan_iter(match=pattern, count=1000):
                 key = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
                 inner = key[len(prefix) :]
-                if inner.startswith("{") and inner.endswith("}:meta"):
-                    names.add(inner[1 : -len("}:meta")])
+                if inner.startswith("{") and inner.endswith("}:body"):
+                    names.add(inner[1 : -len("}:body")])
         return sorted(names)
 
     @hookimpl
@@ -603,18 +953,24 @@ class RedisDriver:
             rows = self._run(queue, found.failed_list, [limit])
         out: list[DeadLetter] = []
         for i in range(0, len(rows), 6):
-            _number, failed_ms, meta, body, reason, trace = rows[i : i + 6]
-            if meta is None or body is None:
+            _number, failed_ms, stamp, value, reason, trace = rows[i : i + 6]
+            if value is None:
                 continue  # purged meanwhile
-            attempts, _claims, _priority, message_id = meta.decode("utf-8", "replace").split(":", 3)
+            message_id, cut, body = value.partition(b"\0")
+            if not cut:
+                message_id, body = b"", value
+            try:
+                attempts = scripts.attempts_of(int(stamp))
+            except (TypeError, ValueError):
+                attempts = 0  # written by hand
             out.append(
                 DeadLetter(
-                    id=message_id,
+                    id=_text(message_id) or "",
                     queue=queue,
                     body=body,
                     reason=_text(reason) or "",
                     traceback=_text(trace),
-                    attempts=int(attempts),
+                    attempts=attempts,
                     failed_at=datetime.fromtimestamp(int(float(failed_ms)) / 1000, UTC),
                 )
             )

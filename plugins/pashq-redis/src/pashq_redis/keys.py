@@ -17,8 +17,8 @@ __all__ = ["PARTS", "QueueKeys", "queue_name_problem"]
 #: letters, the id sequence and the wake-up list.
 PARTS = (
     "seq",  # string: the last message number given out (INCRBY)
-    "body",  # hash: number -> the envelope bytes
-    "meta",  # hash: number -> "<attempts>:<claims>:<priority>:<id>"
+    "body",  # hash: number -> "<id>\0<envelope bytes>"
+    "meta",  # hash: number -> stamp, claims * 10**7 + attempts * 10 + priority (integer)
     "ready",  # sorted set: number, score 9 - priority (ties by number: FIFO)
     "delayed",  # sorted set: number, score = due time (ms, server clock)
     "leased",  # sorted set: number, score = lease deadline (ms, server clock)
@@ -56,7 +56,7 @@ class QueueKeys:
         return f"{self.prefix}{{{self.queue}}}:{part}"
 
     def all(self) -> list[str]:
-        """Every key of the queue, in :data:`PARTS` order."""
+        """Every key of the queue, in :data:`PARTS` order (a new list each call)."""
         return [self.key(part) for part in PARTS]
 
     def slot(self) -> int:

@@ -3,21 +3,35 @@
 Every script gets all the queue's keys (:data:`pashq_redis.keys.PARTS`, in order) as
 ``KEYS`` and reads the time with ``TIME`` (the server's clock, in milliseconds): no worker
 clock ever decides a lease or a delay. A message is a number (``%016d``, so members sort in
-push order) whose envelope bytes are in ``body`` and whose
-``<attempts>:<claims>:<priority>:<id>`` is in ``meta``; it is in exactly one of
+push order) whose id and envelope bytes are one value in ``body`` (``<id> NUL
+<envelope>``: message ids hold no NUL) and whose counts are one integer in ``meta``, the
+*stamp*::
+
+    stamp = claims * 10,000,000 + attempts * 10 + priority
+
+A claim adds 10,000,010 to it (one claim, one attempt); every way out of ``leased`` but
+the ack (nack, defer, dead letter, a lease that ended) adds 10,000,000 more, and a defer
+takes 10 off (the attempt is given back). So no per-message string is parsed or built on
+the hot path. A message pushed ready has no stamp yet (its priority is its score in ``ready``,
+``9 - priority``); a delayed one gets its priority as its stamp. It is in exactly one of
 ``ready``, ``delayed``, ``leased`` or ``failed``.
 
-A settle (ack, nack, defer, extend, dead letter) applies only while the message is in
-``leased`` and its claim count is the one the delivery was pulled with: the count grows on
-every claim and never goes back (unlike the attempt count, which a defer gives back), so
-the receipt of an earlier claim never matches the current holder's (the fence). A dead
-letter retried gets a new number, so no receipt from before can match it either.
+A settle (ack, nack, defer, extend, dead letter) applies only while the message's stamp is
+the one the delivery was pulled with: the claim count in it grows on every claim and on
+every release and never goes back, so a stamp matches only while the message is still
+leased under that claim, and the receipt of an earlier claim never matches the current
+holder's (the fence; no ``leased`` lookup needed). A dead letter retried gets a new
+number, so no receipt from before can match it either.
+
+Hot-path scripts fill their tables with a local counter (``#t + 1`` is a binary search in
+Lua 5.1) and make one command per batch per key.
 """
 
 from __future__ import annotations
 
 __all__ = [
     "ACK",
+    "CLAIM_STEP",
     "DEAD_LETTER",
     "DEFER",
     "EXTEND",
@@ -31,7 +45,17 @@ __all__ = [
     "PUSH_UNIQUE",
     "READY_COUNT",
     "STATS",
+    "attempts_of",
 ]
+
+#: What one claim adds to a stamp: one claim (10,000,000) and one attempt (10).
+CLAIM_STEP = 10_000_010
+
+
+def attempts_of(stamp: int) -> int:
+    """The attempt count held in a stamp (see the module docstring)."""
+    return stamp // 10 % 1_000_000
+
 
 # KEYS: 1 seq, 2 body, 3 meta, 4 ready, 5 delayed, 6 leased, 7 failed, 8 reason, 9 trace,
 # 10 wake.
@@ -41,32 +65,22 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function fmt(x) return string.format('%d', x) end
-local function parse(meta)
-  local a, c, p, id = string.match(meta, '^(%d+):(%d+):(%d):(.*)$')
-  if not a then return 0, 0, 0, '' end  -- written by hand: deliver it, never fail the script
-  return tonumber(a), tonumber(c), tonumber(p), id
-end
-local function pack(a, c, p, id) return a .. ':' .. c .. ':' .. p .. ':' .. id end
-local function many(cmd, key, args, group)
+local function many(cmd, key, args, n, group)
   local size = group * 500
-  for i = 1, #args, size do
-    redis.call(cmd, key, unpack(args, i, math.min(i + size - 1, #args)))
+  for i = 1, n, size do
+    redis.call(cmd, key, unpack(args, i, math.min(i + size - 1, n)))
   end
 end
-local function fenced(members, claims)
-  if #members == 0 then return {}, {} end
-  local scores = redis.call('ZMSCORE', KEYS[6], unpack(members))
-  local metas = redis.call('HMGET', KEYS[3], unpack(members))
-  local held, stale = {}, {}
-  for i, m in ipairs(members) do
-    local ok = false
-    if scores[i] and metas[i] then
-      local _, c = parse(metas[i])
-      ok = c == tonumber(claims[i])
-    end
-    if ok then held[#held + 1] = m else stale[#stale + 1] = m end
-  end
-  return held, stale
+local function prio(stamp)
+  local s = tonumber(stamp)
+  if not s then return 0 end  -- written by hand: deliver it, never fail the script
+  return s % 10
+end
+local function id_of(value)
+  if not value then return '' end
+  local cut = string.find(value, '\0', 1, true)
+  if not cut then return '' end
+  return string.sub(value, 1, cut - 1)
 end
 local function wake(n)
   if n > 0 then
@@ -76,65 +90,92 @@ local function wake(n)
     redis.call('LTRIM', KEYS[10], -16, -1)
   end
 end
-local function holds(m, claim)
-  if not redis.call('ZSCORE', KEYS[6], m) then return nil end
-  local meta = redis.call('HGET', KEYS[3], m)
-  if not meta then return nil end
-  local a, c, p, id = parse(meta)
-  if c ~= tonumber(claim) then return nil end
-  return a, c, p, id
+local function holds(m, stamp)
+  local s = redis.call('HGET', KEYS[3], m)
+  if s ~= stamp then return nil end
+  return tonumber(s)
 end
 local function promote(now, limit)
   for _, set in ipairs({KEYS[5], KEYS[6]}) do
     local due = redis.call('ZRANGEBYSCORE', set, '-inf', fmt(now), 'LIMIT', 0, limit)
-    for _, m in ipairs(due) do
-      redis.call('ZREM', set, m)
-      local meta = redis.call('HGET', KEYS[3], m)
-      if meta then
-        local _, _, p = parse(meta)
-        redis.call('ZADD', KEYS[4], 9 - p, m)
+    local n = #due
+    if n > 0 then
+      many('ZREM', set, due, n, 1)
+      local stamps = redis.call('HMGET', KEYS[3], unpack(due))
+      local ready, bumped, j, b = {}, {}, 0, 0
+      for i = 1, n do
+        ready[j + 1] = 9 - prio(stamps[i])
+        ready[j + 2] = due[i]
+        j = j + 2
+        local s = tonumber(stamps[i])
+        if set == KEYS[6] and s then  -- the lease ended: its receipt no longer matches
+          bumped[b + 1] = due[i]
+          bumped[b + 2] = s + 10000000
+          b = b + 2
+        end
       end
+      many('ZADD', KEYS[4], ready, j, 2)
+      many('HSET', KEYS[3], bumped, b, 2)
     end
   end
 end
+local function store(first, count, now, base, at, spec)
+  -- Message i (0-based) has its id at ARGV[at[i]] (or ARGV[base + 2 * i] without at), its
+  -- body right after; spec[i] is the ARGV index of its delay (ms) and priority, given only
+  -- when either is not 0.
+  local bodies, ready, delayed, stamps = {}, {}, {}, {}
+  local nb, nr, nd = 0, 0, 0
+  for i = 0, count - 1 do
+    local b
+    if at then b = at[i] else b = base + i * 2 end
+    local m = string.format('%016d', first + i)
+    bodies[nb + 1] = m
+    bodies[nb + 2] = ARGV[b] .. '\0' .. ARGV[b + 1]
+    nb = nb + 2
+    local k = spec[i]
+    if not k then
+      ready[nr + 1] = 9
+      ready[nr + 2] = m
+      nr = nr + 2
+    else
+      local delay = tonumber(ARGV[k])
+      if delay > 0 then
+        delayed[nd + 1] = now + delay
+        delayed[nd + 2] = m
+        stamps[nd + 1] = m
+        stamps[nd + 2] = ARGV[k + 1]
+        nd = nd + 2
+      else
+        ready[nr + 1] = 9 - tonumber(ARGV[k + 1])
+        ready[nr + 2] = m
+        nr = nr + 2
+      end
+    end
+  end
+  many('HSET', KEYS[2], bodies, nb, 2)
+  many('ZADD', KEYS[4], ready, nr, 2)
+  many('ZADD', KEYS[5], delayed, nd, 2)
+  many('HSET', KEYS[3], stamps, nd, 2)
+  wake(nr / 2)
+end
 """
 
-#: ARGV: count, then id, body, delay (ms), priority per message. Returns the count.
+#: ARGV: count, s, then s triples (index from 0, delay (ms), priority) for the messages
+#: with a delay or a priority, then id, body per message. Returns the count.
 PUSH = (
     _PRELUDE
     + """
-local now = now_ms()
-local count = tonumber(ARGV[1])
+local count, s = tonumber(ARGV[1]), tonumber(ARGV[2])
+local spec = {}
+for k = 0, s - 1 do spec[tonumber(ARGV[3 + k * 3])] = 4 + k * 3 end
 local first = redis.call('INCRBY', KEYS[1], count) - count + 1
-local bodies, metas, ready, delayed = {}, {}, {}, {}
-for i = 0, count - 1 do
-  local b = 2 + i * 4
-  local m = string.format('%016d', first + i)
-  local delay = tonumber(ARGV[b + 2])
-  local p = tonumber(ARGV[b + 3])
-  bodies[#bodies + 1] = m
-  bodies[#bodies + 1] = ARGV[b + 1]
-  metas[#metas + 1] = m
-  metas[#metas + 1] = pack(0, 0, p, ARGV[b])
-  if delay > 0 then
-    delayed[#delayed + 1] = fmt(now + delay)
-    delayed[#delayed + 1] = m
-  else
-    ready[#ready + 1] = 9 - p
-    ready[#ready + 1] = m
-  end
-end
-many('HSET', KEYS[2], bodies, 2)
-many('HSET', KEYS[3], metas, 2)
-many('ZADD', KEYS[4], ready, 2)
-many('ZADD', KEYS[5], delayed, 2)
-wake(#ready / 2)
+store(first, count, now_ms(), 3 + s * 3, nil, spec)
 return count
 """
 )
 
 #: KEYS: the queue's keys, then one hold key per unique message. ARGV: count, then id,
-#: body, delay (ms), priority, hold key index (0: not unique, else 11, 12 ...), ttl (ms)
+#: body, delay (ms), priority, hold key index (0: not unique, else 12, 13 ...), ttl (ms)
 #: per message. Takes each unique message's hold (owner: its id, limit 1) and stores the
 #: messages whose hold was taken, all in one script. Returns per message its own id when
 #: stored, else the id holding its key.
@@ -167,34 +208,19 @@ for i = 0, count - 1 do
 end
 if #stored > 0 then
   local first = redis.call('INCRBY', KEYS[1], #stored) - #stored + 1
-  local bodies, metas, ready, delayed = {}, {}, {}, {}
+  local at, spec = {}, {}
   for j, b in ipairs(stored) do
-    local m = string.format('%016d', first + j - 1)
-    local delay, p = tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-    bodies[#bodies + 1] = m
-    bodies[#bodies + 1] = ARGV[b + 1]
-    metas[#metas + 1] = m
-    metas[#metas + 1] = pack(0, 0, p, ARGV[b])
-    if delay > 0 then
-      delayed[#delayed + 1] = fmt(now + delay)
-      delayed[#delayed + 1] = m
-    else
-      ready[#ready + 1] = 9 - p
-      ready[#ready + 1] = m
-    end
+    at[j - 1] = b
+    spec[j - 1] = b + 2
   end
-  many('HSET', KEYS[2], bodies, 2)
-  many('HSET', KEYS[3], metas, 2)
-  many('ZADD', KEYS[4], ready, 2)
-  many('ZADD', KEYS[5], delayed, 2)
-  wake(#ready / 2)
+  store(first, #stored, now, 0, at, spec)
 end
 return answers
 """
 )
 
-#: ARGV: max messages, lease (ms). Returns {hint, number, attempts, claim, id, body, ...}:
-#: hint is
+#: ARGV: max messages, lease (ms). Returns {hint, number, stamp, value, ...} (value: id,
+#: NUL, envelope): hint is
 #: -1 when messages came back, else the ms until the next delay or lease ends (-1: none).
 PULL = (
     _PRELUDE
@@ -202,75 +228,90 @@ PULL = (
 local now = now_ms()
 promote(now, 1000)
 local popped = redis.call('ZPOPMIN', KEYS[4], ARGV[1])
-local out = {-1}
-if #popped > 0 then
+local n = #popped / 2
+if n > 0 then
   local members = {}
-  for i = 1, #popped, 2 do members[#members + 1] = popped[i] end
-  local metas = redis.call('HMGET', KEYS[3], unpack(members))
+  for i = 1, n do members[i] = popped[i * 2 - 1] end
+  local stamps = redis.call('HMGET', KEYS[3], unpack(members))
   local bodies = redis.call('HMGET', KEYS[2], unpack(members))
-  local deadline = fmt(now + tonumber(ARGV[2]))
-  local newmeta, leased = {}, {}
-  for i, m in ipairs(members) do
-    if metas[i] and bodies[i] then
-      local a, c, p, id = parse(metas[i])
-      a = a + 1
-      c = c + 1
-      newmeta[#newmeta + 1] = m
-      newmeta[#newmeta + 1] = pack(a, c, p, id)
-      leased[#leased + 1] = deadline
-      leased[#leased + 1] = m
-      out[#out + 1] = m
-      out[#out + 1] = a
-      out[#out + 1] = c
-      out[#out + 1] = id
-      out[#out + 1] = bodies[i]
+  local deadline = now + tonumber(ARGV[2])
+  local newstamps, leased, out = {}, {}, {-1}
+  local j, o = 0, 1
+  for i = 1, n do
+    local body = bodies[i]
+    if body then
+      local m = members[i]
+      local s = tonumber(stamps[i])
+      if s then s = s + 10000010 else s = 10000019 - tonumber(popped[i * 2]) end
+      newstamps[j + 1] = m
+      newstamps[j + 2] = s
+      leased[j + 1] = deadline
+      leased[j + 2] = m
+      j = j + 2
+      out[o + 1] = m
+      out[o + 2] = s
+      out[o + 3] = body
+      o = o + 3
     end
   end
-  many('HSET', KEYS[3], newmeta, 2)
-  many('ZADD', KEYS[6], leased, 2)
-end
-if #out == 1 then
-  for _, set in ipairs({KEYS[5], KEYS[6]}) do
-    local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
-    if head[2] then
-      local d = math.max(0, tonumber(head[2]) - now)
-      if out[1] < 0 or d < out[1] then out[1] = d end
-    end
+  if j > 0 then
+    many('HSET', KEYS[3], newstamps, j, 2)
+    many('ZADD', KEYS[6], leased, j, 2)
+    return out
   end
 end
-return out
+local hint = -1
+for _, set in ipairs({KEYS[5], KEYS[6]}) do
+  local head = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+  if head[2] then
+    local d = math.max(0, tonumber(head[2]) - now)
+    if hint < 0 or d < hint then hint = d end
+  end
+end
+return {hint}
 """
 )
 
-#: ARGV: number, claim per delivery. Returns the numbers no longer held (stale).
+#: ARGV: number, stamp per delivery. Returns the numbers no longer held (stale).
 ACK = (
     _PRELUDE
     + """
-local members, claims = {}, {}
-for i = 1, #ARGV, 2 do
-  members[#members + 1] = ARGV[i]
-  claims[#claims + 1] = ARGV[i + 1]
+local n = #ARGV / 2
+local members = {}
+for i = 1, n do members[i] = ARGV[i * 2 - 1] end
+local stamps = redis.call('HMGET', KEYS[3], unpack(members))
+local held, stale, h, s = {}, {}, 0, 0
+for i = 1, n do
+  if stamps[i] == ARGV[i * 2] then
+    h = h + 1
+    held[h] = members[i]
+  else
+    s = s + 1
+    stale[s] = members[i]
+  end
 end
-local held, stale = fenced(members, claims)
-many('ZREM', KEYS[6], held, 1)
-many('HDEL', KEYS[2], held, 1)
-many('HDEL', KEYS[3], held, 1)
+if h > 0 then
+  redis.call('ZREM', KEYS[6], unpack(held))
+  redis.call('HDEL', KEYS[2], unpack(held))
+  redis.call('HDEL', KEYS[3], unpack(held))
+end
 return stale
 """
 )
 
-#: ARGV: lease (ms), then number, claim per delivery. Returns the stale numbers.
+#: ARGV: lease (ms), then number, stamp per delivery. Returns the stale numbers.
 EXTEND = (
     _PRELUDE
     + """
 local deadline = fmt(now_ms() + tonumber(ARGV[1]))
-local stale = {}
+local stale, s = {}, 0
 for i = 2, #ARGV, 2 do
   local m = ARGV[i]
   if holds(m, ARGV[i + 1]) then
     redis.call('ZADD', KEYS[6], 'XX', deadline, m)
   else
-    stale[#stale + 1] = m
+    s = s + 1
+    stale[s] = m
   end
 end
 return stale
@@ -281,45 +322,54 @@ _RELEASE = """
 local now = now_ms()
 local uncount = UNCOUNT
 local delay = tonumber(ARGV[1])
-local stale = {}
+local stale, s = {}, 0
 local ready = 0
 for i = 2, #ARGV, 2 do
   local m = ARGV[i]
-  local a, c, p, id = holds(m, ARGV[i + 1])
-  if a then
+  local stamp = holds(m, ARGV[i + 1])
+  if stamp then
     redis.call('ZREM', KEYS[6], m)
-    if uncount and a > 0 then redis.call('HSET', KEYS[3], m, pack(a - 1, c, p, id)) end
+    if uncount and math.floor(stamp / 10) % 1000000 > 0 then stamp = stamp - 10 end
+    redis.call('HSET', KEYS[3], m, stamp + 10000000)
     if delay > 0 then
       redis.call('ZADD', KEYS[5], fmt(now + delay), m)
     else
-      redis.call('ZADD', KEYS[4], 9 - p, m)
+      redis.call('ZADD', KEYS[4], 9 - stamp % 10, m)
       ready = ready + 1
     end
   else
-    stale[#stale + 1] = m
+    s = s + 1
+    stale[s] = m
   end
 end
 wake(ready)
 return stale
 """
 
-#: ARGV: delay (ms), then number, claim per delivery. Releases them (the next delivery
+#: ARGV: delay (ms), then number, stamp per delivery. Releases them (the next delivery
 #: counts one more attempt). Returns the stale numbers.
 NACK = _PRELUDE + _RELEASE.replace("UNCOUNT", "false")
 
 #: The same, but the attempt is not counted (a rate limit or a cap deferred the message).
 DEFER = _PRELUDE + _RELEASE.replace("UNCOUNT", "true")
 
-#: ARGV: number, claim, id, reason, traceback, has traceback ('1'/'0'). Returns 1 if
+#: ARGV: number, stamp, id, reason, traceback, has traceback ('1'/'0'). Returns 1 if
 #: moved to the dead letters, 0 if the delivery was no longer held.
 DEAD_LETTER = (
     _PRELUDE
     + """
 local m = ARGV[1]
-local a, c, p = holds(m, ARGV[2])
-if not a then return 0 end
+local stamp = holds(m, ARGV[2])
+if not stamp then return 0 end
 redis.call('ZREM', KEYS[6], m)
-redis.call('HSET', KEYS[3], m, pack(a, c, p, ARGV[3]))
+redis.call('HSET', KEYS[3], m, stamp + 10000000)
+local value = redis.call('HGET', KEYS[2], m)
+if value and ARGV[3] ~= '' then
+  local old = id_of(value)
+  if old ~= ARGV[3] then  -- the envelope's id, found by the worker, is the message's id
+    redis.call('HSET', KEYS[2], m, ARGV[3] .. '\0' .. string.sub(value, #old + 2))
+  end
+end
 redis.call('HSET', KEYS[8], m, ARGV[4])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[9], m, ARGV[5]) end
 redis.call('ZADD', KEYS[7], fmt(now_ms()), m)
@@ -327,7 +377,7 @@ return 1
 """
 )
 
-#: ARGV: limit. Returns {number, failed_at (ms), meta, body, reason, traceback, ...}.
+#: ARGV: limit. Returns {number, failed_at (ms), stamp, value, reason, traceback, ...}.
 FAILED_LIST = """
 local rows = redis.call('ZRANGE', KEYS[7], 0, tonumber(ARGV[1]) - 1, 'WITHSCORES')
 local out = {}
@@ -350,14 +400,10 @@ local everything = ARGV[1] == '1'
 local n = 0
 local moved = 0
 for _, m in ipairs(redis.call('ZRANGE', KEYS[7], 0, -1)) do
-  local meta = redis.call('HGET', KEYS[3], m)
-  local p, id = 0, ''
-  if meta then
-    local _
-    _, _, p, id = parse(meta)
-  end
+  local stamp = redis.call('HGET', KEYS[3], m)
+  local body = redis.call('HGET', KEYS[2], m)
+  local id = id_of(body)
   if everything or want[id] then
-    local body = redis.call('HGET', KEYS[2], m)
     redis.call('ZREM', KEYS[7], m)
     redis.call('HDEL', KEYS[8], m)
     redis.call('HDEL', KEYS[9], m)
@@ -375,11 +421,10 @@ FAILED_RETRY = (
     _PRELUDE
     + _FAILED_SELECT.replace(
         "SETTLE",
-        """if body and meta then
+        """if body then
       local new = string.format('%016d', redis.call('INCR', KEYS[1]))
       redis.call('HSET', KEYS[2], new, body)
-      redis.call('HSET', KEYS[3], new, pack(0, 0, p, id))
-      redis.call('ZADD', KEYS[4], 9 - p, new)
+      redis.call('ZADD', KEYS[4], 9 - prio(stamp), new)
       moved = moved + 1
     end""",
     )
@@ -404,11 +449,11 @@ for _, range in ipairs({{KEYS[4], '-inf', '+inf'}, {KEYS[5], '-inf', '+inf'},
                         {KEYS[6], '-inf', fmt(now)}}) do
   if room > n then
     local members = redis.call('ZRANGEBYSCORE', range[1], range[2], range[3], 'LIMIT', 0, room - n)
-    for _, m in ipairs(members) do
-      redis.call('ZREM', range[1], m)
-      redis.call('HDEL', KEYS[2], m)
-      redis.call('HDEL', KEYS[3], m)
-      n = n + 1
+    if #members > 0 then
+      many('ZREM', range[1], members, #members, 1)
+      many('HDEL', KEYS[2], members, #members, 1)
+      many('HDEL', KEYS[3], members, #members, 1)
+      n = n + #members
     end
   end
 end
