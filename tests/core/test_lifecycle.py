@@ -363,3 +363,74 @@ def test_driver_without_priorities_refuses_a_class_priority() -> None:
             conn.dispatch("q", Urgent("x"))
     finally:
         conn.close()
+
+
+class Observer:
+    """A ``pashq_delivery_observer`` that records its calls (and may fail in them)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.started: list[str] = []
+        self.finished: list[tuple[str, str | None, Outcome | None, float]] = []
+
+    @hookimpl
+    def pashq_delivery_observer(self) -> Any:
+        return _Calls(self)
+
+
+class _Calls:
+    def __init__(self, record: Observer) -> None:
+        self.record = record
+
+    def started(self, delivery: Delivery) -> None:
+        self.record.started.append(delivery.id)
+        if self.record.fail:
+            raise RuntimeError("observer broke")
+
+    def finished(
+        self, delivery: Delivery, envelope: Envelope | None, result: Result | None, seconds: float
+    ) -> None:
+        self.record.finished.append(
+            (
+                delivery.id,
+                envelope.type if envelope else None,
+                result.outcome if result else None,
+                seconds,
+            )
+        )
+        if self.record.fail:
+            raise RuntimeError("observer broke")
+
+
+def test_delivery_observer_sees_every_delivery_run_or_not(conn: Connection) -> None:
+    observer = Observer()
+    conn.plugin_manager.register(observer)
+    ok = conn.dispatch("q", Note("hi"))
+    later = conn.dispatch("q", AsyncNote(0.01))
+    failing = conn.dispatch("q", Boom(1))
+    conn.hook.pashq_push(
+        queue="q",
+        messages=[pashq.OutgoingMessage("poison", "nobody.knows", b"not json")],
+        options={},
+    )
+    _drain(conn, max_messages=4)
+    assert sorted(observer.started) == sorted([ok, later, failing, "poison"])
+    by_id = {entry[0]: entry for entry in observer.finished}
+    assert by_id[ok][1:3] == ("pashq_tests.lifecycle.note", Outcome.ACK)
+    assert by_id[later][1:3] == ("pashq_tests.lifecycle.async_note", Outcome.ACK)
+    assert by_id[later][3] >= 0.01  # the handler's time
+    assert by_id[failing][1:3] == ("pashq_tests.lifecycle.boom", Outcome.RETRY)
+    assert by_id["poison"][1:] == (None, Outcome.DEAD, 0.0)  # settled without running
+
+
+def test_a_failing_delivery_observer_changes_no_decision(
+    conn: Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    observer = Observer(fail=True)
+    conn.plugin_manager.register(observer)
+    conn.dispatch_many("q", [Note("a"), Note("b")])
+    stats = _drain(conn)
+    assert stats.acked == 2
+    assert len(observer.finished) == 2
+    assert "a delivery observer failed in started(): RuntimeError: observer broke" in caplog.text
+    assert "a delivery observer failed in finished(): RuntimeError: observer broke" in caplog.text

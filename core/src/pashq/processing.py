@@ -146,6 +146,10 @@ def _start(
     return started, None
 
 
+def _observer_failed(method: str, exc: Exception) -> None:
+    log.error("a delivery observer failed in %s(): %s: %s", method, type(exc).__name__, exc)
+
+
 _NO_HEADERS: Mapping[str, str] = types.MappingProxyType({})
 
 
@@ -265,7 +269,7 @@ class Processor:
             try:
                 observer.started(delivery)
             except Exception as exc:
-                log.error("a delivery observer failed in started(): %r", exc)
+                _observer_failed("started", exc)
 
     def _observe_finished(
         self, delivery: Delivery, envelope: Envelope | None, result: Result | None, seconds: float
@@ -274,7 +278,7 @@ class Processor:
             try:
                 observer.finished(delivery, envelope, result, seconds)
             except Exception as exc:
-                log.error("a delivery observer failed in finished(): %r", exc)
+                _observer_failed("finished", exc)
 
     def _unrun(self, result: Result, envelope: Envelope | None, message: Message | None) -> Result:
         """Pass a result decided without running the handler through the wrappers."""
@@ -458,15 +462,24 @@ class Processor:
 
     def _execute_observed(self, prepared: Prepared) -> Result:
         """:meth:`_execute_wrapped`, the delivery observers told before and after."""
-        delivery = prepared.delivery
-        self._observe_started(delivery)
+        delivery, observers = prepared.delivery, self._observers
+        for observer in observers:
+            try:
+                observer.started(delivery)
+            except Exception as exc:
+                _observer_failed("started", exc)
         result: Result | None = None
         began = time.perf_counter()
         try:
             result = self._execute_wrapped(prepared)
             return result
         finally:
-            self._observe_finished(delivery, prepared.envelope, result, time.perf_counter() - began)
+            seconds = time.perf_counter() - began
+            for observer in observers:
+                try:
+                    observer.finished(delivery, prepared.envelope, result, seconds)
+                except Exception as exc:
+                    _observer_failed("finished", exc)
 
     def _execute_wrapped(self, prepared: Prepared) -> Result:
         """Validate and process in this thread (an ``async def`` handler runs on this
