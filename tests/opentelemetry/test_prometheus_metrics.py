@@ -151,12 +151,14 @@ def test_scraped_counts_equal_what_the_worker_processed(worker: Any) -> None:
 def test_queue_depth_is_sampled_from_the_drivers_stats(worker: Any) -> None:
     _, url, queue = worker
 
-    def failed(s: Samples) -> float | None:
-        return s.get(("pashq_queue_messages", (("queue", queue), ("state", "failed"))))
+    def depth(s: Samples, state: str) -> float | None:
+        return s.get(("pashq_queue_messages", (("queue", queue), ("state", state))))
 
-    samples = wait_for_scrape(url, lambda s: failed(s) == 1)
-    assert failed(samples) == 1
-    assert samples[("pashq_queue_messages", (("queue", queue), ("state", "ready")))] == 0
+    # The dead letter may be sampled while the message failing twice waits for its retry
+    # (ready again): wait for the sample after both have settled.
+    samples = wait_for_scrape(url, lambda s: depth(s, "failed") == 1 and depth(s, "ready") == 0)
+    assert depth(samples, "failed") == 1
+    assert depth(samples, "ready") == 0
 
 
 def test_worker_info_and_start_time_are_exported(worker: Any) -> None:
