@@ -23,25 +23,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import attrs
-
 sys.path.insert(0, str(Path(__file__).parent))
 
+from bench_memory import InvoicePaid
 from harness import payload
 
 import pashq
-
-
-@attrs.define
-class InvoicePaid(pashq.Message, type_name="bench.instructions.invoice_paid"):
-    """The benchmark message: 253 bytes of JSON."""
-
-    id: int
-    event: str
-    payload: str
-
-    def process_message(self) -> None:
-        pass
 
 
 class _NoOp:

@@ -85,8 +85,8 @@ def telemetry() -> Iterator[Telemetry]:
     found.meter_provider.shutdown()
 
 
-@pytest.fixture
-def connection(telemetry: Telemetry) -> pashq.Connection:
+def _traced(telemetry: Telemetry, **options: Any) -> pashq.Connection:
+    """The memory connection with the plugin on this test's providers."""
     pashq.configure({"queues": {"default": {"type": "memory"}}})
     conn = pashq.queue()
     conn.plugin_manager.register(
@@ -94,25 +94,21 @@ def connection(telemetry: Telemetry) -> pashq.Connection:
             tracer_provider=telemetry.tracer_provider,
             meter_provider=telemetry.meter_provider,
             system="pashq.memory",
+            **options,
         )
     )
     return conn
+
+
+@pytest.fixture
+def connection(telemetry: Telemetry) -> pashq.Connection:
+    return _traced(telemetry)
 
 
 @pytest.fixture
 def with_create_spans(telemetry: Telemetry) -> pashq.Connection:
     """A connection whose plugin opens a ``create`` span per message of a batch."""
-    pashq.configure({"queues": {"default": {"type": "memory"}}})
-    conn = pashq.queue()
-    conn.plugin_manager.register(
-        OpenTelemetryPlugin(
-            tracer_provider=telemetry.tracer_provider,
-            meter_provider=telemetry.meter_provider,
-            system="pashq.memory",
-            create_spans=True,
-        )
-    )
-    return conn
+    return _traced(telemetry, create_spans=True)
 
 
 def test_batch_dispatch_has_one_send_span_whose_context_every_message_carries(

@@ -489,15 +489,7 @@ class Processor:
         delivery, envelope = prepared.delivery, prepared.envelope
         limit = prepared.policy.time_limit
         token = set_current(
-            MessageContext(
-                delivery.id,
-                delivery.queue,
-                self.connection,
-                delivery.attempts,
-                _read_only(envelope.headers) if envelope is not None else _NO_HEADERS,
-                envelope.created_at if envelope is not None else "",
-                time.monotonic() + limit if limit else None,
-            )
+            self._message_context(delivery, envelope, time.monotonic() + limit if limit else None)
         )
         try:
             if not self._wrappers:

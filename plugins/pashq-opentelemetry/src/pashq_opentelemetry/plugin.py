@@ -51,6 +51,11 @@ def _result_error(result: Result) -> str | None:
     return None
 
 
+def _one(item: DispatchItem) -> dict[str, str]:
+    """The per-message attributes of a span that accounts for one message."""
+    return {semconv.MESSAGE_ID: item.id, semconv.MESSAGE_TYPE: item.envelope.type}
+
+
 class OpenTelemetryPlugin:
     """Traces and measures a connection's messages by the messaging semantic conventions.
 
@@ -165,60 +170,23 @@ class OpenTelemetryPlugin:
         links: list[Link] = []
         if len(messages) == 1:
             item = messages[0]
-            span = self._tracer.start_span(
-                f"send {queue}",
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    **base,
-                    semconv.OPERATION_TYPE: "send",
-                    semconv.OPERATION_NAME: "send",
-                    semconv.MESSAGE_ID: item.id,
-                    semconv.MESSAGE_TYPE: item.envelope.type,
-                },
-            )
+            span = self._producer_span("send", queue, SpanKind.PRODUCER, base, _one(item))
             propagate.inject(item.headers, context=trace.set_span_in_context(span))
         elif not self.create_spans:
-            span = self._tracer.start_span(
-                f"send {queue}",
-                kind=SpanKind.PRODUCER,
-                attributes={
-                    **base,
-                    semconv.OPERATION_TYPE: "send",
-                    semconv.OPERATION_NAME: "send",
-                    semconv.BATCH_MESSAGE_COUNT: len(messages),
-                },
-            )
+            count = {semconv.BATCH_MESSAGE_COUNT: len(messages)}
+            span = self._producer_span("send", queue, SpanKind.PRODUCER, base, count)
             carrier: dict[str, str] = {}
             propagate.inject(carrier, context=trace.set_span_in_context(span))
             for item in messages:
                 item.headers.update(carrier)
         else:
             for item in messages:
-                created = self._tracer.start_span(
-                    f"create {queue}",
-                    kind=SpanKind.PRODUCER,
-                    attributes={
-                        **base,
-                        semconv.OPERATION_TYPE: "create",
-                        semconv.OPERATION_NAME: "create",
-                        semconv.MESSAGE_ID: item.id,
-                        semconv.MESSAGE_TYPE: item.envelope.type,
-                    },
-                )
+                created = self._producer_span("create", queue, SpanKind.PRODUCER, base, _one(item))
                 propagate.inject(item.headers, context=trace.set_span_in_context(created))
                 created.end()
                 links.append(Link(created.get_span_context()))
-            span = self._tracer.start_span(
-                f"send {queue}",
-                kind=SpanKind.CLIENT,
-                attributes={
-                    **base,
-                    semconv.OPERATION_TYPE: "send",
-                    semconv.OPERATION_NAME: "send",
-                    semconv.BATCH_MESSAGE_COUNT: len(messages),
-                },
-                links=links,
-            )
+            count = {semconv.BATCH_MESSAGE_COUNT: len(messages)}
+            span = self._producer_span("send", queue, SpanKind.CLIENT, base, count, links)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             ids = yield
@@ -237,6 +205,26 @@ class OpenTelemetryPlugin:
             span.end()
         self._instruments.sent.add(len(messages), self._metric_attributes(queue, "send"))
         return ids
+
+    def _producer_span(
+        self,
+        operation: str,
+        queue: str,
+        kind: SpanKind,
+        base: Mapping[str, Any],
+        extra: Mapping[str, Any],
+        links: Sequence[Link] = (),
+    ) -> Any:
+        """Start a ``send`` or ``create`` span with the conventions' attributes."""
+        attributes = {
+            **base,
+            semconv.OPERATION_TYPE: operation,
+            semconv.OPERATION_NAME: operation,
+            **extra,
+        }
+        return self._tracer.start_span(
+            f"{operation} {queue}", kind=kind, attributes=attributes, links=links
+        )
 
     # -- consumer --------------------------------------------------------------------------
 
