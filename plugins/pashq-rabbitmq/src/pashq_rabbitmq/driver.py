@@ -596,10 +596,18 @@ class RabbitMQDriver:
 
     @hookimpl
     def pashq_queue_empty(self, queue: str) -> bool:
-        """Whether the broker holds no ready message for ``queue`` (one passive declare;
-        messages on their way to this consumer are found by the worker's next pull)."""
+        """Whether nothing of ``queue`` is ready: none buffered here, none ready on the
+        broker (a passive declare), and none on its way to this consumer (the broker may
+        have dispatched some just after the last acks and answered the declare before they
+        arrived: a round trip on the consume channel brings them in)."""
         timeout = self.options.publish_timeout
-        return self.link.declare(queue, None, passive=True, timeout=timeout) == 0
+        if self.link.buffered(queue):
+            return False
+        if self.link.declare(queue, None, passive=True, timeout=timeout) != 0:
+            return False
+        if self.link.consuming(queue):
+            self.link.settle_consumer(timeout=timeout)
+        return self.link.buffered(queue) == 0
 
     # -- pashq move ----------------------------------------------------------------------
 

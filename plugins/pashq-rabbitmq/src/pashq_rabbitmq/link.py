@@ -1099,6 +1099,22 @@ class BrokerLink:
             pass
         return out
 
+    def settle_consumer(self, *, timeout: float) -> None:
+        """One round trip on the consume channel (a ``basic.qos`` with the same prefetch):
+        when it returns, every delivery the broker had already dispatched to this consumer
+        has arrived in the local buffers (a channel's frames come in order)."""
+
+        def operation(future: concurrent.futures.Future[None]) -> None:
+            channel = self._con
+            if channel is None or not channel.is_open:
+                _resolve(future, None)
+                return
+            channel.basic_qos(
+                prefetch_count=self.prefetch, callback=lambda _frame: _resolve(future, None)
+            )
+
+        self.call(operation, timeout=timeout, what="waiting for deliveries on their way")
+
     def buffered(self, queue: str) -> int:
         """How many deliveries of ``queue`` wait in the local buffer."""
         buffer = self._buffers.get(queue)
