@@ -290,15 +290,13 @@ def encode_envelope(envelope: Envelope) -> bytes:
         check_headers(headers)
         # A batch often shares its headers (a trace context): check each distinct set once.
         _headers_seen[0] = dict(headers)
-    strings = _encoded_strings
     try:
         # Written directly: the same bytes as encoding to_dict(). The id needs no escapes
         # (checked above: A-Z a-z 0-9 _ . : -).
         return (
-            f'{{"v":1,"id":"{envelope.id}",'
-            f'"type":{strings.get(envelope.type) or _json_string(envelope.type)},'
+            f'{{"v":1,"id":"{envelope.id}","type":{_json_string(envelope.type)},'
             f'"body":{_encode_body(envelope.body)},'
-            f'"created_at":{strings.get(envelope.created_at) or _json_string(envelope.created_at)},'
+            f'"created_at":{_json_string(envelope.created_at)},'
             f'"headers":{_encode_body(dict(headers)) if headers else "{}"}}}'
         ).encode()
     except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError included

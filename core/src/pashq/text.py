@@ -9,7 +9,7 @@ capped with a marker saying how much was cut.
 
 from __future__ import annotations
 
-__all__ = ["REASON_LIMIT", "TRACEBACK_LIMIT", "safe_text"]
+__all__ = ["REASON_LIMIT", "TRACEBACK_LIMIT", "safe_reason", "safe_text", "safe_traceback"]
 
 #: The most characters of a dead-letter reason the core hands to a driver.
 REASON_LIMIT = 1000
@@ -32,3 +32,13 @@ def safe_text(text: str, limit: int | None = None, *, keep: str = "head") -> str
     room = max(0, limit - 40)  # the marker is shorter than 40 characters
     marker = f"[... {len(text) - room} characters cut]"
     return f"{text[:room]} {marker}" if keep == "head" else f"{marker} {text[-room:]}"
+
+
+def safe_reason(text: str) -> str:
+    """A dead-letter reason as the core hands it to a driver (:data:`REASON_LIMIT`)."""
+    return safe_text(text, REASON_LIMIT)
+
+
+def safe_traceback(text: str | None) -> str | None:
+    """A traceback as the core hands it to a driver (:data:`TRACEBACK_LIMIT`, the end kept)."""
+    return None if text is None else safe_text(text, TRACEBACK_LIMIT, keep="tail")

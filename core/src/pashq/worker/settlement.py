@@ -21,7 +21,7 @@ import attrs
 from pashq.delivery import Delivery
 from pashq.processing import Outcome, Result
 from pashq.redaction import redact_url
-from pashq.text import REASON_LIMIT, TRACEBACK_LIMIT, safe_text
+from pashq.text import safe_reason, safe_traceback
 from pashq.worker.deferral import defer
 from pashq.worker.stats import WorkerStats
 
@@ -172,10 +172,8 @@ class Settlement:
                         delivery.queue,
                         [delivery],
                         # Results are mutable: a wrapper may have set any text since.
-                        reason=safe_text(result.reason, REASON_LIMIT),
-                        traceback=None
-                        if result.traceback is None
-                        else safe_text(result.traceback, TRACEBACK_LIMIT, keep="tail"),
+                        reason=safe_reason(result.reason),
+                        traceback=safe_traceback(result.traceback),
                     )
                 )
                 self.stats.dead_lettered += 1

@@ -16,9 +16,21 @@ import threading
 from types import FrameType
 from typing import Any
 
-__all__ = ["Killed", "StartupSignals", "StopControl"]
+__all__ = ["Killed", "StartupSignals", "StopControl", "give_back_signals", "take_signals"]
 
 log = logging.getLogger("pashq.worker")
+
+
+def take_signals(handler: Any) -> dict[signal.Signals, Any]:
+    """Handle SIGTERM and SIGINT with ``handler`` (main thread only); return the previous
+    handlers."""
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+
+def give_back_signals(previous: dict[signal.Signals, Any]) -> None:
+    """Put back the handlers :func:`take_signals` returned."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 class Killed(BaseException):
@@ -59,10 +71,7 @@ class StopControl:
         if not enabled or threading.current_thread() is not threading.main_thread():
             return
         self.main_thread = threading.get_ident()
-        previous: dict[signal.Signals, Any] = {}
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, self._on_signal)
-        self._previous = previous
+        self._previous = take_signals(self._on_signal)
 
     def restore(self) -> None:
         """Put back the signal handlers found at :meth:`install`; cancel the shutdown timer."""
@@ -70,8 +79,7 @@ class StopControl:
             self.timer.cancel()  # a shutdown timer must not fire into a later run
             self.timer = None
         if self._previous:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)
+            give_back_signals(self._previous)
         self._previous = None
         self.main_thread = None
 
@@ -121,10 +129,8 @@ class StartupSignals:
 
     def install(self) -> None:
         """Take SIGTERM and SIGINT (only possible in the main thread; else do nothing)."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self._previous[sig] = signal.signal(sig, self._on_signal)
+        if threading.current_thread() is threading.main_thread():
+            self._previous = take_signals(self._on_signal)
 
     def hand_to(self, runner: Any) -> None:
         """From now on a signal stops ``runner`` (anything with ``stop(immediate=)``)."""
@@ -134,8 +140,7 @@ class StartupSignals:
 
     def restore(self) -> None:
         """Put back the handlers found at :meth:`install`."""
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        give_back_signals(self._previous)
         self._previous = {}
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:

@@ -39,6 +39,7 @@ import attrs
 from pashq.errors import PashqError
 from pashq.worker.conductor import Worker
 from pashq.worker.prefetch import Prefetch
+from pashq.worker.signals import give_back_signals, take_signals
 from pashq.worker.stats import WorkerStats
 
 __all__ = ["ChildSpec", "MetricsSpec", "ProcessSupervisor"]
@@ -300,8 +301,7 @@ class ProcessSupervisor:
         previous: dict[signal.Signals, Any] = {}
         if self.install_signal_handlers:
             try:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    previous[sig] = signal.signal(sig, self._on_signal)
+                previous = take_signals(self._on_signal)
             except ValueError:  # not the main thread: the caller uses stop()
                 previous = {}
         last_report = 0.0
@@ -321,8 +321,7 @@ class ProcessSupervisor:
                     self._report()
         finally:
             self._kill_all()
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            give_back_signals(previous)
             self._report()
         if self._fatal is not None:
             raise PashqError(self._fatal)

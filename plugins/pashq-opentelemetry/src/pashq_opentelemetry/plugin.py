@@ -168,12 +168,12 @@ class OpenTelemetryPlugin:
             semconv.DESTINATION_NAME: queue,
         }
         links: list[Link] = []
+        count = {semconv.BATCH_MESSAGE_COUNT: len(messages)}  # for a batch's send span
         if len(messages) == 1:
             item = messages[0]
             span = self._producer_span("send", queue, SpanKind.PRODUCER, base, _one(item))
             propagate.inject(item.headers, context=trace.set_span_in_context(span))
         elif not self.create_spans:
-            count = {semconv.BATCH_MESSAGE_COUNT: len(messages)}
             span = self._producer_span("send", queue, SpanKind.PRODUCER, base, count)
             carrier: dict[str, str] = {}
             propagate.inject(carrier, context=trace.set_span_in_context(span))
@@ -185,7 +185,6 @@ class OpenTelemetryPlugin:
                 propagate.inject(item.headers, context=trace.set_span_in_context(created))
                 created.end()
                 links.append(Link(created.get_span_context()))
-            count = {semconv.BATCH_MESSAGE_COUNT: len(messages)}
             span = self._producer_span("send", queue, SpanKind.CLIENT, base, count, links)
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
