@@ -34,7 +34,7 @@ It is found through the ``pashq.drivers`` entry-point group (see ``docs/writing-
 # mypy: disable-error-code="empty-body"
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -181,6 +181,33 @@ def pashq_push(
         def pashq_push(self, queue, messages, options):
             self.table.insert_many(queue, [(m.id, m.body, m.delay) for m in messages])
             return [m.id for m in messages]
+    """
+
+
+@hookspec(firstresult=True)
+def pashq_push_stream(
+    queue: str, batches: Iterator[Sequence[OutgoingMessage]], options: Mapping[str, Any]
+) -> list[str]:
+    """Optional: store messages that the core hands over one batch at a time, as it
+    encodes them, so that the backend stores batch k while the core builds batch k + 1.
+
+    The same contract as :func:`pashq_push` for everything the iterator yields: each batch
+    holds at most the driver's ``batch_size`` messages, in dispatch order; return the ids
+    once the backend holds every message of every batch taken; raise
+    :class:`~pashq.errors.PartialPushError` with ``stored`` and ``not_stored`` (the ids of
+    the batches taken) when a batch failed after earlier ones were stored. The iterator
+    never raises: when the core cannot encode a message it ends the stream early, and
+    reports the batches the driver stored. A driver without this hook gets one
+    :func:`pashq_push` call with the whole dispatch.
+
+    Stops at first non-None result.
+
+    Example::
+
+        @hookimpl
+        def pashq_push_stream(self, queue, batches, options):
+            sent = [self.client.send_batch(queue, batch) for batch in batches]
+            return [m.id for reply in sent for m in reply.wait()]
     """
 
 
