@@ -200,3 +200,92 @@ def test_the_json_schema_accepts_exactly_what_the_decoder_accepts(sample: dict[s
     except EnvelopeError:
         decoder_ok = False
     assert schema_ok == decoder_ok
+
+
+# -- the fast paths (orjson writes bodies, msgspec reads envelopes) and the standard one ----
+
+BODIES: list[Any] = [
+    {"x": 1},
+    {"big": 10**30, "negative": -(10**25)},  # beyond 64 bits: orjson refuses, json writes
+    {"none": None, "f": 1e16, "tiny": 5e-324, "neg": -0.0},
+    {"nested": [[[{"a": 'é\u2028\x00"\\'}]]]},
+    {"deep": json.loads("[" * 300 + "]" * 300)},  # deeper than orjson's limit
+    ["a list", 1.5, True, False],
+    "a text body",
+]
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_every_body_comes_back_as_the_standard_library_reads_it(body: Any) -> None:
+    envelope = Envelope("i", "t", body, "2026-11-27T18:00:00.000000Z", {})
+    data = encode_envelope(envelope)
+    assert json.loads(data)["body"] == body
+    assert decode_envelope(data).body == body
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_infinity_are_refused_even_beside_a_none(value: float) -> None:
+    # orjson would write them as null: the standard encoder refuses them.
+    with pytest.raises(EnvelopeError, match="not JSON"):
+        encode_envelope(Envelope("i", "t", {"x": value, "y": None}, "now", {}))
+    with pytest.raises(EnvelopeError, match="not JSON"):
+        encode_envelope(Envelope("i", "t", {"x": value}, "now", {}))
+
+
+def test_keys_that_are_not_strings_are_written_as_the_standard_library_does() -> None:
+    data = encode_envelope(Envelope("i", "t", {1: "a", "b": 2}, "now", {}))
+    assert json.loads(data)["body"] == {"1": "a", "b": 2}
+
+
+def test_enum_and_uuid_values_are_written_as_their_value() -> None:
+    import enum
+    import uuid
+
+    class Colour(enum.Enum):
+        RED = "red"
+
+    token = uuid.uuid4()
+    for extra in ({}, {"y": None}):  # with and without the standard encoder's pass
+        data = encode_envelope(Envelope("i", "t", {"c": Colour.RED, "u": token, **extra}, "n", {}))
+        assert json.loads(data)["body"] == {"c": "red", "u": str(token), **extra}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        json.dumps(GOOD).encode(),
+        json.dumps(GOOD, indent=2).encode(),
+        b'{"v":1,"id":"i","type":"t","body":{"a":1,"a":2},"created_at":"2026-11-27T18:00:00Z",'
+        b'"headers":{}}',
+        b'{"v":1,"id":"i","id":"j","type":"t","body":1,"created_at":"2026-11-27T18:00:00Z",'
+        b'"headers":{}}',
+        b'{"v":1,"id":"i","type":"t","body":"\\ud800","created_at":"2026-11-27T18:00:00Z",'
+        b'"headers":{}}',
+        b'{"v":1,"id":"i","type":"t","body":1e400,"created_at":"2026-11-27T18:00:00Z",'
+        b'"headers":{}}',
+        b'{"v":1,"id":"i","type":"t","body":123456789012345678901234567890,'
+        b'"created_at":"2026-11-27T18:00:00Z","headers":{}}',
+        b'\xef\xbb\xbf{"v":1,"id":"i","type":"t","body":1,"created_at":"2026-11-27T18:00:00Z",'
+        b'"headers":{}}',
+        b'{"v":1.0,"id":"i","type":"t","body":1,"created_at":"2026-11-27T18:00:00Z","headers":{}}',
+        b'{"v":1,"id":"i","type":"t","body":"\xff","created_at":"2026-11-27T18:00:00Z",'
+        b'"headers":{}}',
+        b'{"v":1,"id":"i","type":"","body":1,"created_at":"2026-11-27T18:00:00Z","headers":{}}',
+        b'{"v":1,"id":"i","type":"t","body":1,"created_at":"yesterday","headers":{}}',
+        b'{"v":1,"id":"i","type":"t","body":1,"created_at":"2026-11-27T18:00:00Z",'
+        b'"headers":{"-bad":"x"}}',
+        "[" * 5000,
+    ],
+)
+def test_the_fast_decoder_decides_as_the_standard_one(raw: bytes | str) -> None:
+    from pashq.envelope import _decode_standard
+
+    try:
+        expected: Envelope | str = _decode_standard(raw)
+    except EnvelopeError as exc:
+        expected = str(exc)
+    try:
+        got: Envelope | str = decode_envelope(raw)
+    except EnvelopeError as exc:
+        got = str(exc)
+    assert got == expected

@@ -9,21 +9,35 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import attrs
 import pluggy
 
 from pashq import hookspecs
 from pashq.capabilities import Capabilities
 from pashq.config import ConnectionConfig
+from pashq.converter import unstructure_hook
 from pashq.delivery import DeadLetter, OutgoingMessage, QueueStats
 from pashq.discovery import DRIVER_GROUP, PLUGIN_GROUP, find
-from pashq.envelope import Envelope, encode_envelope, new_message_ids, utc_timestamp
-from pashq.errors import ConfigError, PashqError, QueueNameError, UnsupportedError
+from pashq.envelope import (
+    Envelope,
+    encode_envelope,
+    encode_fields,
+    new_message_ids,
+    utc_timestamp,
+)
+from pashq.errors import (
+    ConfigError,
+    PartialPushError,
+    PashqError,
+    QueueNameError,
+    UnsupportedError,
+)
 from pashq.hookspecs import hookimpl
 from pashq.lifecycle import DispatchItem, check_user_headers
-from pashq.message import Message, body_of, check_priority
+from pashq.message import Message, body_of, check_priority, uses_default_get_message
 from pashq.serializer import JsonSerializer, default_only
 from pashq.unique import UNIQUE_HEADER, push_unique, unique_key_of
 
@@ -47,6 +61,89 @@ def build_plugin_manager(driver: object, config: ConnectionConfig) -> pluggy.Plu
     pm.register(driver, name=f"pashq.driver.{config.type}")
     pm.check_pending()
     return pm
+
+
+@attrs.frozen(slots=True)
+class _SendFacts:
+    """What dispatching needs to know of one message class, worked out once."""
+
+    type_name: str
+    #: The class's cattrs hook when it keeps the default ``get_message``, else ``None``.
+    unstructure: Callable[[Any], Any] | None
+    #: ``get_group_id`` or ``get_deduplication_id`` can answer something but ``None``.
+    has_ids: bool
+    priority: int
+    unique_for: float | None
+
+
+_send_facts: dict[type, _SendFacts] = {}
+
+
+def _facts_of(cls: type) -> _SendFacts:
+    found = _send_facts.get(cls)
+    if found is None:
+        if not isinstance(cls, type) or not issubclass(cls, Message):
+            raise TypeError(f"can only dispatch pashq.Message instances, got {cls.__name__}")
+        found = _send_facts[cls] = _SendFacts(
+            cls.type_name,
+            unstructure_hook(cls) if uses_default_get_message(cls) else None,
+            cls.group_by is not None
+            or cls.deduplicate_by is not None
+            or cls.get_group_id is not Message.get_group_id
+            or cls.get_deduplication_id is not Message.get_deduplication_id,
+            cls.default_priority or 0,
+            cls.unique_for,
+        )
+    return found
+
+
+@attrs.define(slots=True)
+class _BatchBuilder:
+    """Turns messages into what a driver pushes: envelope, serialization and options."""
+
+    serialize: Callable[[Envelope], bytes]
+    created_at: str
+    headers: Mapping[str, str] | None
+    delay: float
+    priority: int | None
+
+    def __call__(
+        self, messages: Sequence[Message], facts: Sequence[_SendFacts], ids: Sequence[str]
+    ) -> list[OutgoingMessage]:
+        serialize, created_at, given, delay = (
+            self.serialize,
+            self.created_at,
+            self.headers,
+            self.delay,
+        )
+        direct = serialize is encode_envelope
+        out: list[OutgoingMessage] = []
+        append = out.append
+        for message, fact, message_id in zip(messages, facts, ids, strict=True):
+            body = body_of(message) if fact.unstructure is None else fact.unstructure(message)
+            carried = dict(given) if given else {}
+            key = None
+            if fact.unique_for is not None:
+                key = carried[UNIQUE_HEADER] = unique_key_of(message)
+            data = (
+                encode_fields(message_id, fact.type_name, body, created_at, carried)
+                if direct
+                else serialize(Envelope(message_id, fact.type_name, body, created_at, carried))
+            )
+            append(
+                OutgoingMessage(
+                    message_id,
+                    fact.type_name,
+                    data,
+                    delay,
+                    message.get_group_id() if fact.has_ids else None,
+                    message.get_deduplication_id() if fact.has_ids else None,
+                    fact.priority if self.priority is None else self.priority,
+                    key,
+                    fact.unique_for or 0.0,
+                )
+            )
+        return out
 
 
 class _CoreDispatch:
@@ -296,14 +393,22 @@ class Connection:
         wait = delay or 0.0
         if len(self.hook.pashq_dispatch.get_hookimpls()) == 1:
             # Only the core's own implementation: serialize and push straight away.
-            serialize: Callable[[Envelope], bytes] = default_only(
-                self.hook.pashq_serialize, encode_envelope
+            facts = [_facts_of(type(m)) for m in messages]  # raises for a non-Message
+            build = _BatchBuilder(
+                default_only(self.hook.pashq_serialize, encode_envelope),
+                created_at,
+                given,
+                wait,
+                priority,
             )
-            envelope = self._envelope
-            batch = [
-                self._outgoing(serialize, envelope(m, created_at, i, given), m, wait, priority)
-                for m, i in zip(messages, fresh_ids, strict=True)
-            ]
+            size = self.capabilities.batch_size or len(messages)
+            if (
+                len(messages) > size
+                and self.hook.pashq_push_stream.get_hookimpls()
+                and not any(f.unique_for for f in facts)
+            ):
+                return self._push_stream(queue, messages, facts, fresh_ids, build, size, options)
+            batch = build(messages, facts, fresh_ids)
             self._check_priorities(queue, batch)
             return self._push_outgoing(queue, batch, options)
         items = [
@@ -315,6 +420,52 @@ class Connection:
         if ids is None:  # a plugin answered nothing
             raise PashqError(f"pashq_dispatch returned nothing for queue {queue!r}")
         return ids if isinstance(ids, list) else list(ids)  # keeps Dispatched.duplicates
+
+    def _push_stream(
+        self,
+        queue: str,
+        messages: Sequence[Message],
+        facts: Sequence[_SendFacts],
+        ids: Sequence[str],
+        build: _BatchBuilder,
+        size: int,
+        options: Mapping[str, Any],
+    ) -> list[str]:
+        """``pashq_push_stream``: hand the driver each batch of ``size`` as soon as it is
+        encoded. A message that cannot be encoded ends the stream: raised as it is when
+        nothing was stored yet, else as :class:`PartialPushError` (the batches before it
+        were stored)."""
+        failed: list[Exception] = []
+
+        def batches() -> Iterator[list[OutgoingMessage]]:
+            for start in range(0, len(messages), size):
+                end = start + size
+                try:
+                    batch = build(messages[start:end], facts[start:end], ids[start:end])
+                    self._check_priorities(queue, batch)
+                except Exception as exc:
+                    failed.append(exc)
+                    return
+                yield batch
+
+        stored = self.hook.pashq_push_stream(queue=queue, batches=batches(), options=options)
+        if stored is None:  # no driver answered
+            raise PashqError(
+                f"driver {self.config.type!r} returned nothing from pashq_push_stream on "
+                f"queue {queue!r}"
+            )
+        stored = list(stored)
+        if failed:
+            if not stored:
+                raise failed[0]
+            done = set(stored)
+            raise PartialPushError(
+                f"dispatch to queue {queue!r} stopped after {len(stored)} of {len(messages)} "
+                f"message(s) were stored: {failed[0]}",
+                stored=stored,
+                not_stored=[i for i in ids if i not in done],
+            ) from failed[0]
+        return stored
 
     def _check_priorities(
         self, queue: str, batch: Sequence[OutgoingMessage | DispatchItem]

@@ -20,7 +20,7 @@ from cattrs.strategies import configure_union_passthrough
 
 from pashq.errors import SerializationError
 
-__all__ = ["make_converter", "structure", "unstructure"]
+__all__ = ["make_converter", "structure", "unstructure", "unstructure_hook"]
 
 T = TypeVar("T")
 
@@ -82,6 +82,14 @@ _converter = make_converter()
 # is registered on it after make_converter()).
 _unstructure_hooks: dict[type, Callable[[Any], Any]] = {}
 _structure_hooks: dict[type, Callable[[Any, type], Any]] = {}
+
+
+def unstructure_hook(cls: type) -> Callable[[Any], Any]:
+    """The converter's unstructure hook of ``cls`` (what :func:`unstructure` calls)."""
+    hook = _unstructure_hooks.get(cls)
+    if hook is None:
+        hook = _unstructure_hooks[cls] = _converter.get_unstructure_hook(cls)
+    return hook
 
 
 def unstructure(obj: Any) -> Any:

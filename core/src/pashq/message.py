@@ -279,6 +279,17 @@ def _check_attrs(cls: type[Message]) -> None:
         )
 
 
+def uses_default_get_message(cls: type[Message]) -> bool:
+    """Whether ``cls`` keeps the default ``get_message`` (its body is its attrs fields).
+
+    :raises RegistryError: it does, and is not an attrs class.
+    """
+    if cls.get_message is _default_get_message:
+        _check_attrs(cls)
+        return True
+    return False
+
+
 def body_of(message: Message) -> Any:
     """Return the envelope body for ``message`` (JSON object, or text for custom bodies)."""
     cls = type(message)

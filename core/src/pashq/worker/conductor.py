@@ -444,7 +444,9 @@ class Worker:
     def _handle_here(self, name: str, deliveries: list[Delivery]) -> None:
         """``concurrency=1``: run the batch in order; sync handlers without a time limit in
         this thread, the others on the executor (waiting for each)."""
-        prepare, execute = self._processor.prepare, self._processor.execute
+        processor = self._processor
+        prepare = processor.prepare
+        execute = processor.execute_plain if processor.plain else processor.execute
         settle, observe = self._settlement.settle, self._prefetch.observe
         stop = self._control.stop
         failed_groups: set[str] = set()
