@@ -293,7 +293,9 @@ class Processor:
         if delivery.attempts < 1:  # a hostile or broken attempts header/column: never below 1
             delivery.attempts = 1
         try:
-            envelope, message = self.decode(delivery.body)
+            # decode(), written out: this runs once per delivery.
+            envelope = self._deserialize(delivery.body)
+            message = build_message(registry.lookup(envelope.type), envelope.body)
         except EnvelopeError as exc:
             return Result(delivery, Outcome.DEAD, reason=f"undecodable envelope: {exc}"), None, None
         except UnknownMessageTypeError as exc:

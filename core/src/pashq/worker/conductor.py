@@ -448,6 +448,7 @@ class Worker:
         prepare = processor.prepare
         execute = processor.execute_plain if processor.plain else processor.execute
         settle, observe = self._settlement.settle, self._prefetch.observe
+        flush_due, monotonic = self._settlement.flush_due, time.monotonic
         stop = self._control.stop
         failed_groups: set[str] = set()
         count = len(deliveries)
@@ -476,15 +477,15 @@ class Worker:
                 self._submit(prepared)
                 result = self._wait_one()
             else:
-                started = time.monotonic()
+                started = monotonic()
                 result = execute(prepared)
-                observe(time.monotonic() - started)
+                observe(monotonic() - started)
             if result is None:
                 continue  # stopped at once
             if delivery.group is not None and result.outcome is not Outcome.ACK:
                 failed_groups.add(delivery.group)
             settle(result)
-            self._settlement.flush_due()
+            flush_due()
         self._unstarted = ("", [])
         self._waiting = 0
 
