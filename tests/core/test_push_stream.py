@@ -96,3 +96,32 @@ def test_a_message_that_cannot_be_encoded_in_the_first_batch_stores_nothing(
         connection.dispatch_many("q", readings)
     assert streamer.batches == []
     assert connection.stats("q").ready == 0
+
+
+class FailingSecondBatch(Streamer):
+    """Stores the first batch, then fails as a backend would (without reading further)."""
+
+    @pashq.hookimpl
+    def pashq_push_stream(
+        self, queue: str, batches: Iterator[Sequence[OutgoingMessage]], options: Mapping[str, Any]
+    ) -> list[str]:
+        stored: list[str] = []
+        for batch in batches:
+            if stored:
+                raise PartialPushError("refused", stored=stored, not_stored=[m.id for m in batch])
+            stored += self.connection.driver.pashq_push(queue=queue, messages=batch, options={})
+        return stored
+
+
+def test_a_partial_push_names_the_batches_the_driver_never_took_too() -> None:
+    connection = make_connection({"type": "memory"}, name="stream")
+    connection.plugin_manager.register(FailingSecondBatch(connection))
+    size = connection.capabilities.batch_size
+    try:
+        with pytest.raises(PartialPushError) as caught:
+            connection.dispatch_many("q", [Reading(float(i)) for i in range(3 * size)])
+        assert len(caught.value.stored) == size
+        assert len(caught.value.not_stored) == 2 * size
+        assert set(caught.value.stored).isdisjoint(caught.value.not_stored)
+    finally:
+        connection.close()

@@ -436,6 +436,7 @@ class Connection:
         nothing was stored yet, else as :class:`PartialPushError` (the batches before it
         were stored)."""
         failed: list[Exception] = []
+        taken = [0]  # messages handed to the driver
 
         def batches() -> Iterator[list[OutgoingMessage]]:
             for start in range(0, len(messages), size):
@@ -446,9 +447,18 @@ class Connection:
                 except Exception as exc:
                     failed.append(exc)
                     return
+                taken[0] = min(end, len(messages))
                 yield batch
 
-        stored = self.hook.pashq_push_stream(queue=queue, batches=batches(), options=options)
+        try:
+            stored = self.hook.pashq_push_stream(
+                queue=queue, batches=batches(), options=options
+            )
+        except PartialPushError as exc:
+            # The driver names what it was handed; the rest was never sent either.
+            named = set(exc.not_stored)
+            exc.not_stored += [i for i in ids[taken[0] :] if i not in named]
+            raise
         if stored is None:  # no driver answered
             raise PashqError(
                 f"driver {self.config.type!r} returned nothing from pashq_push_stream on "
