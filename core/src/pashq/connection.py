@@ -451,9 +451,7 @@ class Connection:
                 yield batch
 
         try:
-            stored = self.hook.pashq_push_stream(
-                queue=queue, batches=batches(), options=options
-            )
+            stored = self.hook.pashq_push_stream(queue=queue, batches=batches(), options=options)
         except PartialPushError as exc:
             # The driver names what it was handed; the rest was never sent either.
             named = set(exc.not_stored)
