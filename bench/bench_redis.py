@@ -9,6 +9,9 @@ Cases:
 - ``raw redis-py (ceiling)``: pipelined ``LPUSH`` (one round trip per 500 messages), then
   batched ``RPOP key 100`` and ``json.loads`` per message. No lease, no ack, no retry: a
   worker that dies loses what it popped. This is the ceiling, not a peer.
+- ``raw redis-py + msgspec``: the same, with ``msgspec.json.decode`` instead of
+  ``json.loads`` (for reference only: pashq reads envelopes with msgspec, the ceiling
+  above uses the standard library as every raw case of the harness does).
 - ``pashq redis``: ``dispatch_many`` of typed messages (one Lua script call per 500, one
   pipeline), then ``Worker.run(max_messages=N)`` (leased claims of 500, batched acks).
 - ``rq``: ``Queue.enqueue_many`` (its batched enqueue, one pipeline), then a
@@ -84,7 +87,7 @@ def _delete(pattern: str) -> None:
 # -- raw redis-py -------------------------------------------------------------------------------
 
 
-def raw_redis(n: int) -> Phases:
+def raw_redis(n: int, loads: Any = json.loads) -> Phases:
     import redis
 
     key = f"{_prefix()}:raw"
@@ -102,10 +105,16 @@ def raw_redis(n: int) -> Phases:
         while len(ids) < n:
             got = client.rpop(key, 100)
             for data in got or []:
-                ids.append(json.loads(data)["id"])
+                ids.append(loads(data)["id"])
     client.delete(key)
     client.close()
     return Phases(pub.seconds, con.seconds, ids)
+
+
+def raw_redis_msgspec(n: int) -> Phases:
+    import msgspec
+
+    return raw_redis(n, msgspec.json.decode)
 
 
 # -- pashq ----------------------------------------------------------------------------------------
@@ -241,6 +250,7 @@ if __name__ == "__main__":
     main(
         {
             "raw redis-py (ceiling)": raw_redis,
+            "raw redis-py + msgspec": raw_redis_msgspec,
             "pashq redis": pashq_redis,
             "rq": rq_case,
             "arq": arq_case,
