@@ -506,17 +506,7 @@ class Processor:
         delivery, envelope = prepared.delivery, prepared.envelope
         if envelope is None or self._kind(type(prepared.message)).gated:
             return self.execute(prepared)
-        headers = envelope.headers
-        token = set_current(
-            MessageContext(
-                delivery.id,
-                delivery.queue,
-                self.connection,
-                delivery.attempts,
-                types.MappingProxyType(headers) if headers else _NO_HEADERS,
-                envelope.created_at,
-            )
-        )
+        token = set_current(self._message_context(delivery, envelope, None))
         try:
             return self._execute(prepared)
         finally:
