@@ -313,7 +313,7 @@ def test_wait_replicas_succeeds_with_a_replica(
         try:
             _push(conn, queue_name, _message())
             keys = QueueKeys(key_prefix, queue_name)
-            assert check.zcard(keys.key("ready")) == 1
+            assert check.llen(keys.key("fresh")) == 1
         finally:
             conn.close()
             check.close()
@@ -383,8 +383,9 @@ def test_metadata_written_by_hand_does_not_break_pulls(
     connection: Connection, queue_name: str
 ) -> None:
     """A message whose metadata someone overwrote by hand is still delivered (as a first
-    attempt, id unknown), and the messages behind it too."""
-    _push(connection, queue_name, _message(1), _message(2))
+    attempt, id unknown), and the messages behind it too (messages with a priority have a
+    number and a stamp from the push on)."""
+    _push(connection, queue_name, _message(1, priority=1), _message(2, priority=1))
     client = _driver(connection).redis()
     keys = QueueKeys(_driver(connection).options.key_prefix, queue_name)
     (first, _) = client.zrange(keys.key("ready"), 0, -1)

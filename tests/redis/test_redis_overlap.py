@@ -66,17 +66,16 @@ def test_streamed_push_reports_exactly_the_batch_the_server_refused(
     and the third are stored and reported stored, the second reported not stored."""
     conn = make_connection(dict(redis_table, batch_size=10))
     driver = _driver(conn)
-    build = driver._push_args
+    build = driver._push_command
     calls: list[int] = []
 
-    def second_is_refused(batch: Any) -> list[Any]:
-        args = build(batch)
+    def second_is_refused(queue: str, batch: Any) -> tuple[Any, ...]:
         calls.append(1)
-        if len(calls) == 2:
-            args[0] = "not a count"  # the script fails before it writes anything
-        return args
+        if len(calls) == 2:  # a script that fails before it writes anything
+            return ("EVAL", "return redis.error_reply('refused')", 0)
+        return build(queue, batch)
 
-    monkeypatch.setattr(driver, "_push_args", second_is_refused)
+    monkeypatch.setattr(driver, "_push_command", second_is_refused)
     messages = [_message(n) for n in range(30)]
     try:
         with pytest.raises(PartialPushError) as caught:

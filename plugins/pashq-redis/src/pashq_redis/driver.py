@@ -67,7 +67,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
@@ -131,14 +131,22 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 Client = redis.Redis | RedisCluster
 
+#: Where the wake-up list and the list of fresh messages are in a queue's key list.
+_WAKE = PARTS.index("wake")
+_FRESH = PARTS.index("fresh")
+#: Wake-up tokens: a push of n ready messages pushes min(n, 16) of them.
+_TOKENS = (b"1",) * 16
+#: The stamp of a first claim at priority 0 (``FIRST`` in the scripts): attempts 1.
+_FIRST = b"10000010"
+
 
 class Receipt(NamedTuple):
     """A delivery's handle: the message's number in its queue and the stamp (claim count,
-    attempts, priority) it was pulled with (the fence: settles apply only while both still
-    match; see :mod:`pashq_redis.scripts`)."""
+    attempts, priority) it was pulled with, both as the text the server sent (the fence:
+    settles apply only while both still match; see :mod:`pashq_redis.scripts`)."""
 
     number: bytes
-    stamp: int
+    stamp: bytes
 
 
 def _ids(deliveries: Sequence[Any]) -> str:
@@ -157,6 +165,14 @@ def _check_ids(queue: str, messages: Sequence[OutgoingMessage]) -> None:
         raise DriverError(
             f"redis push on queue {queue!r}: message id {bad!r} holds a NUL character, "
             "which the Redis driver cannot store; nothing was pushed"
+        )
+
+
+def _refuse_options(options: Mapping[str, Any]) -> None:
+    if options:
+        raise TypeError(
+            f"redis driver: unknown dispatch option(s) {', '.join(sorted(options))}; "
+            "it accepts none"
         )
 
 
@@ -345,46 +361,86 @@ class RedisDriver:
     def pashq_push(
         self, queue: str, messages: Sequence[OutgoingMessage], options: Mapping[str, Any]
     ) -> list[str]:
-        """Store the messages, one script call per ``batch_size``, all in one pipeline."""
-        if options:
-            raise TypeError(
-                f"redis driver: unknown dispatch option(s) {', '.join(sorted(options))}; "
-                "it accepts none"
-            )
+        """Store the messages, one command (or script call) per ``batch_size``, streamed on
+        one connection (see :meth:`pashq_push_stream`)."""
+        _refuse_options(options)
         if not messages:
             return []
         _check_ids(queue, messages)
-        client, found = self._use()
-        batches = list(_chunks(messages, self.options.batch_size))
-        with self._errors(
-            "push",
-            queue,
-            f"; {len(messages)} message(s) may or may not be stored (a second dispatch may "
-            "deliver them twice)",
-        ):
+        return self._push_batches(queue, _chunks(messages, self.options.batch_size))
+
+    @hookimpl
+    def pashq_push_stream(
+        self,
+        queue: str,
+        batches: Iterator[Sequence[OutgoingMessage]],
+        options: Mapping[str, Any],
+    ) -> list[str]:
+        """Store batches as the core hands them over: each batch's command is written to
+        the socket as soon as the batch is taken, and the replies are read once the
+        iterator ends, so that the server stores batch k while the core encodes k + 1.
+
+        A batch holding an id with NUL ends the stream there: it is not stored, nor is
+        anything after it taken (:class:`~pashq.errors.PartialPushError` when batches
+        before it were stored, else :class:`~pashq.errors.DriverError`).
+        """
+        _refuse_options(options)
+        return self._push_batches(queue, batches)
+
+    def _push_batches(self, queue: str, batches: Iterator[Sequence[OutgoingMessage]]) -> list[str]:
+        """Send every batch of ``batches`` (each split to ``batch_size``), read the replies
+        at the end, and say what was stored (see :meth:`_push_streamed`)."""
+        client, _ = self._use()
+        taken: list[Sequence[OutgoingMessage]] = []
+        refused: list[OutgoingMessage] = []
+        size = self.options.batch_size
+
+        def pieces() -> Iterator[Sequence[OutgoingMessage]]:
+            for batch in batches:
+                for piece in _chunks(batch, size) if len(batch) > size else (batch,):
+                    if "\0" in "".join([m.id for m in piece]):
+                        refused.extend(piece)  # the stream ends before this batch
+                        return
+                    if piece:
+                        taken.append(piece)
+                        yield piece
+
+        source = pieces()
+        acked: Any = None
+        try:
             if self.options.cluster:
-                # A cluster pipeline refuses scripts: one call per batch, in order.
-                results: list[Any] = []
-                for batch in batches:
-                    try:
-                        results.append(self._run(queue, found.push, self._push_args(batch)))
-                    except RedisError as exc:
-                        results.append(exc)
-                        break
-                acked: Any = None
+                results = self._push_one_by_one(client, queue, source)
             else:
                 assert isinstance(client, redis.Redis)  # only a cluster client is not
-                results, acked = self._push_streamed(client, queue, batches)
+                results, acked = self._push_streamed(client, queue, source, taken)
+        except RedisError as exc:
+            count = sum(len(batch) for batch in taken)
+            if self._closed.is_set():
+                raise DriverError(f"redis connection {self.connection_name!r} is closed") from exc
+            raise DriverError(
+                f"redis push on queue {queue!r} failed at {safe_url(self.options.url)}: "
+                f"{type(exc).__name__}: {exc}; {count} message(s) may or may not be stored "
+                "(a second dispatch may deliver them twice)"
+            ) from exc
         stored: list[str] = []
+        not_stored: list[str] = []
         problems: list[str] = []
-        for batch, result in zip(batches, results, strict=False):
-            if isinstance(result, BaseException):
+        for index, batch in enumerate(taken):
+            result = results[index] if index < len(results) else None
+            if result is None or isinstance(result, BaseException):
                 problems.append(f"{type(result).__name__}: {result}")
+                not_stored += [m.id for m in batch]
             else:
                 stored += [m.id for m in batch]
+        if refused:
+            try:
+                _check_ids(queue, refused)
+            except DriverError as exc:
+                if not stored:
+                    raise
+                not_stored += [m.id for m in refused]
+                problems.insert(0, str(exc))
         if problems:
-            done = set(stored)
-            not_stored = [m.id for m in messages if m.id not in done]
             text = (
                 f"redis push on queue {queue!r}: {len(not_stored)} message(s) not stored "
                 f"({problems[0]})"
@@ -392,40 +448,106 @@ class RedisDriver:
             if stored:
                 raise PartialPushError(text, stored=stored, not_stored=not_stored)
             raise DriverError(text)
-        if self.options.wait_replicas:
-            self._check_replicas(queue, messages, acked)
-        return [m.id for m in messages]
+        if self.options.wait_replicas and taken:
+            self._check_replicas(queue, [m for batch in taken for m in batch], acked)
+        return stored
+
+    def _push_one_by_one(
+        self, client: Any, queue: str, source: Iterator[Sequence[OutgoingMessage]]
+    ) -> list[Any]:
+        """Cluster mode (its pipeline refuses scripts): one call per batch, in order; the
+        first failure ends the push."""
+        results: list[Any] = []
+        wake = self._key_list(queue)[_WAKE]
+        for batch in source:
+            command = self._push_command(queue, batch)
+            try:
+                results.append(client.execute_command(*command))
+            except RedisError as exc:
+                results.append(exc)
+                break
+            if command[0] != "EVAL":
+                try:  # the wake-up tokens: a hint only (pullers look again within 1 s)
+                    client.execute_command("RPUSH", wake, *_TOKENS[: min(len(batch), 16)])
+                    client.execute_command("LTRIM", wake, -16, -1)
+                except RedisError as exc:
+                    log.debug("redis push on queue %r: no wake-up tokens (%s)", queue, exc)
+        return results
+
+    def _push_command(self, queue: str, batch: Sequence[OutgoingMessage]) -> tuple[Any, ...]:
+        """The command that stores ``batch``: a plain ``RPUSH`` onto ``fresh`` when every
+        message is ready at priority 0 (the wake-up tokens follow it, see
+        :meth:`_send_push`), else the ``PUSH`` script (see :mod:`pashq_redis.scripts`)."""
+        keys = self._key_list(queue)
+        values = [b"".join((m.id.encode(), b"\0", m.body)) for m in batch]
+        special: list[Any] = []
+        for i, m in enumerate(batch):
+            if m.delay > 0 or m.priority:
+                special += (i, max(1, round(m.delay * 1000)) if m.delay > 0 else 0, m.priority)
+        if not special:
+            return ("RPUSH", keys[_FRESH], *values)
+        # EVAL, not EVALSHA: no NOSCRIPT to recover from part-way through a stream (the
+        # server caches the compiled script by its hash).
+        return (
+            "EVAL",
+            scripts.PUSH,
+            len(keys),
+            *keys,
+            len(batch),
+            len(special) // 3,
+            *special,
+            *values,
+        )
+
+    def _send_push(self, connection: Any, queue: str, batch: Sequence[OutgoingMessage]) -> int:
+        """Write the commands that store ``batch``; how many replies they will get."""
+        command = self._push_command(queue, batch)
+        if command[0] == "EVAL":
+            connection.send_packed_command(connection.pack_command(*command), check_health=False)
+            return 1
+        wake = self._key_list(queue)[_WAKE]
+        connection.send_packed_command(
+            connection.pack_commands(
+                [
+                    command,
+                    ("RPUSH", wake, *_TOKENS[: min(len(batch), 16)]),
+                    ("LTRIM", wake, -16, -1),
+                ]
+            ),
+            check_health=False,
+        )
+        return 3
 
     def _push_streamed(
-        self, client: redis.Redis, queue: str, batches: Sequence[Sequence[OutgoingMessage]]
+        self,
+        client: redis.Redis,
+        queue: str,
+        source: Iterator[Sequence[OutgoingMessage]],
+        taken: list[Sequence[OutgoingMessage]],
     ) -> tuple[list[Any], Any]:
-        """Send each batch's script call as soon as its arguments are built and read the
-        replies at the end, so that the server stores one batch while the next is built.
+        """Send each batch's command as soon as ``source`` yields it (``source`` appends
+        it to ``taken`` first) and read the replies at the end, so that the server stores
+        one batch while the next is built.
 
-        Returns one reply per batch (a :class:`ResponseError` for a batch the server
-        refused; the others are stored), and the ``WAIT`` reply (``None`` without
+        Returns one reply per batch of ``taken`` (a :class:`ResponseError` for a batch the
+        server refused; the others are stored), and the ``WAIT`` reply (``None`` without
         ``wait_replicas``). When the connection breaks, the batches whose replies were not
         read are sent once more on a fresh connection (a batch may then be stored twice,
         as with any retried push); when that breaks too, the error is raised.
         """
         pool = client.connection_pool
-        keys = self._key_list(queue)
-        head = ("EVAL", scripts.PUSH, len(keys), *keys)
         results: list[Any] = []
         acked: Any = None
         for tries in (1, 2):
             # redis-py leaves the Connection methods untyped.
             connection: Any = pool.get_connection()
+            replies: list[int] = []
             try:
-                todo = batches[len(results) :]
-                for batch in todo:
-                    # EVAL, not EVALSHA: no NOSCRIPT to recover from part-way through the
-                    # stream (the server caches the compiled script by its hash).
-                    connection.send_packed_command(
-                        connection.pack_command(*head, *self._push_args(batch)),
-                        check_health=False,
-                    )
-                if self.options.wait_replicas:
+                for batch in taken[len(results) :]:
+                    replies.append(self._send_push(connection, queue, batch))
+                for batch in source:
+                    replies.append(self._send_push(connection, queue, batch))
+                if self.options.wait_replicas and taken:
                     connection.send_packed_command(
                         connection.pack_command(
                             "WAIT",
@@ -434,12 +556,15 @@ class RedisDriver:
                         ),
                         check_health=False,
                     )
-                for _ in todo:
+                for count in replies:
                     try:
                         results.append(connection.read_response())
                     except ResponseError as exc:
                         results.append(exc)
-                if self.options.wait_replicas:
+                    for _ in range(count - 1):  # the wake-up tokens: a hint only
+                        with suppress(ResponseError):
+                            connection.read_response()
+                if self.options.wait_replicas and taken:
                     try:
                         acked = connection.read_response()
                     except ResponseError as exc:
@@ -447,17 +572,17 @@ class RedisDriver:
                 return results, acked
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 connection.disconnect()
-                if tries == 2 or len(results) == len(batches):
+                if tries == 2 or len(results) == len(taken):
                     if not results:
                         raise RedisConnectionError(str(exc)) from exc
                     # The rest may or may not be stored: not confirmed.
-                    return [*results, exc][: len(batches)], exc
+                    return [*results, exc], exc
                 log.info(
                     "redis push on queue %r: connection lost after %d of %d batch(es) were "
                     "confirmed (%s); sending the rest again on a fresh connection",
                     queue,
                     len(results),
-                    len(batches),
+                    len(taken),
                     exc,
                 )
             finally:
@@ -475,11 +600,7 @@ class RedisDriver:
     ) -> list[str]:
         """Take each unique message's key and store the ones taken, in one script (on a
         cluster, where the keys live in other slots: take, push, give back on failure)."""
-        if options:
-            raise TypeError(
-                f"redis driver: unknown dispatch option(s) {', '.join(sorted(options))}; "
-                "it accepts none"
-            )
+        _refuse_options(options)
         _check_ids(queue, messages)
         if self.options.cluster:
             return self._push_unique_in_steps(queue, messages, keys, ttls)
@@ -492,7 +613,8 @@ class RedisDriver:
                 hold_keys.append(coordination.hold_key(self.options.key_prefix, key))
                 index = len(PARTS) + len(hold_keys)
             delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
-            args += [m.id, m.body, delay, m.priority, index, max(1, round(ttl * 1000))]
+            value = b"".join((m.id.encode(), b"\0", m.body))
+            args += [value, m.id, delay, m.priority, index, max(1, round(ttl * 1000))]
         with self._errors(
             "push",
             queue,
@@ -560,20 +682,6 @@ class RedisDriver:
                 "failover, and a second dispatch may deliver them twice"
             )
 
-    def _push_args(self, batch: Sequence[OutgoingMessage]) -> list[Any]:
-        # count, s, s triples (index, delay ms, priority) for the messages that have
-        # either, then id, body each (most messages have neither: two strings each).
-        special: list[Any] = []
-        for i, m in enumerate(batch):
-            if m.delay > 0 or m.priority:
-                special += (i, max(1, round(m.delay * 1000)) if m.delay > 0 else 0, m.priority)
-        return [
-            len(batch),
-            len(special) // 3,
-            *special,
-            *[part for m in batch for part in (m.id, m.body)],
-        ]
-
     @hookimpl
     def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
         """Claim up to ``max_messages``; when none is ready, block on the wake-up list.
@@ -625,6 +733,7 @@ class RedisDriver:
         out: list[Delivery] = []
         append = out.append
         receipt = tuple.__new__  # Receipt(...) without NamedTuple's Python-level __new__
+        first = _FIRST
         for number, stamp, value in zip(parts, parts, parts, strict=True):
             message_id, cut, body = value.partition(b"\0")
             if not cut:  # written by hand: all of it is the body
@@ -634,7 +743,7 @@ class RedisDriver:
                     queue,
                     message_id.decode("utf-8", "replace"),
                     body,
-                    stamp // 10 % 1_000_000,  # scripts.attempts_of, inlined
+                    1 if stamp == first else int(stamp) // 10 % 1_000_000,  # attempts_of
                     receipt(Receipt, (number, stamp)),
                     lease,
                 )
@@ -917,18 +1026,20 @@ class RedisDriver:
 
     @hookimpl
     def pashq_queues(self) -> list[str]:
-        """The queues holding messages or dead letters: one ``body`` hash each (SCAN, on
-        every primary of a cluster)."""
+        """The queues holding messages or dead letters: a ``body`` hash or a ``fresh`` list
+        each (SCAN, on every primary of a cluster)."""
         client, _ = self._use()
         prefix = self.options.key_prefix
-        pattern = f"{_glob_escape(prefix)}{{*}}:body"
         names: set[str] = set()
         with self._errors("listing queues", "*"):
-            for raw in client.scan_iter(match=pattern, count=1000):
-                key = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-                inner = key[len(prefix) :]
-                if inner.startswith("{") and inner.endswith("}:body"):
-                    names.add(inner[1 : -len("}:body")])
+            for part in ("body", "fresh"):
+                pattern = f"{_glob_escape(prefix)}{{*}}:{part}"
+                end = f"}}:{part}"
+                for raw in client.scan_iter(match=pattern, count=1000):
+                    key = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+                    inner = key[len(prefix) :]
+                    if inner.startswith("{") and inner.endswith(end):
+                        names.add(inner[1 : -len(end)])
         return sorted(names)
 
     @hookimpl
