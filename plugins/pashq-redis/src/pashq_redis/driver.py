@@ -181,9 +181,24 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _fence(deliveries: Sequence[Delivery]) -> list[bytes | int]:
+def _fence(deliveries: Sequence[Delivery]) -> list[bytes]:
     """``number, stamp`` of each delivery, flat (the settle scripts' ARGV)."""
     return [part for delivery in deliveries for part in delivery.receipt]
+
+
+def _ack_args(deliveries: Sequence[Delivery]) -> list[bytes | int]:
+    """The ``ACK`` script's ARGV: how many deliveries have a stored stamp, their number and
+    stamp, then the numbers of the first claims from ``fresh`` (stamp :data:`_FIRST`)."""
+    stamped: list[bytes | int] = [0]
+    firsts: list[bytes | int] = []
+    for delivery in deliveries:
+        number, stamp = delivery.receipt
+        if stamp is _FIRST:
+            firsts.append(number)
+        else:
+            stamped += (number, stamp)
+    stamped[0] = len(stamped) // 2
+    return stamped + firsts
 
 
 @attrs.define(eq=False)
@@ -727,13 +742,14 @@ class RedisDriver:
                 ) from exc
 
     def _deliveries(self, queue: str, reply: list[Any], lease: float) -> list[Delivery]:
-        # reply: hint, then number, stamp, b"<id>\0<envelope>" per message.
-        parts = iter(reply)
-        next(parts)
+        # reply: hint, k, then number, stamp, b"<id>\0<envelope>" for k messages claimed
+        # from ready, then number, b"<id>\0<envelope>" for those claimed from fresh.
         out: list[Delivery] = []
         append = out.append
         receipt = tuple.__new__  # Receipt(...) without NamedTuple's Python-level __new__
         first = _FIRST
+        end = 2 + 3 * int(reply[1])
+        parts = iter(reply[2:end])
         for number, stamp, value in zip(parts, parts, parts, strict=True):
             message_id, cut, body = value.partition(b"\0")
             if not cut:  # written by hand: all of it is the body
@@ -743,8 +759,23 @@ class RedisDriver:
                     queue,
                     message_id.decode("utf-8", "replace"),
                     body,
-                    1 if stamp == first else int(stamp) // 10 % 1_000_000,  # attempts_of
+                    int(stamp) // 10 % 1_000_000,  # scripts.attempts_of, inlined
                     receipt(Receipt, (number, stamp)),
+                    lease,
+                )
+            )
+        parts = iter(reply[end:])
+        for number, value in zip(parts, parts, strict=True):
+            message_id, cut, body = value.partition(b"\0")
+            if not cut:  # written by hand: all of it is the body
+                message_id, body = b"", value
+            append(
+                Delivery(
+                    queue,
+                    message_id.decode("utf-8", "replace"),
+                    body,
+                    1,
+                    receipt(Receipt, (number, first)),
                     lease,
                 )
             )
@@ -951,7 +982,7 @@ class RedisDriver:
         _, found = self._use()
         for batch in _chunks(deliveries, self.options.batch_size):
             with self._errors("ack", queue):
-                stale = self._run(queue, found.ack, _fence(batch))
+                stale = self._run(queue, found.ack, _ack_args(batch))
             self._stale("ack", queue, stale, batch)
 
     @hookimpl

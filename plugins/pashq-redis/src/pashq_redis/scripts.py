@@ -246,20 +246,22 @@ return answers
 """
 )
 
-#: ARGV: max messages, lease (ms). Returns {hint, number, stamp, value, ...} (value: id,
-#: NUL, envelope; number and stamp as text): hint is -1 when messages came back, else the
-#: ms until the next delay or lease ends (-1: none). Claims from ``ready`` first (higher
-#: priorities, messages that came back), then from ``fresh``, whose messages get their
-#: number here and no stamp (the stamp of a first claim at priority 0 is implied).
+#: ARGV: max messages, lease (ms). Returns {hint, k, k triples (number, stamp, value), then
+#: pairs (number, value)} (value: id, NUL, envelope; numbers and stamps as text): hint is
+#: -1 when messages came back, else the ms until the next delay or lease ends (-1: none).
+#: Claims from ``ready`` first (higher priorities, messages that came back): the triples;
+#: then from ``fresh``: the pairs, whose messages get their number here and no stamp (a
+#: first claim at priority 0: ``FIRST`` is implied).
 PULL = (
     _PRELUDE
     + """
+local format = string.format
 local now = now_ms()
 promote(now, 1000)
 local want = tonumber(ARGV[1])
 local deadline = fmt(now + tonumber(ARGV[2]))
-local leased, out = {}, {-1}
-local j, o = 0, 1
+local leased, out = {}, {-1, 0}
+local j, o = 0, 2
 if want > 0 then
   local popped = redis.call('ZPOPMIN', KEYS[4], want)
   local n = #popped / 2
@@ -275,7 +277,7 @@ if want > 0 then
         local m = members[i]
         local s = tonumber(stamps[i])
         if s then s = s + 10000010 else s = 10000019 - tonumber(popped[i * 2]) end
-        s = fmt(s)
+        s = format('%d', s)
         newstamps[k + 1] = m
         newstamps[k + 2] = s
         k = k + 2
@@ -286,9 +288,10 @@ if want > 0 then
         out[o + 2] = s
         out[o + 3] = body
         o = o + 3
-        want = want - 1
       end
     end
+    want = want - k / 2
+    out[2] = k / 2
     many('HSET', KEYS[3], newstamps, k, 2)
   end
 end
@@ -299,7 +302,7 @@ if want > 0 then
     local first = BASE + redis.call('INCRBY', KEYS[1], n) - n
     local bodies, b = {}, 0
     for i = 1, n do
-      local m = fmt(first + i)
+      local m = format('%d', first + i)
       local value = values[i]
       bodies[b + 1] = m
       bodies[b + 2] = value
@@ -308,9 +311,8 @@ if want > 0 then
       leased[j + 2] = m
       j = j + 2
       out[o + 1] = m
-      out[o + 2] = FIRST
-      out[o + 3] = value
-      o = o + 3
+      out[o + 2] = value
+      o = o + 2
     end
     many('HSET', KEYS[2], bodies, b, 2)
   end
@@ -331,28 +333,54 @@ return {hint}
 """
 )
 
-#: ARGV: number, stamp per delivery. Returns the numbers no longer held (stale).
+#: ARGV: p, then number, stamp per delivery with a stored stamp (p of them), then the
+#: number of each delivery of a first claim from ``fresh`` (stamp ``FIRST``: none stored
+#: while it is leased under that claim). Deletes the messages still held; returns the
+#: numbers no longer held (stale).
 ACK = (
     _PRELUDE
     + """
-local n = #ARGV / 2
-local members = {}
-for i = 1, n do members[i] = ARGV[i * 2 - 1] end
-local stamps = redis.call('HMGET', KEYS[3], unpack(members))
+local p = tonumber(ARGV[1])
 local held, stamped, stale, h, t, s = {}, {}, {}, 0, 0, 0
-for i = 1, n do
-  local stamp = stamps[i]
-  if stamp == ARGV[i * 2] then
-    h = h + 1
-    held[h] = members[i]
-    t = t + 1
-    stamped[t] = members[i]
-  elseif not stamp and ARGV[i * 2] == FIRST then  -- a first claim from fresh (or gone)
-    h = h + 1
-    held[h] = members[i]
+if p > 0 then
+  local members = {}
+  for i = 1, p do members[i] = ARGV[i * 2] end
+  local stamps = redis.call('HMGET', KEYS[3], unpack(members))
+  for i = 1, p do
+    if stamps[i] == ARGV[i * 2 + 1] then
+      h = h + 1
+      held[h] = members[i]
+      t = t + 1
+      stamped[t] = members[i]
+    else
+      s = s + 1
+      stale[s] = members[i]
+    end
+  end
+end
+local from = 2 + p * 2
+if from <= #ARGV then
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    -- A stamp stored since the claim means the message left that claim (or is gone).
+    local stamps = redis.call('HMGET', KEYS[3], unpack(ARGV, from))
+    for i = from, #ARGV do
+      if stamps[i - from + 1] then
+        s = s + 1
+        stale[s] = ARGV[i]
+      else
+        h = h + 1
+        held[h] = ARGV[i]
+      end
+    end
+  elseif h == 0 then
+    redis.call('ZREM', KEYS[6], unpack(ARGV, from))
+    redis.call('HDEL', KEYS[2], unpack(ARGV, from))
+    return stale
   else
-    s = s + 1
-    stale[s] = members[i]
+    for i = from, #ARGV do
+      h = h + 1
+      held[h] = ARGV[i]
+    end
   end
 end
 if h > 0 then
