@@ -363,3 +363,48 @@ def test_push_stream_splits_a_batch_larger_than_batch_size(
     finally:
         _driver(conn).delete_queue(queue_name)
         conn.close()
+
+
+# -- streamed acks ----------------------------------------------------------------------------
+
+
+def test_ack_is_read_before_the_queue_is_looked_at(connection: Connection, queue_name: str) -> None:
+    """An ack's reply is read later, but stats and queue_empty right after it see it done."""
+    _push(connection, queue_name, 5)
+    got = _pull(connection, queue_name, 5)
+    connection.hook.pashq_ack(queue=queue_name, deliveries=got)
+    assert _driver(connection)._acks.sent  # on its way: the worker did not wait for it
+    assert _counts(connection, queue_name) == (0, 0)
+    assert not _driver(connection)._acks.sent
+
+
+def test_streamed_ack_the_server_refused_is_made_again(
+    private_redis: Any, key_prefix: str, queue_name: str
+) -> None:
+    """When the server answers a streamed ack with an error (NOSCRIPT after SCRIPT FLUSH,
+    as after a restart), the ack is made again the usual way and the messages are gone."""
+    conn = make_connection({"type": "redis", "url": private_redis.url, "key_prefix": key_prefix})
+    try:
+        _push(conn, queue_name, 3)
+        got = _pull(conn, queue_name, 3)
+        _driver(conn).redis().script_flush()
+        conn.hook.pashq_ack(queue=queue_name, deliveries=got)
+        assert _counts(conn, queue_name) == (0, 0)
+        assert _driver(conn).redis().hlen(_driver(conn).keys(queue_name).key("body")) == 0
+    finally:
+        conn.close()
+
+
+def test_close_reads_the_last_ack(redis_table: dict[str, Any], queue_name: str) -> None:
+    """The last ack before ``pashq_close`` is read there: another connection finds the
+    queue empty, nothing in flight."""
+    conn = make_connection(redis_table)
+    _push(conn, queue_name, 4)
+    conn.hook.pashq_ack(queue=queue_name, deliveries=_pull(conn, queue_name, 4))
+    conn.close()
+    other = make_connection(redis_table)
+    try:
+        assert _counts(other, queue_name) == (0, 0)
+    finally:
+        _driver(other).delete_queue(queue_name)
+        other.close()

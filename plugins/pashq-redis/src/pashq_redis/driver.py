@@ -125,6 +125,11 @@ def _after_fork_in_child() -> None:
         driver._ahead = {}
         driver._ahead_jobs = SimpleQueue()
         driver._ahead_thread = None
+        # The parent's unread ack replies stay the parent's (their messages are the
+        # parent's deliveries).
+        driver._ack_lock = threading.Lock()
+        _INHERITED.append(driver._acks)
+        driver._acks = _Acks()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -199,6 +204,17 @@ def _ack_args(deliveries: Sequence[Delivery]) -> list[bytes | int]:
             stamped += (number, stamp)
     stamped[0] = len(stamped) // 2
     return stamped + firsts
+
+
+@attrs.define(eq=False)
+class _Acks:
+    """The ``ACK`` script calls sent and not yet read (see :meth:`RedisDriver.pashq_ack`):
+    the connection of their own they go out on (made by the pool, never lent to other
+    commands, so the pool's choice of connections stays as without it; it reconnects on
+    its next use after a break) and, per call, its queue and deliveries."""
+
+    connection: Any = None
+    sent: list[tuple[str, Sequence[Delivery]]] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -278,6 +294,8 @@ class RedisDriver:
         self._ahead: dict[str, _ReadAhead] = {}
         self._ahead_jobs: SimpleQueue[tuple[str, _ReadAhead, Any] | None] = SimpleQueue()
         self._ahead_thread: threading.Thread | None = None
+        self._ack_lock = threading.Lock()
+        self._acks = _Acks()
         _DRIVERS.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -315,6 +333,8 @@ class RedisDriver:
         for queue, record in ahead.items():
             record.claimed.wait(self.options.socket_timeout)
             self._give_back_ahead(queue, record)
+        if self._pid == os.getpid():
+            self._finish_acks(close=True)
         self._closed.set()
         with self._lock:
             client, self._client = self._client, None
@@ -978,12 +998,114 @@ class RedisDriver:
 
     @hookimpl
     def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        """Delete the messages still held by these deliveries (one script per batch)."""
-        _, found = self._use()
-        for batch in _chunks(deliveries, self.options.batch_size):
-            with self._errors("ack", queue):
-                stale = self._run(queue, found.ack, _ack_args(batch))
+        """Delete the messages still held by these deliveries (one script per batch).
+
+        The script calls are written to the socket and their replies read by the next
+        ack, or before anything that reads the queue's state (stats, ``queue_empty``,
+        purge, the dead letters, ``pashq_close``): the worker does not wait for the
+        server. A reply that says the call failed has it made again at once, the usual
+        way; if that fails too it is logged, and the messages come back when their lease
+        ends (at-least-once). A call that cannot be sent is made the usual way, and
+        raises :class:`~pashq.errors.DriverError` when that fails. On a cluster or through
+        Sentinel each call is made and read in turn.
+        """
+        client, found = self._use()
+        batches = list(_chunks(deliveries, self.options.batch_size))
+        if not isinstance(client, redis.Redis) or self.options.sentinels:
+            # A cluster, or Sentinel (whose failover may leave connections on two masters
+            # for a moment: acks stay on the connection the pull just used): one call at
+            # a time.
+            for batch in batches:
+                self._ack_now(queue, found, batch)
+            return
+        keys = self._key_list(queue)
+        head = ("EVALSHA", found.ack.sha, len(keys), *keys)
+        with self._ack_lock:
+            acks = self._acks
+            sent = len(acks.sent)
+            try:
+                if acks.connection is None:
+                    acks.connection = client.connection_pool.make_connection()
+                connection = acks.connection
+                for batch in batches:
+                    connection.send_packed_command(
+                        connection.pack_command(*head, *_ack_args(batch)), check_health=False
+                    )
+                    acks.sent.append((queue, batch))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.debug("redis ack on queue %r: not sent (%s); made the usual way", queue, exc)
+                unsent = batches[len(acks.sent) - sent :]
+                self._acks_lost(found, raise_errors=False)
+                for batch in unsent:
+                    self._ack_now(queue, found, batch)
+                return
+            self._read_acks(found, keep=len(acks.sent) - sent)
+
+    def _ack_now(self, queue: str, found: _Scripts, batch: Sequence[Delivery]) -> None:
+        with self._errors("ack", queue):
+            stale = self._run(queue, found.ack, _ack_args(batch))
+        self._stale("ack", queue, stale, batch)
+
+    def _read_acks(self, found: _Scripts, keep: int) -> None:
+        """Read the replies of the ack calls sent, but the last ``keep`` (under
+        ``_ack_lock``)."""
+        acks = self._acks
+        while len(acks.sent) > keep:
+            queue, batch = acks.sent[0]
+            try:
+                stale = acks.connection.read_response()
+            except ResponseError as exc:
+                del acks.sent[0]
+                self._ack_again(queue, found, batch, exc)
+                continue
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.debug("redis: ack replies lost (%s); acks made again the usual way", exc)
+                self._acks_lost(found, raise_errors=keep > 0)
+                return
+            del acks.sent[0]
             self._stale("ack", queue, stale, batch)
+
+    def _ack_again(
+        self, queue: str, found: _Scripts, batch: Sequence[Delivery], why: BaseException
+    ) -> None:
+        """Make again an ack call whose streamed reply said it failed (NOSCRIPT after a
+        server restart, for one); log when that fails too."""
+        try:
+            self._ack_now(queue, found, batch)
+        except DriverError as exc:
+            log.warning(
+                "redis: ack of %d message(s) on queue %r failed (%s; then %s); they come "
+                "back when their lease ends",
+                len(batch),
+                queue,
+                why,
+                exc,
+            )
+
+    def _acks_lost(self, found: _Scripts, raise_errors: bool) -> None:
+        """The ack connection broke: drop it and make every unread ack call again the usual
+        way (a settle made twice is harmless: the fence). With ``raise_errors`` the last
+        failure raises (the caller's own acks are among them), else it is logged."""
+        acks = self._acks
+        pending, acks.sent = acks.sent, []
+        if acks.connection is not None:
+            acks.connection.disconnect()
+        for index, (queue, batch) in enumerate(pending):
+            if raise_errors and index == len(pending) - 1:
+                self._ack_now(queue, found, batch)
+            else:
+                self._ack_again(queue, found, batch, RedisConnectionError("connection lost"))
+
+    def _finish_acks(self, close: bool = False) -> None:
+        """Read every ack reply still unread (before reading the queue's state); with
+        ``close``, close the ack connection too."""
+        if self._acks.sent and self._scripts is not None:
+            with self._ack_lock:
+                self._read_acks(self._scripts, keep=0)
+        if close and self._acks.connection is not None:
+            with self._ack_lock:
+                self._acks.connection.disconnect()
+                self._acks.connection = None
 
     @hookimpl
     def pashq_nack(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
@@ -1042,6 +1164,7 @@ class RedisDriver:
         _, found = self._use()
         if queue in self._ahead:
             return False
+        self._finish_acks()
         with self._errors("queue_empty", queue):
             return int(self._run(queue, found.ready_count, [])) == 0
 
@@ -1051,6 +1174,7 @@ class RedisDriver:
     def pashq_stats(self, queue: str) -> QueueStats:
         """Ready (due delays and ended leases included), delayed, in flight and failed."""
         _, found = self._use()
+        self._finish_acks()
         with self._errors("stats", queue):
             ready, delayed, in_flight, failed = self._run(queue, found.stats, [])
         return QueueStats(queue, int(ready), int(delayed), int(in_flight), int(failed))
@@ -1077,6 +1201,7 @@ class RedisDriver:
     def pashq_purge(self, queue: str) -> int:
         """Delete ready, delayed and expired-lease messages, in chunks."""
         _, found = self._use()
+        self._finish_acks()
         total = 0
         while True:
             with self._errors("purge", queue):
@@ -1089,6 +1214,7 @@ class RedisDriver:
     def pashq_failed_list(self, queue: str, limit: int) -> list[DeadLetter]:
         """Dead letters, oldest first."""
         _, found = self._use()
+        self._finish_acks()
         if limit <= 0:
             return []
         with self._errors("failed list", queue):
@@ -1125,6 +1251,7 @@ class RedisDriver:
     def pashq_failed_retry(self, queue: str, ids: Sequence[str] | None) -> int:
         """Move dead letters back as fresh messages (attempts start again at 1)."""
         _, found = self._use()
+        self._finish_acks()
         if ids is not None and not ids:
             return 0
         with self._errors("failed retry", queue):
@@ -1134,6 +1261,7 @@ class RedisDriver:
     def pashq_failed_purge(self, queue: str, ids: Sequence[str] | None) -> int:
         """Delete dead letters."""
         _, found = self._use()
+        self._finish_acks()
         if ids is not None and not ids:
             return 0
         with self._errors("failed purge", queue):
@@ -1200,6 +1328,7 @@ class RedisDriver:
         """Delete every key of ``queue`` (messages, dead letters, counters); returns how many
         keys existed."""
         client, _ = self._use()
+        self._finish_acks()
         with self._errors("delete", queue):
             return int(client.delete(*self.keys(queue).all()))
 
