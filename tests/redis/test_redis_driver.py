@@ -461,3 +461,25 @@ def test_ack_after_the_lease_ended_and_came_back_does_nothing(
     (again,) = _pull(connection, queue_name)
     assert (again.id, again.attempts) == (late.id, 2)
     connection.hook.pashq_ack(queue=queue_name, deliveries=[again])
+
+
+def test_message_stored_by_the_previous_layout_is_delivered_first(
+    connection: Connection, queue_name: str
+) -> None:
+    """A message the previous version left in ``ready`` (16-digit number, value in
+    ``body``, no stamp) is claimed, before fresh ones, and acked like any other."""
+    driver = _driver(connection)
+    client = driver.redis()
+    keys = driver.keys(queue_name)
+    old = b"0000000000000007"
+    client.hset(keys.key("body"), old, b"old-id\0{}")
+    client.zadd(keys.key("ready"), {old: 9})
+    new = _message(1)
+    _push(connection, queue_name, new)
+    first, second = _pull(connection, queue_name, n=2)
+    assert (first.id, first.attempts, first.receipt.number) == ("old-id", 1, old)
+    assert (second.id, second.attempts) == (new.id, 1)
+    connection.hook.pashq_ack(queue=queue_name, deliveries=[first, second])
+    stats = connection.stats(queue_name)
+    assert (stats.ready, stats.in_flight) == (0, 0)
+    assert client.hlen(keys.key("body")) == 0

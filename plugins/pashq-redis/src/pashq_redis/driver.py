@@ -1,27 +1,34 @@
-"""``redis``: queues in Redis sorted sets, moved by Lua scripts (redis-py, hiredis if present).
+"""``redis``: queues in Redis lists and sorted sets, moved by Lua scripts (redis-py, hiredis).
 
 Features: persistent at-least-once delivery with a lease (a message whose worker dies comes
 back after ``lease`` seconds, no sweeper process needed), lease extension, delays and retry
 back-off in Redis (nothing is held in worker memory), priorities 0 to 9 (higher first,
 FIFO within one), dead letters with reason, traceback, attempts and time (list / retry /
-purge), stats, purge, batched push, claim and ack (one script call per ``batch_size``),
+purge), stats, purge, batched push, claim and ack (one command or script call per
+``batch_size``), streamed pushes (``pashq_push_stream``) and acks,
 idle workers blocked on the server (``BLPOP`` on a wake-up list, woken within
 milliseconds of a push), Sentinel failover, Redis Cluster (each queue's keys share a hash
 tag), ``WAIT`` for replicas; a coordination store (holds and sliding windows for unique
 messages, rate limits, concurrency caps and schedules, see
 :mod:`pashq_redis.coordination`) and ``pashq_defer``.
 
-Design (see :mod:`pashq_redis.scripts`): each queue is a few keys ``<prefix>{<queue>}:*``;
-a message is a number with its id and bytes in one hash and its claim count, attempt count
-and priority as one integer (the stamp) in another, and sits in exactly one of the sorted
-sets ``ready`` (by priority, then push order), ``delayed`` (by due time), ``leased`` (by
-lease deadline) or ``failed``. Every change is one Lua script, atomic on the server and
-timed by the server's ``TIME``. A pull first moves due delays and ended leases back to
-``ready``, then claims. Settles are fenced: they apply only while the message is still
-leased with the stamp the delivery was pulled with.
+Design (see :mod:`pashq_redis.scripts`): each queue is a few keys ``<prefix>{<queue>}:*``.
+A message pushed ready at priority 0 is one value (its id and bytes) in the list
+``fresh``, pushed with a plain ``RPUSH``; every other message is a number with its id and
+bytes in one hash and its claim count, attempt count and priority as one integer (the
+stamp) in another, and sits in one of the sorted sets ``ready`` (by priority, then
+number), ``delayed`` (by due time), ``leased`` (by lease deadline) or ``failed``. A
+message from ``fresh`` gets its number at its first claim, its stamp implied until it
+leaves ``leased``. Every change but the plain push is one Lua script, atomic on the server
+and timed by the server's ``TIME``. A pull first moves due delays and ended leases back to
+``ready``, then claims from ``ready``, then from ``fresh``. Settles are fenced: they apply
+only while the message is still leased with the stamp the delivery was pulled with.
 
-Overlap: a push writes each batch's script call to the socket as soon as it is built and
-reads the replies at the end, so the server stores one batch while the next is built. A
+Overlap: a push (``pashq_push``, or ``pashq_push_stream`` as the core encodes) writes each
+batch's command to the socket as soon as the batch is there and reads the replies at the
+end, so the server stores one batch while the next is built. An ack writes its script call
+on a connection of its own and reads the reply at the next ack, or before anything that
+reads the queue's state, or at ``pashq_close`` (not on a cluster, nor through Sentinel). A
 full claim of at least 50 messages sends the next claim at once, and a background thread
 reads its reply (the server works while the worker runs the first batch); the next pull
 is served from it, with the lease that is left. A read-ahead claim not asked for within
@@ -55,7 +62,8 @@ and the worker backs off. Safe across ``os.fork``: a child opens its own pool (a
 never serves its parent's read-ahead claim).
 
 Limits: a queue name may not contain ``{`` or ``}`` (the hash tag), a message id no NUL
-(envelope ids never do); a message's attempt count stays below 1,000,000. Dead-letter retry and
+(envelope ids never do); a message's attempt count stays below 1,000,000, a queue's
+message count below 9 * 10**13. Dead-letter retry and
 purge by id read every dead letter of the queue in one script (fine for thousands).
 """
 
