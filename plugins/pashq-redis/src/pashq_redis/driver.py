@@ -522,13 +522,14 @@ class RedisDriver:
         message is ready at priority 0 (the wake-up tokens follow it, see
         :meth:`_send_push`), else the ``PUSH`` script (see :mod:`pashq_redis.scripts`)."""
         keys = self._key_list(queue)
-        values = [b"".join((m.id.encode(), b"\0", m.body)) for m in batch]
+        values = [m.id.encode() + b"\0" + m.body for m in batch]
+        # A list is twice as fast as a generator here (most batches have neither).
+        if not any([m.delay > 0 or m.priority for m in batch]):  # noqa: C419
+            return ("RPUSH", keys[_FRESH], *values)
         special: list[Any] = []
         for i, m in enumerate(batch):
             if m.delay > 0 or m.priority:
                 special += (i, max(1, round(m.delay * 1000)) if m.delay > 0 else 0, m.priority)
-        if not special:
-            return ("RPUSH", keys[_FRESH], *values)
         # EVAL, not EVALSHA: no NOSCRIPT to recover from part-way through a stream (the
         # server caches the compiled script by its hash).
         return (
@@ -656,7 +657,7 @@ class RedisDriver:
                 hold_keys.append(coordination.hold_key(self.options.key_prefix, key))
                 index = len(PARTS) + len(hold_keys)
             delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
-            value = b"".join((m.id.encode(), b"\0", m.body))
+            value = m.id.encode() + b"\0" + m.body
             args += [value, m.id, delay, m.priority, index, max(1, round(ttl * 1000))]
         with self._errors(
             "push",
