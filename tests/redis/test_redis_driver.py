@@ -483,3 +483,22 @@ def test_message_stored_by_the_previous_layout_is_delivered_first(
     stats = connection.stats(queue_name)
     assert (stats.ready, stats.in_flight) == (0, 0)
     assert client.hlen(keys.key("body")) == 0
+
+
+def test_message_that_came_back_is_claimed_before_fresh_ones(
+    connection: Connection, queue_name: str
+) -> None:
+    """A nacked message goes back to ``ready``, ahead of the never-claimed messages of its
+    priority; a higher priority still comes first; fresh ones keep their order."""
+    first, second, third = _message(1), _message(2), _message(3)
+    _push(connection, queue_name, first, second)
+    (taken,) = _pull(connection, queue_name, n=1)
+    assert taken.id == first.id
+    connection.hook.pashq_nack(queue=queue_name, deliveries=[taken], delay=0.0)
+    urgent = _message(9, priority=3)
+    _push(connection, queue_name, third, urgent)
+    got = _pull(connection, queue_name, n=10)
+    assert [(d.id, d.attempts) for d in got] == [
+        (urgent.id, 1), (first.id, 2), (second.id, 1), (third.id, 1)
+    ]  # fmt: skip
+    connection.hook.pashq_ack(queue=queue_name, deliveries=got)
