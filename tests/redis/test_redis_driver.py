@@ -502,3 +502,17 @@ def test_message_that_came_back_is_claimed_before_fresh_ones(
         (urgent.id, 1), (first.id, 2), (second.id, 1), (third.id, 1)
     ]  # fmt: skip
     connection.hook.pashq_ack(queue=queue_name, deliveries=got)
+
+
+def test_first_claim_of_a_delayed_message_is_acked(connection: Connection, queue_name: str) -> None:
+    """A delayed message at priority 0 claimed for the first time has the stored stamp of
+    a first claim from ``fresh`` (``10000010``): its ack, beside a fresh one's, applies."""
+    delayed, plain = _message(1, delay=0.05), _message(2)
+    _push(connection, queue_name, delayed, plain)
+    wait_for(lambda: connection.stats(queue_name).ready == 2, timeout=10, what="the delay")
+    got = _pull(connection, queue_name, n=2)
+    assert {d.id for d in got} == {delayed.id, plain.id}
+    assert {d.receipt.stamp for d in got} == {b"10000010"}
+    connection.hook.pashq_ack(queue=queue_name, deliveries=got)
+    stats = connection.stats(queue_name)
+    assert (stats.ready, stats.in_flight) == (0, 0)

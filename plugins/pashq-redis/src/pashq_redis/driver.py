@@ -200,13 +200,13 @@ def _fence(deliveries: Sequence[Delivery]) -> list[bytes]:
 
 
 def _ack_args(deliveries: Sequence[Delivery]) -> list[bytes | int]:
-    """The ``ACK`` script's ARGV: how many deliveries have a stored stamp, their number and
-    stamp, then the numbers of the first claims from ``fresh`` (stamp :data:`_FIRST`)."""
+    """The ``ACK`` script's ARGV: how many deliveries have a stamp other than
+    :data:`_FIRST`, their number and stamp, then the numbers of the others."""
     stamped: list[bytes | int] = [0]
     firsts: list[bytes | int] = []
     for delivery in deliveries:
         number, stamp = delivery.receipt
-        if stamp is _FIRST:
+        if stamp == _FIRST:
             firsts.append(number)
         else:
             stamped += (number, stamp)

@@ -333,10 +333,10 @@ return {hint}
 """
 )
 
-#: ARGV: p, then number, stamp per delivery with a stored stamp (p of them), then the
-#: number of each delivery of a first claim from ``fresh`` (stamp ``FIRST``: none stored
-#: while it is leased under that claim). Deletes the messages still held; returns the
-#: numbers no longer held (stale).
+#: ARGV: p, then number, stamp per delivery (p of them), then the number of each delivery
+#: pulled with the stamp ``FIRST`` (a first claim at priority 0: from ``fresh``, with no
+#: stamp stored while it is leased under that claim, or a delayed message's, stored).
+#: Deletes the messages still held; returns the numbers no longer held (stale).
 ACK = (
     _PRELUDE
     + """
@@ -361,15 +361,21 @@ end
 local from = 2 + p * 2
 if from <= #ARGV then
   if redis.call('EXISTS', KEYS[3]) == 1 then
-    -- A stamp stored since the claim means the message left that claim (or is gone).
+    -- Another stamp stored since the claim means the message left that claim (or is
+    -- gone); FIRST itself is stored for a delayed message claimed for the first time.
     local stamps = redis.call('HMGET', KEYS[3], unpack(ARGV, from))
     for i = from, #ARGV do
-      if stamps[i - from + 1] then
+      local stamp = stamps[i - from + 1]
+      if stamp and stamp ~= FIRST then
         s = s + 1
         stale[s] = ARGV[i]
       else
         h = h + 1
         held[h] = ARGV[i]
+        if stamp then
+          t = t + 1
+          stamped[t] = ARGV[i]
+        end
       end
     end
   elseif h == 0 then
