@@ -82,7 +82,7 @@ def test_keys_and_generic_commands(tmp_path: Path, redis_table: dict[str, Any]) 
         config = _config(tmp_path, redis_table)
         keys = pashq(config, "redis", "keys", queue)
         assert keys.returncode == 0, keys.stderr
-        assert f"{{{queue}}}:ready  zset  3" in keys.stdout
+        assert f"{{{queue}}}:fresh  list  3" in keys.stdout
         stats = pashq(config, "stats", queue, "--json")
         assert json.loads(stats.stdout)[0]["ready"] == 3
         purge = pashq(config, "purge", queue, "--yes")

@@ -313,7 +313,7 @@ def test_wait_replicas_succeeds_with_a_replica(
         try:
             _push(conn, queue_name, _message())
             keys = QueueKeys(key_prefix, queue_name)
-            assert check.zcard(keys.key("ready")) == 1
+            assert check.llen(keys.key("fresh")) == 1
         finally:
             conn.close()
             check.close()
@@ -383,8 +383,9 @@ def test_metadata_written_by_hand_does_not_break_pulls(
     connection: Connection, queue_name: str
 ) -> None:
     """A message whose metadata someone overwrote by hand is still delivered (as a first
-    attempt, id unknown), and the messages behind it too."""
-    _push(connection, queue_name, _message(1), _message(2))
+    attempt, id unknown), and the messages behind it too (messages with a priority have a
+    number and a stamp from the push on)."""
+    _push(connection, queue_name, _message(1, priority=1), _message(2, priority=1))
     client = _driver(connection).redis()
     keys = QueueKeys(_driver(connection).options.key_prefix, queue_name)
     (first, _) = client.zrange(keys.key("ready"), 0, -1)
@@ -460,3 +461,58 @@ def test_ack_after_the_lease_ended_and_came_back_does_nothing(
     (again,) = _pull(connection, queue_name)
     assert (again.id, again.attempts) == (late.id, 2)
     connection.hook.pashq_ack(queue=queue_name, deliveries=[again])
+
+
+def test_message_stored_by_the_previous_layout_is_delivered_first(
+    connection: Connection, queue_name: str
+) -> None:
+    """A message the previous version left in ``ready`` (16-digit number, value in
+    ``body``, no stamp) is claimed, before fresh ones, and acked like any other."""
+    driver = _driver(connection)
+    client = driver.redis()
+    keys = driver.keys(queue_name)
+    old = b"0000000000000007"
+    client.hset(keys.key("body"), old, b"old-id\0{}")
+    client.zadd(keys.key("ready"), {old: 9})
+    new = _message(1)
+    _push(connection, queue_name, new)
+    first, second = _pull(connection, queue_name, n=2)
+    assert (first.id, first.attempts, first.receipt.number) == ("old-id", 1, old)
+    assert (second.id, second.attempts) == (new.id, 1)
+    connection.hook.pashq_ack(queue=queue_name, deliveries=[first, second])
+    stats = connection.stats(queue_name)
+    assert (stats.ready, stats.in_flight) == (0, 0)
+    assert client.hlen(keys.key("body")) == 0
+
+
+def test_message_that_came_back_is_claimed_before_fresh_ones(
+    connection: Connection, queue_name: str
+) -> None:
+    """A nacked message goes back to ``ready``, ahead of the never-claimed messages of its
+    priority; a higher priority still comes first; fresh ones keep their order."""
+    first, second, third = _message(1), _message(2), _message(3)
+    _push(connection, queue_name, first, second)
+    (taken,) = _pull(connection, queue_name, n=1)
+    assert taken.id == first.id
+    connection.hook.pashq_nack(queue=queue_name, deliveries=[taken], delay=0.0)
+    urgent = _message(9, priority=3)
+    _push(connection, queue_name, third, urgent)
+    got = _pull(connection, queue_name, n=10)
+    assert [(d.id, d.attempts) for d in got] == [
+        (urgent.id, 1), (first.id, 2), (second.id, 1), (third.id, 1)
+    ]  # fmt: skip
+    connection.hook.pashq_ack(queue=queue_name, deliveries=got)
+
+
+def test_first_claim_of_a_delayed_message_is_acked(connection: Connection, queue_name: str) -> None:
+    """A delayed message at priority 0 claimed for the first time has the stored stamp of
+    a first claim from ``fresh`` (``10000010``): its ack, beside a fresh one's, applies."""
+    delayed, plain = _message(1, delay=0.05), _message(2)
+    _push(connection, queue_name, delayed, plain)
+    wait_for(lambda: connection.stats(queue_name).ready == 2, timeout=10, what="the delay")
+    got = _pull(connection, queue_name, n=2)
+    assert {d.id for d in got} == {delayed.id, plain.id}
+    assert {d.receipt.stamp for d in got} == {b"10000010"}
+    connection.hook.pashq_ack(queue=queue_name, deliveries=got)
+    stats = connection.stats(queue_name)
+    assert (stats.ready, stats.in_flight) == (0, 0)

@@ -1,27 +1,34 @@
-"""``redis``: queues in Redis sorted sets, moved by Lua scripts (redis-py, hiredis if present).
+"""``redis``: queues in Redis lists and sorted sets, moved by Lua scripts (redis-py, hiredis).
 
 Features: persistent at-least-once delivery with a lease (a message whose worker dies comes
 back after ``lease`` seconds, no sweeper process needed), lease extension, delays and retry
 back-off in Redis (nothing is held in worker memory), priorities 0 to 9 (higher first,
 FIFO within one), dead letters with reason, traceback, attempts and time (list / retry /
-purge), stats, purge, batched push, claim and ack (one script call per ``batch_size``),
+purge), stats, purge, batched push, claim and ack (one command or script call per
+``batch_size``), streamed pushes (``pashq_push_stream``) and acks,
 idle workers blocked on the server (``BLPOP`` on a wake-up list, woken within
 milliseconds of a push), Sentinel failover, Redis Cluster (each queue's keys share a hash
 tag), ``WAIT`` for replicas; a coordination store (holds and sliding windows for unique
 messages, rate limits, concurrency caps and schedules, see
 :mod:`pashq_redis.coordination`) and ``pashq_defer``.
 
-Design (see :mod:`pashq_redis.scripts`): each queue is a few keys ``<prefix>{<queue>}:*``;
-a message is a number with its id and bytes in one hash and its claim count, attempt count
-and priority as one integer (the stamp) in another, and sits in exactly one of the sorted
-sets ``ready`` (by priority, then push order), ``delayed`` (by due time), ``leased`` (by
-lease deadline) or ``failed``. Every change is one Lua script, atomic on the server and
-timed by the server's ``TIME``. A pull first moves due delays and ended leases back to
-``ready``, then claims. Settles are fenced: they apply only while the message is still
-leased with the stamp the delivery was pulled with.
+Design (see :mod:`pashq_redis.scripts`): each queue is a few keys ``<prefix>{<queue>}:*``.
+A message pushed ready at priority 0 is one value (its id and bytes) in the list
+``fresh``, pushed with a plain ``RPUSH``; every other message is a number with its id and
+bytes in one hash and its claim count, attempt count and priority as one integer (the
+stamp) in another, and sits in one of the sorted sets ``ready`` (by priority, then
+number), ``delayed`` (by due time), ``leased`` (by lease deadline) or ``failed``. A
+message from ``fresh`` gets its number at its first claim, its stamp implied until it
+leaves ``leased``. Every change but the plain push is one Lua script, atomic on the server
+and timed by the server's ``TIME``. A pull first moves due delays and ended leases back to
+``ready``, then claims from ``ready``, then from ``fresh``. Settles are fenced: they apply
+only while the message is still leased with the stamp the delivery was pulled with.
 
-Overlap: a push writes each batch's script call to the socket as soon as it is built and
-reads the replies at the end, so the server stores one batch while the next is built. A
+Overlap: a push (``pashq_push``, or ``pashq_push_stream`` as the core encodes) writes each
+batch's command to the socket as soon as the batch is there and reads the replies at the
+end, so the server stores one batch while the next is built. An ack writes its script call
+on a connection of its own and reads the reply at the next ack, or before anything that
+reads the queue's state, or at ``pashq_close`` (not on a cluster, nor through Sentinel). A
 full claim of at least 50 messages sends the next claim at once, and a background thread
 reads its reply (the server works while the worker runs the first batch); the next pull
 is served from it, with the lease that is left. A read-ahead claim not asked for within
@@ -55,7 +62,8 @@ and the worker backs off. Safe across ``os.fork``: a child opens its own pool (a
 never serves its parent's read-ahead claim).
 
 Limits: a queue name may not contain ``{`` or ``}`` (the hash tag), a message id no NUL
-(envelope ids never do); a message's attempt count stays below 1,000,000. Dead-letter retry and
+(envelope ids never do); a message's attempt count stays below 1,000,000, a queue's
+message count below 9 * 10**13. Dead-letter retry and
 purge by id read every dead letter of the queue in one script (fine for thousands).
 """
 
@@ -67,7 +75,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
@@ -125,20 +133,33 @@ def _after_fork_in_child() -> None:
         driver._ahead = {}
         driver._ahead_jobs = SimpleQueue()
         driver._ahead_thread = None
+        # The parent's unread ack replies stay the parent's (their messages are the
+        # parent's deliveries).
+        driver._ack_lock = threading.Lock()
+        _INHERITED.append(driver._acks)
+        driver._acks = _Acks()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
 
 Client = redis.Redis | RedisCluster
 
+#: Where the wake-up list and the list of fresh messages are in a queue's key list.
+_WAKE = PARTS.index("wake")
+_FRESH = PARTS.index("fresh")
+#: Wake-up tokens: a push of n ready messages pushes min(n, 16) of them.
+_TOKENS = (b"1",) * 16
+#: The stamp of a first claim at priority 0 (``FIRST`` in the scripts): attempts 1.
+_FIRST = b"10000010"
+
 
 class Receipt(NamedTuple):
     """A delivery's handle: the message's number in its queue and the stamp (claim count,
-    attempts, priority) it was pulled with (the fence: settles apply only while both still
-    match; see :mod:`pashq_redis.scripts`)."""
+    attempts, priority) it was pulled with, both as the text the server sent (the fence:
+    settles apply only while both still match; see :mod:`pashq_redis.scripts`)."""
 
     number: bytes
-    stamp: int
+    stamp: bytes
 
 
 def _ids(deliveries: Sequence[Any]) -> str:
@@ -160,14 +181,48 @@ def _check_ids(queue: str, messages: Sequence[OutgoingMessage]) -> None:
         )
 
 
+def _refuse_options(options: Mapping[str, Any]) -> None:
+    if options:
+        raise TypeError(
+            f"redis driver: unknown dispatch option(s) {', '.join(sorted(options))}; "
+            "it accepts none"
+        )
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def _fence(deliveries: Sequence[Delivery]) -> list[bytes | int]:
+def _fence(deliveries: Sequence[Delivery]) -> list[bytes]:
     """``number, stamp`` of each delivery, flat (the settle scripts' ARGV)."""
     return [part for delivery in deliveries for part in delivery.receipt]
+
+
+def _ack_args(deliveries: Sequence[Delivery]) -> list[bytes | int]:
+    """The ``ACK`` script's ARGV: how many deliveries have a stamp other than
+    :data:`_FIRST`, their number and stamp, then the numbers of the others."""
+    stamped: list[bytes | int] = [0]
+    firsts: list[bytes | int] = []
+    for delivery in deliveries:
+        number, stamp = delivery.receipt
+        if stamp == _FIRST:
+            firsts.append(number)
+        else:
+            stamped += (number, stamp)
+    stamped[0] = len(stamped) // 2
+    return stamped + firsts
+
+
+@attrs.define(eq=False)
+class _Acks:
+    """The ``ACK`` script calls sent and not yet read (see :meth:`RedisDriver.pashq_ack`):
+    the connection of their own they go out on (made by the pool, never lent to other
+    commands, so the pool's choice of connections stays as without it; it reconnects on
+    its next use after a break) and, per call, its queue and deliveries."""
+
+    connection: Any = None
+    sent: list[tuple[str, Sequence[Delivery]]] = attrs.Factory(list)
 
 
 @attrs.define(eq=False)
@@ -247,6 +302,8 @@ class RedisDriver:
         self._ahead: dict[str, _ReadAhead] = {}
         self._ahead_jobs: SimpleQueue[tuple[str, _ReadAhead, Any] | None] = SimpleQueue()
         self._ahead_thread: threading.Thread | None = None
+        self._ack_lock = threading.Lock()
+        self._acks = _Acks()
         _DRIVERS.add(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -284,6 +341,8 @@ class RedisDriver:
         for queue, record in ahead.items():
             record.claimed.wait(self.options.socket_timeout)
             self._give_back_ahead(queue, record)
+        if self._pid == os.getpid():
+            self._finish_acks(close=True)
         self._closed.set()
         with self._lock:
             client, self._client = self._client, None
@@ -345,46 +404,86 @@ class RedisDriver:
     def pashq_push(
         self, queue: str, messages: Sequence[OutgoingMessage], options: Mapping[str, Any]
     ) -> list[str]:
-        """Store the messages, one script call per ``batch_size``, all in one pipeline."""
-        if options:
-            raise TypeError(
-                f"redis driver: unknown dispatch option(s) {', '.join(sorted(options))}; "
-                "it accepts none"
-            )
+        """Store the messages, one command (or script call) per ``batch_size``, streamed on
+        one connection (see :meth:`pashq_push_stream`)."""
+        _refuse_options(options)
         if not messages:
             return []
         _check_ids(queue, messages)
-        client, found = self._use()
-        batches = list(_chunks(messages, self.options.batch_size))
-        with self._errors(
-            "push",
-            queue,
-            f"; {len(messages)} message(s) may or may not be stored (a second dispatch may "
-            "deliver them twice)",
-        ):
+        return self._push_batches(queue, _chunks(messages, self.options.batch_size))
+
+    @hookimpl
+    def pashq_push_stream(
+        self,
+        queue: str,
+        batches: Iterator[Sequence[OutgoingMessage]],
+        options: Mapping[str, Any],
+    ) -> list[str]:
+        """Store batches as the core hands them over: each batch's command is written to
+        the socket as soon as the batch is taken, and the replies are read once the
+        iterator ends, so that the server stores batch k while the core encodes k + 1.
+
+        A batch holding an id with NUL ends the stream there: it is not stored, nor is
+        anything after it taken (:class:`~pashq.errors.PartialPushError` when batches
+        before it were stored, else :class:`~pashq.errors.DriverError`).
+        """
+        _refuse_options(options)
+        return self._push_batches(queue, batches)
+
+    def _push_batches(self, queue: str, batches: Iterator[Sequence[OutgoingMessage]]) -> list[str]:
+        """Send every batch of ``batches`` (each split to ``batch_size``), read the replies
+        at the end, and say what was stored (see :meth:`_push_streamed`)."""
+        client, _ = self._use()
+        taken: list[Sequence[OutgoingMessage]] = []
+        refused: list[OutgoingMessage] = []
+        size = self.options.batch_size
+
+        def pieces() -> Iterator[Sequence[OutgoingMessage]]:
+            for batch in batches:
+                for piece in _chunks(batch, size) if len(batch) > size else (batch,):
+                    if "\0" in "".join([m.id for m in piece]):
+                        refused.extend(piece)  # the stream ends before this batch
+                        return
+                    if piece:
+                        taken.append(piece)
+                        yield piece
+
+        source = pieces()
+        acked: Any = None
+        try:
             if self.options.cluster:
-                # A cluster pipeline refuses scripts: one call per batch, in order.
-                results: list[Any] = []
-                for batch in batches:
-                    try:
-                        results.append(self._run(queue, found.push, self._push_args(batch)))
-                    except RedisError as exc:
-                        results.append(exc)
-                        break
-                acked: Any = None
+                results = self._push_one_by_one(client, queue, source)
             else:
                 assert isinstance(client, redis.Redis)  # only a cluster client is not
-                results, acked = self._push_streamed(client, queue, batches)
+                results, acked = self._push_streamed(client, queue, source, taken)
+        except RedisError as exc:
+            count = sum(len(batch) for batch in taken)
+            if self._closed.is_set():
+                raise DriverError(f"redis connection {self.connection_name!r} is closed") from exc
+            raise DriverError(
+                f"redis push on queue {queue!r} failed at {safe_url(self.options.url)}: "
+                f"{type(exc).__name__}: {exc}; {count} message(s) may or may not be stored "
+                "(a second dispatch may deliver them twice)"
+            ) from exc
         stored: list[str] = []
+        not_stored: list[str] = []
         problems: list[str] = []
-        for batch, result in zip(batches, results, strict=False):
-            if isinstance(result, BaseException):
+        for index, batch in enumerate(taken):
+            result = results[index] if index < len(results) else None
+            if result is None or isinstance(result, BaseException):
                 problems.append(f"{type(result).__name__}: {result}")
+                not_stored += [m.id for m in batch]
             else:
                 stored += [m.id for m in batch]
+        if refused:
+            try:
+                _check_ids(queue, refused)
+            except DriverError as exc:
+                if not stored:
+                    raise
+                not_stored += [m.id for m in refused]
+                problems.insert(0, str(exc))
         if problems:
-            done = set(stored)
-            not_stored = [m.id for m in messages if m.id not in done]
             text = (
                 f"redis push on queue {queue!r}: {len(not_stored)} message(s) not stored "
                 f"({problems[0]})"
@@ -392,40 +491,107 @@ class RedisDriver:
             if stored:
                 raise PartialPushError(text, stored=stored, not_stored=not_stored)
             raise DriverError(text)
-        if self.options.wait_replicas:
-            self._check_replicas(queue, messages, acked)
-        return [m.id for m in messages]
+        if self.options.wait_replicas and taken:
+            self._check_replicas(queue, [m for batch in taken for m in batch], acked)
+        return stored
+
+    def _push_one_by_one(
+        self, client: Any, queue: str, source: Iterator[Sequence[OutgoingMessage]]
+    ) -> list[Any]:
+        """Cluster mode (its pipeline refuses scripts): one call per batch, in order; the
+        first failure ends the push."""
+        results: list[Any] = []
+        wake = self._key_list(queue)[_WAKE]
+        for batch in source:
+            command = self._push_command(queue, batch)
+            try:
+                results.append(client.execute_command(*command))
+            except RedisError as exc:
+                results.append(exc)
+                break
+            if command[0] != "EVAL":
+                try:  # the wake-up tokens: a hint only (pullers look again within 1 s)
+                    client.execute_command("RPUSH", wake, *_TOKENS[: min(len(batch), 16)])
+                    client.execute_command("LTRIM", wake, -16, -1)
+                except RedisError as exc:
+                    log.debug("redis push on queue %r: no wake-up tokens (%s)", queue, exc)
+        return results
+
+    def _push_command(self, queue: str, batch: Sequence[OutgoingMessage]) -> tuple[Any, ...]:
+        """The command that stores ``batch``: a plain ``RPUSH`` onto ``fresh`` when every
+        message is ready at priority 0 (the wake-up tokens follow it, see
+        :meth:`_send_push`), else the ``PUSH`` script (see :mod:`pashq_redis.scripts`)."""
+        keys = self._key_list(queue)
+        values = [m.id.encode() + b"\0" + m.body for m in batch]
+        # A list is twice as fast as a generator here (most batches have neither).
+        if not any([m.delay > 0 or m.priority for m in batch]):  # noqa: C419
+            return ("RPUSH", keys[_FRESH], *values)
+        special: list[Any] = []
+        for i, m in enumerate(batch):
+            if m.delay > 0 or m.priority:
+                special += (i, max(1, round(m.delay * 1000)) if m.delay > 0 else 0, m.priority)
+        # EVAL, not EVALSHA: no NOSCRIPT to recover from part-way through a stream (the
+        # server caches the compiled script by its hash).
+        return (
+            "EVAL",
+            scripts.PUSH,
+            len(keys),
+            *keys,
+            len(batch),
+            len(special) // 3,
+            *special,
+            *values,
+        )
+
+    def _send_push(self, connection: Any, queue: str, batch: Sequence[OutgoingMessage]) -> int:
+        """Write the commands that store ``batch``; how many replies they will get."""
+        command = self._push_command(queue, batch)
+        if command[0] == "EVAL":
+            connection.send_packed_command(connection.pack_command(*command), check_health=False)
+            return 1
+        wake = self._key_list(queue)[_WAKE]
+        connection.send_packed_command(
+            connection.pack_commands(
+                [
+                    command,
+                    ("RPUSH", wake, *_TOKENS[: min(len(batch), 16)]),
+                    ("LTRIM", wake, -16, -1),
+                ]
+            ),
+            check_health=False,
+        )
+        return 3
 
     def _push_streamed(
-        self, client: redis.Redis, queue: str, batches: Sequence[Sequence[OutgoingMessage]]
+        self,
+        client: redis.Redis,
+        queue: str,
+        source: Iterator[Sequence[OutgoingMessage]],
+        taken: list[Sequence[OutgoingMessage]],
     ) -> tuple[list[Any], Any]:
-        """Send each batch's script call as soon as its arguments are built and read the
-        replies at the end, so that the server stores one batch while the next is built.
+        """Send each batch's command as soon as ``source`` yields it (``source`` appends
+        it to ``taken`` first) and read the replies at the end, so that the server stores
+        one batch while the next is built.
 
-        Returns one reply per batch (a :class:`ResponseError` for a batch the server
-        refused; the others are stored), and the ``WAIT`` reply (``None`` without
+        Returns one reply per batch of ``taken`` (a :class:`ResponseError` for a batch the
+        server refused; the others are stored), and the ``WAIT`` reply (``None`` without
         ``wait_replicas``). When the connection breaks, the batches whose replies were not
         read are sent once more on a fresh connection (a batch may then be stored twice,
         as with any retried push); when that breaks too, the error is raised.
         """
         pool = client.connection_pool
-        keys = self._key_list(queue)
-        head = ("EVAL", scripts.PUSH, len(keys), *keys)
         results: list[Any] = []
         acked: Any = None
         for tries in (1, 2):
             # redis-py leaves the Connection methods untyped.
             connection: Any = pool.get_connection()
+            replies: list[int] = []
             try:
-                todo = batches[len(results) :]
-                for batch in todo:
-                    # EVAL, not EVALSHA: no NOSCRIPT to recover from part-way through the
-                    # stream (the server caches the compiled script by its hash).
-                    connection.send_packed_command(
-                        connection.pack_command(*head, *self._push_args(batch)),
-                        check_health=False,
-                    )
-                if self.options.wait_replicas:
+                for batch in taken[len(results) :]:
+                    replies.append(self._send_push(connection, queue, batch))
+                for batch in source:
+                    replies.append(self._send_push(connection, queue, batch))
+                if self.options.wait_replicas and taken:
                     connection.send_packed_command(
                         connection.pack_command(
                             "WAIT",
@@ -434,12 +600,15 @@ class RedisDriver:
                         ),
                         check_health=False,
                     )
-                for _ in todo:
+                for count in replies:
                     try:
                         results.append(connection.read_response())
                     except ResponseError as exc:
                         results.append(exc)
-                if self.options.wait_replicas:
+                    for _ in range(count - 1):  # the wake-up tokens: a hint only
+                        with suppress(ResponseError):
+                            connection.read_response()
+                if self.options.wait_replicas and taken:
                     try:
                         acked = connection.read_response()
                     except ResponseError as exc:
@@ -447,17 +616,17 @@ class RedisDriver:
                 return results, acked
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 connection.disconnect()
-                if tries == 2 or len(results) == len(batches):
+                if tries == 2 or len(results) == len(taken):
                     if not results:
                         raise RedisConnectionError(str(exc)) from exc
                     # The rest may or may not be stored: not confirmed.
-                    return [*results, exc][: len(batches)], exc
+                    return [*results, exc], exc
                 log.info(
                     "redis push on queue %r: connection lost after %d of %d batch(es) were "
                     "confirmed (%s); sending the rest again on a fresh connection",
                     queue,
                     len(results),
-                    len(batches),
+                    len(taken),
                     exc,
                 )
             finally:
@@ -475,11 +644,7 @@ class RedisDriver:
     ) -> list[str]:
         """Take each unique message's key and store the ones taken, in one script (on a
         cluster, where the keys live in other slots: take, push, give back on failure)."""
-        if options:
-            raise TypeError(
-                f"redis driver: unknown dispatch option(s) {', '.join(sorted(options))}; "
-                "it accepts none"
-            )
+        _refuse_options(options)
         _check_ids(queue, messages)
         if self.options.cluster:
             return self._push_unique_in_steps(queue, messages, keys, ttls)
@@ -492,7 +657,8 @@ class RedisDriver:
                 hold_keys.append(coordination.hold_key(self.options.key_prefix, key))
                 index = len(PARTS) + len(hold_keys)
             delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
-            args += [m.id, m.body, delay, m.priority, index, max(1, round(ttl * 1000))]
+            value = m.id.encode() + b"\0" + m.body
+            args += [value, m.id, delay, m.priority, index, max(1, round(ttl * 1000))]
         with self._errors(
             "push",
             queue,
@@ -560,20 +726,6 @@ class RedisDriver:
                 "failover, and a second dispatch may deliver them twice"
             )
 
-    def _push_args(self, batch: Sequence[OutgoingMessage]) -> list[Any]:
-        # count, s, s triples (index, delay ms, priority) for the messages that have
-        # either, then id, body each (most messages have neither: two strings each).
-        special: list[Any] = []
-        for i, m in enumerate(batch):
-            if m.delay > 0 or m.priority:
-                special += (i, max(1, round(m.delay * 1000)) if m.delay > 0 else 0, m.priority)
-        return [
-            len(batch),
-            len(special) // 3,
-            *special,
-            *[part for m in batch for part in (m.id, m.body)],
-        ]
-
     @hookimpl
     def pashq_pull(self, queue: str, max_messages: int, timeout: float) -> list[Delivery]:
         """Claim up to ``max_messages``; when none is ready, block on the wake-up list.
@@ -619,12 +771,14 @@ class RedisDriver:
                 ) from exc
 
     def _deliveries(self, queue: str, reply: list[Any], lease: float) -> list[Delivery]:
-        # reply: hint, then number, stamp, b"<id>\0<envelope>" per message.
-        parts = iter(reply)
-        next(parts)
+        # reply: hint, k, then number, stamp, b"<id>\0<envelope>" for k messages claimed
+        # from ready, then number, b"<id>\0<envelope>" for those claimed from fresh.
         out: list[Delivery] = []
         append = out.append
         receipt = tuple.__new__  # Receipt(...) without NamedTuple's Python-level __new__
+        first = _FIRST
+        end = 2 + 3 * int(reply[1])
+        parts = iter(reply[2:end])
         for number, stamp, value in zip(parts, parts, parts, strict=True):
             message_id, cut, body = value.partition(b"\0")
             if not cut:  # written by hand: all of it is the body
@@ -634,8 +788,23 @@ class RedisDriver:
                     queue,
                     message_id.decode("utf-8", "replace"),
                     body,
-                    stamp // 10 % 1_000_000,  # scripts.attempts_of, inlined
+                    int(stamp) // 10 % 1_000_000,  # scripts.attempts_of, inlined
                     receipt(Receipt, (number, stamp)),
+                    lease,
+                )
+            )
+        parts = iter(reply[end:])
+        for number, value in zip(parts, parts, strict=True):
+            message_id, cut, body = value.partition(b"\0")
+            if not cut:  # written by hand: all of it is the body
+                message_id, body = b"", value
+            append(
+                Delivery(
+                    queue,
+                    message_id.decode("utf-8", "replace"),
+                    body,
+                    1,
+                    receipt(Receipt, (number, first)),
                     lease,
                 )
             )
@@ -838,12 +1007,114 @@ class RedisDriver:
 
     @hookimpl
     def pashq_ack(self, queue: str, deliveries: Sequence[Delivery]) -> None:
-        """Delete the messages still held by these deliveries (one script per batch)."""
-        _, found = self._use()
-        for batch in _chunks(deliveries, self.options.batch_size):
-            with self._errors("ack", queue):
-                stale = self._run(queue, found.ack, _fence(batch))
+        """Delete the messages still held by these deliveries (one script per batch).
+
+        The script calls are written to the socket and their replies read by the next
+        ack, or before anything that reads the queue's state (stats, ``queue_empty``,
+        purge, the dead letters, ``pashq_close``): the worker does not wait for the
+        server. A reply that says the call failed has it made again at once, the usual
+        way; if that fails too it is logged, and the messages come back when their lease
+        ends (at-least-once). A call that cannot be sent is made the usual way, and
+        raises :class:`~pashq.errors.DriverError` when that fails. On a cluster or through
+        Sentinel each call is made and read in turn.
+        """
+        client, found = self._use()
+        batches = list(_chunks(deliveries, self.options.batch_size))
+        if not isinstance(client, redis.Redis) or self.options.sentinels:
+            # A cluster, or Sentinel (whose failover may leave connections on two masters
+            # for a moment: acks stay on the connection the pull just used): one call at
+            # a time.
+            for batch in batches:
+                self._ack_now(queue, found, batch)
+            return
+        keys = self._key_list(queue)
+        head = ("EVALSHA", found.ack.sha, len(keys), *keys)
+        with self._ack_lock:
+            acks = self._acks
+            sent = len(acks.sent)
+            try:
+                if acks.connection is None:
+                    acks.connection = client.connection_pool.make_connection()
+                connection = acks.connection
+                for batch in batches:
+                    connection.send_packed_command(
+                        connection.pack_command(*head, *_ack_args(batch)), check_health=False
+                    )
+                    acks.sent.append((queue, batch))
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.debug("redis ack on queue %r: not sent (%s); made the usual way", queue, exc)
+                unsent = batches[len(acks.sent) - sent :]
+                self._acks_lost(found, raise_errors=False)
+                for batch in unsent:
+                    self._ack_now(queue, found, batch)
+                return
+            self._read_acks(found, keep=len(acks.sent) - sent)
+
+    def _ack_now(self, queue: str, found: _Scripts, batch: Sequence[Delivery]) -> None:
+        with self._errors("ack", queue):
+            stale = self._run(queue, found.ack, _ack_args(batch))
+        self._stale("ack", queue, stale, batch)
+
+    def _read_acks(self, found: _Scripts, keep: int) -> None:
+        """Read the replies of the ack calls sent, but the last ``keep`` (under
+        ``_ack_lock``)."""
+        acks = self._acks
+        while len(acks.sent) > keep:
+            queue, batch = acks.sent[0]
+            try:
+                stale = acks.connection.read_response()
+            except ResponseError as exc:
+                del acks.sent[0]
+                self._ack_again(queue, found, batch, exc)
+                continue
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.debug("redis: ack replies lost (%s); acks made again the usual way", exc)
+                self._acks_lost(found, raise_errors=keep > 0)
+                return
+            del acks.sent[0]
             self._stale("ack", queue, stale, batch)
+
+    def _ack_again(
+        self, queue: str, found: _Scripts, batch: Sequence[Delivery], why: BaseException
+    ) -> None:
+        """Make again an ack call whose streamed reply said it failed (NOSCRIPT after a
+        server restart, for one); log when that fails too."""
+        try:
+            self._ack_now(queue, found, batch)
+        except DriverError as exc:
+            log.warning(
+                "redis: ack of %d message(s) on queue %r failed (%s; then %s); they come "
+                "back when their lease ends",
+                len(batch),
+                queue,
+                why,
+                exc,
+            )
+
+    def _acks_lost(self, found: _Scripts, raise_errors: bool) -> None:
+        """The ack connection broke: drop it and make every unread ack call again the usual
+        way (a settle made twice is harmless: the fence). With ``raise_errors`` the last
+        failure raises (the caller's own acks are among them), else it is logged."""
+        acks = self._acks
+        pending, acks.sent = acks.sent, []
+        if acks.connection is not None:
+            acks.connection.disconnect()
+        for index, (queue, batch) in enumerate(pending):
+            if raise_errors and index == len(pending) - 1:
+                self._ack_now(queue, found, batch)
+            else:
+                self._ack_again(queue, found, batch, RedisConnectionError("connection lost"))
+
+    def _finish_acks(self, close: bool = False) -> None:
+        """Read every ack reply still unread (before reading the queue's state); with
+        ``close``, close the ack connection too."""
+        if self._acks.sent and self._scripts is not None:
+            with self._ack_lock:
+                self._read_acks(self._scripts, keep=0)
+        if close and self._acks.connection is not None:
+            with self._ack_lock:
+                self._acks.connection.disconnect()
+                self._acks.connection = None
 
     @hookimpl
     def pashq_nack(self, queue: str, deliveries: Sequence[Delivery], delay: float) -> None:
@@ -902,6 +1173,7 @@ class RedisDriver:
         _, found = self._use()
         if queue in self._ahead:
             return False
+        self._finish_acks()
         with self._errors("queue_empty", queue):
             return int(self._run(queue, found.ready_count, [])) == 0
 
@@ -911,30 +1183,34 @@ class RedisDriver:
     def pashq_stats(self, queue: str) -> QueueStats:
         """Ready (due delays and ended leases included), delayed, in flight and failed."""
         _, found = self._use()
+        self._finish_acks()
         with self._errors("stats", queue):
             ready, delayed, in_flight, failed = self._run(queue, found.stats, [])
         return QueueStats(queue, int(ready), int(delayed), int(in_flight), int(failed))
 
     @hookimpl
     def pashq_queues(self) -> list[str]:
-        """The queues holding messages or dead letters: one ``body`` hash each (SCAN, on
-        every primary of a cluster)."""
+        """The queues holding messages or dead letters: a ``body`` hash or a ``fresh`` list
+        each (SCAN, on every primary of a cluster)."""
         client, _ = self._use()
         prefix = self.options.key_prefix
-        pattern = f"{_glob_escape(prefix)}{{*}}:body"
         names: set[str] = set()
         with self._errors("listing queues", "*"):
-            for raw in client.scan_iter(match=pattern, count=1000):
-                key = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
-                inner = key[len(prefix) :]
-                if inner.startswith("{") and inner.endswith("}:body"):
-                    names.add(inner[1 : -len("}:body")])
+            for part in ("body", "fresh"):
+                pattern = f"{_glob_escape(prefix)}{{*}}:{part}"
+                end = f"}}:{part}"
+                for raw in client.scan_iter(match=pattern, count=1000):
+                    key = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+                    inner = key[len(prefix) :]
+                    if inner.startswith("{") and inner.endswith(end):
+                        names.add(inner[1 : -len(end)])
         return sorted(names)
 
     @hookimpl
     def pashq_purge(self, queue: str) -> int:
         """Delete ready, delayed and expired-lease messages, in chunks."""
         _, found = self._use()
+        self._finish_acks()
         total = 0
         while True:
             with self._errors("purge", queue):
@@ -947,6 +1223,7 @@ class RedisDriver:
     def pashq_failed_list(self, queue: str, limit: int) -> list[DeadLetter]:
         """Dead letters, oldest first."""
         _, found = self._use()
+        self._finish_acks()
         if limit <= 0:
             return []
         with self._errors("failed list", queue):
@@ -983,6 +1260,7 @@ class RedisDriver:
     def pashq_failed_retry(self, queue: str, ids: Sequence[str] | None) -> int:
         """Move dead letters back as fresh messages (attempts start again at 1)."""
         _, found = self._use()
+        self._finish_acks()
         if ids is not None and not ids:
             return 0
         with self._errors("failed retry", queue):
@@ -992,6 +1270,7 @@ class RedisDriver:
     def pashq_failed_purge(self, queue: str, ids: Sequence[str] | None) -> int:
         """Delete dead letters."""
         _, found = self._use()
+        self._finish_acks()
         if ids is not None and not ids:
             return 0
         with self._errors("failed purge", queue):
@@ -1058,6 +1337,7 @@ class RedisDriver:
         """Delete every key of ``queue`` (messages, dead letters, counters); returns how many
         keys existed."""
         client, _ = self._use()
+        self._finish_acks()
         with self._errors("delete", queue):
             return int(client.delete(*self.keys(queue).all()))
 

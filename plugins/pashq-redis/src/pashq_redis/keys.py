@@ -14,9 +14,10 @@ from redis.crc import key_slot
 __all__ = ["PARTS", "QueueKeys", "queue_name_problem"]
 
 #: Parts of a queue's keys: the message store, the sets a message moves between, the dead
-#: letters, the id sequence and the wake-up list.
+#: letters, the id sequence, the wake-up list and the list of fresh messages (see
+#: :mod:`pashq_redis.scripts`).
 PARTS = (
-    "seq",  # string: the last message number given out (INCRBY)
+    "seq",  # string: how many message numbers were given out (INCRBY); a number is 10**13 + n
     "body",  # hash: number -> "<id>\0<envelope bytes>"
     "meta",  # hash: number -> stamp, claims * 10**7 + attempts * 10 + priority (integer)
     "ready",  # sorted set: number, score 9 - priority (ties by number: FIFO)
@@ -26,6 +27,7 @@ PARTS = (
     "reason",  # hash: number -> dead-letter reason
     "trace",  # hash: number -> dead-letter traceback
     "wake",  # list: tokens that wake an idle puller (BLPOP)
+    "fresh",  # list: "<id>\0<envelope bytes>" pushed ready at priority 0, oldest first
 )
 #: Longest queue name, in UTF-8 bytes (keys stay short; Redis allows far more).
 MAX_NAME_BYTES = 1000

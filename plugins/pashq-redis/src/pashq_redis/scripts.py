@@ -2,26 +2,37 @@
 
 Every script gets all the queue's keys (:data:`pashq_redis.keys.PARTS`, in order) as
 ``KEYS`` and reads the time with ``TIME`` (the server's clock, in milliseconds): no worker
-clock ever decides a lease or a delay. A message is a number (``%016d``, so members sort in
-push order) whose id and envelope bytes are one value in ``body`` (``<id> NUL
-<envelope>``: message ids hold no NUL) and whose counts are one integer in ``meta``, the
+clock ever decides a lease or a delay.
+
+A message pushed ready at priority 0 (most of them) is one value ``<id> NUL <envelope>``
+(message ids hold no NUL) appended to the list ``fresh``: the driver pushes such a batch
+with a plain ``RPUSH`` (and a few wake-up tokens), no script at all. Every other message
+is a *number* (``10**13 + n``: fourteen digits, so members sort in number order) whose
+value is in the hash ``body`` and whose counts are one integer in ``meta``, the
 *stamp*::
 
     stamp = claims * 10,000,000 + attempts * 10 + priority
 
-A claim adds 10,000,010 to it (one claim, one attempt); every way out of ``leased`` but
-the ack (nack, defer, dead letter, a lease that ended) adds 10,000,000 more, and a defer
-takes 10 off (the attempt is given back). So no per-message string is parsed or built on
-the hot path. A message pushed ready has no stamp yet (its priority is its score in ``ready``,
-``9 - priority``); a delayed one gets its priority as its stamp. It is in exactly one of
-``ready``, ``delayed``, ``leased`` or ``failed``.
+A message from ``fresh`` gets its number when it is first claimed (its value moves to
+``body``), and no stamp: its stamp is implied, ``10000010`` (first claim, first attempt,
+priority 0), until it leaves ``leased``. A claim adds 10,000,010 to a stamp (one claim,
+one attempt); every way out of ``leased`` but the ack (nack, defer, dead letter, a lease
+that ended) writes the stamp plus 10,000,000, and a defer takes 10 off (the attempt is
+given back). So no per-message string is parsed on the hot path. A message pushed ready
+with a priority has no stamp yet (its priority is its score in ``ready``, ``9 -
+priority``); a delayed one gets its priority as its stamp. A message is in exactly one of
+``fresh``, ``ready``, ``delayed``, ``leased`` or ``failed``. A claim takes from ``ready``
+first (higher priorities; messages that came back, which are older than anything in
+``fresh``), then from ``fresh``.
 
 A settle (ack, nack, defer, extend, dead letter) applies only while the message's stamp is
-the one the delivery was pulled with: the claim count in it grows on every claim and on
-every release and never goes back, so a stamp matches only while the message is still
-leased under that claim, and the receipt of an earlier claim never matches the current
-holder's (the fence; no ``leased`` lookup needed). A dead letter retried gets a new
-number, so no receipt from before can match it either.
+the one the delivery was pulled with (no stamp stored: the implied first one, and the
+message still in ``leased``): the claim count in it grows on every claim and on every
+release and never goes back, so a stamp matches only while the message is still leased
+under that claim, and the receipt of an earlier claim never matches the current holder's
+(the fence; an ack needs no ``leased`` lookup). A dead letter retried gets a new number,
+so no receipt from before can match it either. Numbers and stamps go back to the client
+as text, which it sends back as they came.
 
 Hot-path scripts fill their tables with a local counter (``#t + 1`` is a binary search in
 Lua 5.1) and make one command per batch per key.
@@ -52,14 +63,16 @@ __all__ = [
 CLAIM_STEP = 10_000_010
 
 
-def attempts_of(stamp: int) -> int:
+def attempts_of(stamp: int | bytes) -> int:
     """The attempt count held in a stamp (see the module docstring)."""
-    return stamp // 10 % 1_000_000
+    return int(stamp) // 10 % 1_000_000
 
 
 # KEYS: 1 seq, 2 body, 3 meta, 4 ready, 5 delayed, 6 leased, 7 failed, 8 reason, 9 trace,
-# 10 wake.
+# 10 wake, 11 fresh.
 _PRELUDE = """
+local FIRST = '10000010'  -- the stamp of a first claim at priority 0
+local BASE = 10000000000000  -- numbers are BASE + n: 14 digits, so text order is number order
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -73,12 +86,12 @@ local function many(cmd, key, args, n, group)
 end
 local function prio(stamp)
   local s = tonumber(stamp)
-  if not s then return 0 end  -- written by hand: deliver it, never fail the script
+  if not s then return 0 end  -- none yet (priority 0), or written by hand: deliver it
   return s % 10
 end
 local function id_of(value)
   if not value then return '' end
-  local cut = string.find(value, '\0', 1, true)
+  local cut = string.find(value, '\\0', 1, true)
   if not cut then return '' end
   return string.sub(value, 1, cut - 1)
 end
@@ -91,7 +104,13 @@ local function wake(n)
   end
 end
 local function holds(m, stamp)
+  -- The stamp the delivery was pulled with, as a number, while it still holds m; else nil.
   local s = redis.call('HGET', KEYS[3], m)
+  if not s then
+    -- No stamp: a message from fresh, leased under its first claim (or gone).
+    if stamp ~= FIRST or not redis.call('ZSCORE', KEYS[6], m) then return nil end
+    return 10000010
+  end
   if s ~= stamp then return nil end
   return tonumber(s)
 end
@@ -107,11 +126,14 @@ local function promote(now, limit)
         ready[j + 1] = 9 - prio(stamps[i])
         ready[j + 2] = due[i]
         j = j + 2
-        local s = tonumber(stamps[i])
-        if set == KEYS[6] and s then  -- the lease ended: its receipt no longer matches
-          bumped[b + 1] = due[i]
-          bumped[b + 2] = s + 10000000
-          b = b + 2
+        if set == KEYS[6] then  -- the lease ended: its receipt no longer matches
+          local s = tonumber(stamps[i])
+          if not stamps[i] then s = 10000010 end  -- a first claim from fresh
+          if s then
+            bumped[b + 1] = due[i]
+            bumped[b + 2] = s + 10000000
+            b = b + 2
+          end
         end
       end
       many('ZADD', KEYS[4], ready, j, 2)
@@ -119,25 +141,32 @@ local function promote(now, limit)
     end
   end
 end
-local function store(first, count, now, base, at, spec)
-  -- Message i (0-based) has its id at ARGV[at[i]] (or ARGV[base + 2 * i] without at), its
-  -- body right after; spec[i] is the ARGV index of its delay (ms) and priority, given only
-  -- when either is not 0.
-  local bodies, ready, delayed, stamps = {}, {}, {}, {}
-  local nb, nr, nd = 0, 0, 0
+local function store(count, now, at, spec)
+  -- Message i (0-based) has its value (id NUL envelope) at ARGV[at(i)]; spec[i] is the
+  -- ARGV index of its delay (ms) and priority, given only when either may not be 0. A
+  -- message with neither goes to fresh (no number yet); the others get a number here.
+  local plain, bodies, ready, delayed, stamps = {}, {}, {}, {}, {}
+  local np, nb, nr, nd = 0, 0, 0, 0
+  local numbered = {}
   for i = 0, count - 1 do
-    local b
-    if at then b = at[i] else b = base + i * 2 end
-    local m = string.format('%016d', first + i)
-    bodies[nb + 1] = m
-    bodies[nb + 2] = ARGV[b] .. '\0' .. ARGV[b + 1]
-    nb = nb + 2
     local k = spec[i]
-    if not k then
-      ready[nr + 1] = 9
-      ready[nr + 2] = m
-      nr = nr + 2
+    if k and (tonumber(ARGV[k]) > 0 or tonumber(ARGV[k + 1]) ~= 0) then
+      numbered[#numbered + 1] = i
     else
+      np = np + 1
+      plain[np] = ARGV[at(i)]
+    end
+  end
+  local s = #numbered
+  if s > 0 then
+    local first = BASE + redis.call('INCRBY', KEYS[1], s) - s + 1
+    for j = 1, s do
+      local i = numbered[j]
+      local k = spec[i]
+      local m = fmt(first + j - 1)
+      bodies[nb + 1] = m
+      bodies[nb + 2] = ARGV[at(i)]
+      nb = nb + 2
       local delay = tonumber(ARGV[k])
       if delay > 0 then
         delayed[nd + 1] = now + delay
@@ -152,33 +181,35 @@ local function store(first, count, now, base, at, spec)
       end
     end
   end
+  many('RPUSH', KEYS[11], plain, np, 1)
   many('HSET', KEYS[2], bodies, nb, 2)
   many('ZADD', KEYS[4], ready, nr, 2)
   many('ZADD', KEYS[5], delayed, nd, 2)
   many('HSET', KEYS[3], stamps, nd, 2)
-  wake(nr / 2)
+  wake(np + nr / 2)
 end
 """
 
 #: ARGV: count, s, then s triples (index from 0, delay (ms), priority) for the messages
-#: with a delay or a priority, then id, body per message. Returns the count.
+#: with a delay or a priority, then one value (id, NUL, envelope) per message. Returns
+#: the count. A batch with neither is pushed without a script (see :data:`PLAIN_PUSH`).
 PUSH = (
     _PRELUDE
     + """
 local count, s = tonumber(ARGV[1]), tonumber(ARGV[2])
 local spec = {}
 for k = 0, s - 1 do spec[tonumber(ARGV[3 + k * 3])] = 4 + k * 3 end
-local first = redis.call('INCRBY', KEYS[1], count) - count + 1
-store(first, count, now_ms(), 3 + s * 3, nil, spec)
+local base = 3 + s * 3
+store(count, now_ms(), function(i) return base + i end, spec)
 return count
 """
 )
 
-#: KEYS: the queue's keys, then one hold key per unique message. ARGV: count, then id,
-#: body, delay (ms), priority, hold key index (0: not unique, else 12, 13 ...), ttl (ms)
-#: per message. Takes each unique message's hold (owner: its id, limit 1) and stores the
-#: messages whose hold was taken, all in one script. Returns per message its own id when
-#: stored, else the id holding its key.
+#: KEYS: the queue's keys, then one hold key per unique message. ARGV: count, then value
+#: (id, NUL, envelope), id, delay (ms), priority, hold key index (0: not unique, else
+#: 12, 13 ...), ttl (ms) per message. Takes each unique message's hold (owner: its id,
+#: limit 1) and stores the messages whose hold was taken, all in one script. Returns per
+#: message its own id when stored, else the id holding its key.
 PUSH_UNIQUE = (
     _PRELUDE
     + """
@@ -187,7 +218,7 @@ local count = tonumber(ARGV[1])
 local answers, stored = {}, {}
 for i = 0, count - 1 do
   local b = 2 + i * 6
-  local id, k = ARGV[b], tonumber(ARGV[b + 4])
+  local id, k = ARGV[b + 1], tonumber(ARGV[b + 4])
   local take = true
   if k > 0 then
     local hold = KEYS[k]
@@ -207,58 +238,88 @@ for i = 0, count - 1 do
   end
 end
 if #stored > 0 then
-  local first = redis.call('INCRBY', KEYS[1], #stored) - #stored + 1
-  local at, spec = {}, {}
-  for j, b in ipairs(stored) do
-    at[j - 1] = b
-    spec[j - 1] = b + 2
-  end
-  store(first, #stored, now, 0, at, spec)
+  local spec = {}
+  for j, b in ipairs(stored) do spec[j - 1] = b + 2 end
+  store(#stored, now, function(i) return stored[i + 1] end, spec)
 end
 return answers
 """
 )
 
-#: ARGV: max messages, lease (ms). Returns {hint, number, stamp, value, ...} (value: id,
-#: NUL, envelope): hint is
+#: ARGV: max messages, lease (ms). Returns {hint, k, k triples (number, stamp, value), then
+#: pairs (number, value)} (value: id, NUL, envelope; numbers and stamps as text): hint is
 #: -1 when messages came back, else the ms until the next delay or lease ends (-1: none).
+#: Claims from ``ready`` first (higher priorities, messages that came back): the triples;
+#: then from ``fresh``: the pairs, whose messages get their number here and no stamp (a
+#: first claim at priority 0: ``FIRST`` is implied).
 PULL = (
     _PRELUDE
     + """
+local format = string.format
 local now = now_ms()
 promote(now, 1000)
-local popped = redis.call('ZPOPMIN', KEYS[4], ARGV[1])
-local n = #popped / 2
-if n > 0 then
-  local members = {}
-  for i = 1, n do members[i] = popped[i * 2 - 1] end
-  local stamps = redis.call('HMGET', KEYS[3], unpack(members))
-  local bodies = redis.call('HMGET', KEYS[2], unpack(members))
-  local deadline = now + tonumber(ARGV[2])
-  local newstamps, leased, out = {}, {}, {-1}
-  local j, o = 0, 1
-  for i = 1, n do
-    local body = bodies[i]
-    if body then
-      local m = members[i]
-      local s = tonumber(stamps[i])
-      if s then s = s + 10000010 else s = 10000019 - tonumber(popped[i * 2]) end
-      newstamps[j + 1] = m
-      newstamps[j + 2] = s
+local want = tonumber(ARGV[1])
+local deadline = fmt(now + tonumber(ARGV[2]))
+local leased, out = {}, {-1, 0}
+local j, o = 0, 2
+if want > 0 then
+  local popped = redis.call('ZPOPMIN', KEYS[4], want)
+  local n = #popped / 2
+  if n > 0 then
+    local members = {}
+    for i = 1, n do members[i] = popped[i * 2 - 1] end
+    local stamps = redis.call('HMGET', KEYS[3], unpack(members))
+    local bodies = redis.call('HMGET', KEYS[2], unpack(members))
+    local newstamps, k = {}, 0
+    for i = 1, n do
+      local body = bodies[i]
+      if body then
+        local m = members[i]
+        local s = tonumber(stamps[i])
+        if s then s = s + 10000010 else s = 10000019 - tonumber(popped[i * 2]) end
+        s = format('%d', s)
+        newstamps[k + 1] = m
+        newstamps[k + 2] = s
+        k = k + 2
+        leased[j + 1] = deadline
+        leased[j + 2] = m
+        j = j + 2
+        out[o + 1] = m
+        out[o + 2] = s
+        out[o + 3] = body
+        o = o + 3
+      end
+    end
+    want = want - k / 2
+    out[2] = k / 2
+    many('HSET', KEYS[3], newstamps, k, 2)
+  end
+end
+if want > 0 then
+  local values = redis.call('LPOP', KEYS[11], want)
+  if values then
+    local n = #values
+    local first = BASE + redis.call('INCRBY', KEYS[1], n) - n
+    local bodies, b = {}, 0
+    for i = 1, n do
+      local m = format('%d', first + i)
+      local value = values[i]
+      bodies[b + 1] = m
+      bodies[b + 2] = value
+      b = b + 2
       leased[j + 1] = deadline
       leased[j + 2] = m
       j = j + 2
       out[o + 1] = m
-      out[o + 2] = s
-      out[o + 3] = body
-      o = o + 3
+      out[o + 2] = value
+      o = o + 2
     end
+    many('HSET', KEYS[2], bodies, b, 2)
   end
-  if j > 0 then
-    many('HSET', KEYS[3], newstamps, j, 2)
-    many('ZADD', KEYS[6], leased, j, 2)
-    return out
-  end
+end
+if j > 0 then
+  many('ZADD', KEYS[6], leased, j, 2)
+  return out
 end
 local hint = -1
 for _, set in ipairs({KEYS[5], KEYS[6]}) do
@@ -272,28 +333,66 @@ return {hint}
 """
 )
 
-#: ARGV: number, stamp per delivery. Returns the numbers no longer held (stale).
+#: ARGV: p, then number, stamp per delivery (p of them), then the number of each delivery
+#: pulled with the stamp ``FIRST`` (a first claim at priority 0: from ``fresh``, with no
+#: stamp stored while it is leased under that claim, or a delayed message's, stored).
+#: Deletes the messages still held; returns the numbers no longer held (stale).
 ACK = (
     _PRELUDE
     + """
-local n = #ARGV / 2
-local members = {}
-for i = 1, n do members[i] = ARGV[i * 2 - 1] end
-local stamps = redis.call('HMGET', KEYS[3], unpack(members))
-local held, stale, h, s = {}, {}, 0, 0
-for i = 1, n do
-  if stamps[i] == ARGV[i * 2] then
-    h = h + 1
-    held[h] = members[i]
+local p = tonumber(ARGV[1])
+local held, stamped, stale, h, t, s = {}, {}, {}, 0, 0, 0
+if p > 0 then
+  local members = {}
+  for i = 1, p do members[i] = ARGV[i * 2] end
+  local stamps = redis.call('HMGET', KEYS[3], unpack(members))
+  for i = 1, p do
+    if stamps[i] == ARGV[i * 2 + 1] then
+      h = h + 1
+      held[h] = members[i]
+      t = t + 1
+      stamped[t] = members[i]
+    else
+      s = s + 1
+      stale[s] = members[i]
+    end
+  end
+end
+local from = 2 + p * 2
+if from <= #ARGV then
+  if redis.call('EXISTS', KEYS[3]) == 1 then
+    -- Another stamp stored since the claim means the message left that claim (or is
+    -- gone); FIRST itself is stored for a delayed message claimed for the first time.
+    local stamps = redis.call('HMGET', KEYS[3], unpack(ARGV, from))
+    for i = from, #ARGV do
+      local stamp = stamps[i - from + 1]
+      if stamp and stamp ~= FIRST then
+        s = s + 1
+        stale[s] = ARGV[i]
+      else
+        h = h + 1
+        held[h] = ARGV[i]
+        if stamp then
+          t = t + 1
+          stamped[t] = ARGV[i]
+        end
+      end
+    end
+  elseif h == 0 then
+    redis.call('ZREM', KEYS[6], unpack(ARGV, from))
+    redis.call('HDEL', KEYS[2], unpack(ARGV, from))
+    return stale
   else
-    s = s + 1
-    stale[s] = members[i]
+    for i = from, #ARGV do
+      h = h + 1
+      held[h] = ARGV[i]
+    end
   end
 end
 if h > 0 then
   redis.call('ZREM', KEYS[6], unpack(held))
   redis.call('HDEL', KEYS[2], unpack(held))
-  redis.call('HDEL', KEYS[3], unpack(held))
+  if t > 0 then redis.call('HDEL', KEYS[3], unpack(stamped)) end
 end
 return stale
 """
@@ -422,7 +521,7 @@ FAILED_RETRY = (
     + _FAILED_SELECT.replace(
         "SETTLE",
         """if body then
-      local new = string.format('%016d', redis.call('INCR', KEYS[1]))
+      local new = fmt(BASE + redis.call('INCR', KEYS[1]))
       redis.call('HSET', KEYS[2], new, body)
       redis.call('ZADD', KEYS[4], 9 - prio(stamp), new)
       moved = moved + 1
@@ -445,6 +544,8 @@ PURGE = (
 local now = now_ms()
 local room = tonumber(ARGV[1])
 local n = 0
+local fresh = redis.call('LPOP', KEYS[11], room)
+if fresh then n = #fresh end
 for _, range in ipairs({{KEYS[4], '-inf', '+inf'}, {KEYS[5], '-inf', '+inf'},
                         {KEYS[6], '-inf', fmt(now)}}) do
   if room > n then
@@ -468,7 +569,7 @@ STATS = (
 local now = fmt(now_ms())
 local due = redis.call('ZCOUNT', KEYS[5], '-inf', now)
 local ended = redis.call('ZCOUNT', KEYS[6], '-inf', now)
-return {redis.call('ZCARD', KEYS[4]) + due + ended,
+return {redis.call('ZCARD', KEYS[4]) + redis.call('LLEN', KEYS[11]) + due + ended,
         redis.call('ZCARD', KEYS[5]) - due,
         redis.call('ZCARD', KEYS[6]) - ended,
         redis.call('ZCARD', KEYS[7])}
@@ -480,7 +581,8 @@ READY_COUNT = (
     _PRELUDE
     + """
 local now = fmt(now_ms())
-return redis.call('ZCARD', KEYS[4]) + redis.call('ZCOUNT', KEYS[5], '-inf', now)
+return redis.call('ZCARD', KEYS[4]) + redis.call('LLEN', KEYS[11])
+       + redis.call('ZCOUNT', KEYS[5], '-inf', now)
        + redis.call('ZCOUNT', KEYS[6], '-inf', now)
 """
 )
