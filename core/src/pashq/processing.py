@@ -208,7 +208,7 @@ class Processor:
         self._wrappers = process_wrappers(hook)
         asked = getattr(hook, "pashq_delivery_observer", None)
         self._observers: list[Any] = [o for o in (asked() if asked else []) if o is not None]
-        #: No wrappers or observers: :meth:`execute_plain` may run its deliveries.
+        #: No wrappers or observers: :meth:`run_plain` may run its deliveries.
         self.plain = not self._wrappers and not self._observers
         # Without observers a delivery pays no call for them.
         self._run = self._execute_observed if self._observers else self._execute_wrapped
@@ -500,12 +500,27 @@ class Processor:
         finally:
             reset_current(token)
 
-    def execute_plain(self, prepared: Prepared) -> Result:
-        """:meth:`execute` for a :attr:`plain` processor and a sync handler without a time
-        limit (the worker's common case), in fewer calls: the same steps and outcomes."""
-        delivery, envelope = prepared.delivery, prepared.envelope
-        if envelope is None or self._kind(type(prepared.message)).gated:
-            return self.execute(prepared)
+    def run_plain(self, delivery: Delivery) -> Result | Prepared:
+        """:meth:`prepare`, then for a sync handler without a time limit or gate
+        :meth:`execute`, in one call, for a :attr:`plain` processor (the worker's common
+        case): the :class:`Result`, or the :class:`Prepared` delivery still to run (on the
+        worker's executor when ``async def`` or time-limited, else through
+        :meth:`execute`). The same steps and outcomes as the two calls; anything unusual
+        (poison, an attempt count out of range) is left to :meth:`prepare`."""
+        try:
+            envelope = self._deserialize(delivery.body)
+            message = build_message(registry.lookup(envelope.type), envelope.body)
+        except Exception:
+            return self.prepare(delivery)  # it decodes again, and explains
+        kind = self._kind(type(message))
+        policy = kind.policy
+        if not 1 <= delivery.attempts <= policy.max_attempts:
+            return self.prepare(delivery)
+        if envelope.id != delivery.id:
+            delivery.id = envelope.id  # the envelope's id is the message's identity
+        prepared = Prepared(delivery, message, policy, kind.is_async, envelope)
+        if kind.is_async or kind.gated or policy.time_limit:
+            return prepared
         token = set_current(self._message_context(delivery, envelope, None))
         try:
             return self._execute(prepared)

@@ -445,8 +445,9 @@ class Worker:
         """``concurrency=1``: run the batch in order; sync handlers without a time limit in
         this thread, the others on the executor (waiting for each)."""
         processor = self._processor
-        prepare = processor.prepare
-        execute = processor.execute_plain if processor.plain else processor.execute
+        # A plain processor prepares and runs a sync delivery in one call (run_plain).
+        prepare = processor.run_plain if processor.plain else processor.prepare
+        execute = processor.execute
         settle, observe = self._settlement.settle, self._prefetch.observe
         flush_due, monotonic = self._settlement.flush_due, time.monotonic
         stop = self._control.stop
@@ -468,10 +469,12 @@ class Worker:
             if delivery.group is not None and delivery.group in failed_groups:
                 self._settlement.release(name, [delivery])  # keep the group's order
                 continue
+            started = monotonic()
             prepared = prepare(delivery)
             result: Result | None
-            if isinstance(prepared, Result):
-                result = prepared
+            if type(prepared) is not Prepared:
+                result = prepared  # run by run_plain, or settled without running
+                observe(monotonic() - started)
             elif prepared.is_async or prepared.policy.time_limit:
                 self._waiting -= 1
                 self._submit(prepared)
