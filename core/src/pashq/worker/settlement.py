@@ -94,14 +94,16 @@ class Settlement:
         """Remember pulled deliveries until they are settled (the heartbeat extends them)."""
         now = time.monotonic()
         with self.held_lock:
+            held = self.held
             for d in deliveries:
-                self.held[d] = now + (d.lease or 0.0)
+                held[d] = now + (d.lease or 0.0)
 
     def forget(self, deliveries: Sequence[Delivery]) -> None:
         """Stop holding deliveries (settled, or left to their lease)."""
         with self.held_lock:
+            pop = self.held.pop
             for d in deliveries:
-                self.held.pop(d, None)
+                pop(d, None)
 
     @property
     def holding(self) -> int:
@@ -133,17 +135,21 @@ class Settlement:
     def settle(self, result: Result) -> None:
         """Ack (batched), retry with a delay, dead-letter or release one processed delivery."""
         delivery = result.delivery
+        outcome = result.outcome
+        if outcome is Outcome.ACK:
+            # No lock: only the worker's thread settles and flushes, and an ack waiting
+            # here makes no backend call (flush() takes the lock for that).
+            pending = self.acks.get(delivery.queue)
+            if pending is None:
+                pending = self.acks[delivery.queue] = []
+            if not self.ack_since:
+                self.ack_since = time.monotonic()
+            pending.append(delivery)
+            self.stats.acked += 1
+            if len(pending) >= self.batch:
+                self.flush()
+            return
         with self.lock:
-            outcome = result.outcome
-            if outcome is Outcome.ACK:
-                pending = self.acks.setdefault(delivery.queue, [])
-                if not self.ack_since:
-                    self.ack_since = time.monotonic()
-                pending.append(delivery)
-                self.stats.acked += 1
-                if len(pending) >= self.batch:
-                    self.flush()
-                return
             self.forget((delivery,))  # acked ones are forgotten when the ack is flushed
             if outcome is Outcome.RELEASE:
                 self._call(_Retry("nack", delivery.queue, [delivery]))
