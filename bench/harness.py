@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["Phases", "Timer", "body", "main", "payload"]
 
@@ -61,6 +62,28 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def _run_child(name: str, n: int, failures: list[str]) -> dict[str, Any] | None:
+    """One run of case ``name`` in a fresh subprocess (``None`` and a failure noted if it
+    failed or lost or repeated a message)."""
+    proc = subprocess.run(
+        [sys.executable, sys.argv[0], "--child", name, "-n", str(n)],
+        capture_output=True,
+        text=True,
+    )
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        failures.append(f"{name}: exit {proc.returncode}\n{proc.stderr}")
+        return None
+    run: dict[str, Any] = json.loads(lines[-1][7:])
+    if not run["ok"]:
+        failures.append(
+            f"{name}: got {run['count']} ids ({run['distinct']} distinct), "
+            f"expected each of {n} exactly once"
+        )
+        return None
+    return run
 
 
 def _child(cases: dict[str, Callable[[int], Phases]], name: str, n: int) -> None:
@@ -103,39 +126,43 @@ def main(
     parser.add_argument("--only", action="append", help="run only cases containing this text")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run the cases round by round and show each one's per-round ratio to the first",
+    )
     args = parser.parse_args(argv)
     if args.child:
         _child(cases, args.child, args.n)
         return
     selected = [c for c in cases if not args.only or any(o in c for o in args.only)]
     rows = []
-    failures = []
+    failures: list[str] = []
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in selected}
+    # --interleave: round after round of every case, so that a change in the machine's load
+    # hits all cases alike; otherwise each case's runs in a row.
+    order = (
+        [name for _ in range(args.repeat) for name in selected]
+        if args.interleave
+        else [name for name in selected for _ in range(args.repeat)]
+    )
+    broken: set[str] = set()
+    for name in order:
+        if name in broken:
+            continue
+        run = _run_child(name, args.n, failures)
+        if run is None:
+            broken.add(name)
+            continue
+        results[name].append(run)
+        print(
+            f"  {name} run {len(results[name])}: publish {_rate(args.n, run['publish'])}/s, "
+            f"consume {_rate(args.n, run['consume'])}/s, rss {run['rss_mb']:.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
     for name in selected:
-        runs = []
-        for attempt in range(args.repeat):
-            proc = subprocess.run(
-                [sys.executable, sys.argv[0], "--child", name, "-n", str(args.n)],
-                capture_output=True,
-                text=True,
-            )
-            lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                failures.append(f"{name} run {attempt + 1}: exit {proc.returncode}\n{proc.stderr}")
-                break
-            run = json.loads(lines[-1][7:])
-            if not run["ok"]:
-                failures.append(
-                    f"{name}: got {run['count']} ids ({run['distinct']} distinct), "
-                    f"expected each of {args.n} exactly once"
-                )
-                break
-            runs.append(run)
-            print(
-                f"  {name} run {attempt + 1}: publish {_rate(args.n, run['publish'])}/s, "
-                f"consume {_rate(args.n, run['consume'])}/s, rss {run['rss_mb']:.0f} MB",
-                file=sys.stderr,
-                flush=True,
-            )
+        runs = results[name]
         if len(runs) == args.repeat:
             rows.append(
                 {
@@ -156,6 +183,21 @@ def main(
         pub = "-" if row["publish_per_s"] is None else f"{row['publish_per_s']:,.0f}"
         con = "-" if row["consume_per_s"] is None else f"{row['consume_per_s']:,.0f}"
         print(f"| {row['case']} | {pub} | {con} | {row['rss_mb']:.0f} |")
+    if args.interleave and len(rows) > 1 and rows[0]["case"] == selected[0]:
+        base = results[selected[0]]
+        print(f"\nPer-round ratio to {selected[0]} (median of {args.repeat} rounds):\n")
+        print("| case | publish | consume |")
+        print("|---|---:|---:|")
+        for row in rows[1:]:
+            runs = results[row["case"]]
+            ratios = [
+                statistics.median(b[phase] / r[phase] for b, r in zip(base, runs, strict=True))
+                if all(r[phase] > 0 for r in runs)
+                else None
+                for phase in ("publish", "consume")
+            ]
+            shown = ["-" if x is None else f"{x:.2f}x" for x in ratios]
+            print(f"| {row['case']} | {shown[0]} | {shown[1]} |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"n": args.n, "repeat": args.repeat, "rows": rows}, fh, indent=2)
