@@ -37,12 +37,17 @@ class _NoOp:
         return (yield)
 
 
-def child(n: int, phases: str, wrapper: str) -> None:
+def child(n: int, phases: str, wrapper: str, driver: str = "memory") -> None:
     """What runs under valgrind: set up, then publish (and consume) ``n`` messages."""
     import gc
+    import uuid
 
     gc.disable()  # a collection's cost depends on the whole heap, not on the message
-    pashq.configure({"queues": {"default": {"type": "memory"}}})
+    table: dict[str, Any] = {"type": "memory"}
+    if driver == "redis":
+        url = os.environ.get("PASHQ_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+        table = {"type": "redis", "url": url, "key_prefix": f"instr-{uuid.uuid4().hex[:8]}:"}
+    pashq.configure({"queues": {"default": table}})
     connection = pashq.queue()
     if wrapper == "noop":
         connection.plugin_manager.register(_NoOp())
@@ -57,9 +62,12 @@ def child(n: int, phases: str, wrapper: str) -> None:
         connection.dispatch_many("bench", messages)
     if phases == "both":
         pashq.Worker("bench", max_messages=n, install_signal_handlers=False).run()
+    if driver == "redis":
+        for queue in ("warm", "bench"):
+            connection.driver.delete_queue(queue)
 
 
-def _count(core: str | None, n: int, phases: str, wrapper: str) -> int:
+def _count(core: str | None, n: int, phases: str, wrapper: str, driver: str) -> int:
     env = dict(os.environ)
     if core:
         env["PYTHONPATH"] = core + os.pathsep + env.get("PYTHONPATH", "")
@@ -73,6 +81,7 @@ def _count(core: str | None, n: int, phases: str, wrapper: str) -> int:
         str(n),
         phases,
         wrapper,
+        driver,
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
     found = re.search(r"Collected\s*:\s*(\d+)", done.stderr)
@@ -87,11 +96,18 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=1000, help="messages of the smaller run")
     parser.add_argument("--core", help="another core/src to import pashq from")
     parser.add_argument("--wrapper", choices=["none", "noop", "prometheus"], default="none")
+    parser.add_argument(
+        "--driver",
+        choices=["memory", "redis"],
+        default="memory",
+        help="redis: the client's instructions against PASHQ_BENCH_REDIS_URL (the server's "
+        "work is not counted)",
+    )
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     counts = {
-        (size, phases): _count(args.core, size, phases, args.wrapper)
+        (size, phases): _count(args.core, size, phases, args.wrapper, args.driver)
         for size in (args.n, 2 * args.n)
         for phases in ("none", "publish", "both")
     }
@@ -102,7 +118,7 @@ def main() -> None:
         return (grown - small) / args.n
 
     print(
-        f"core {args.core or 'installed'}, wrapper {args.wrapper}: "
+        f"core {args.core or 'installed'}, wrapper {args.wrapper}, driver {args.driver}: "
         f"publish {per_message('publish', 'none') / 1000:.1f}k instructions/message, "
         f"consume {per_message('both', 'publish') / 1000:.1f}k instructions/message"
     )
@@ -111,6 +127,6 @@ def main() -> None:
 if __name__ == "__main__":
     if "--child" in sys.argv:
         at = sys.argv.index("--child")
-        child(int(sys.argv[at + 1]), sys.argv[at + 2], sys.argv[at + 3])
+        child(int(sys.argv[at + 1]), sys.argv[at + 2], sys.argv[at + 3], sys.argv[at + 4])
     else:
         main()
