@@ -20,7 +20,13 @@ from cattrs.strategies import configure_union_passthrough
 
 from pashq.errors import SerializationError
 
-__all__ = ["make_converter", "structure", "unstructure", "unstructure_hook"]
+__all__ = [
+    "make_converter",
+    "plain_structure_hook",
+    "structure",
+    "unstructure",
+    "unstructure_hook",
+]
 
 T = TypeVar("T")
 
@@ -106,16 +112,22 @@ def unstructure(obj: Any) -> Any:
     return hook(obj)
 
 
+def plain_structure_hook(cls: type) -> Callable[[Any, type], Any]:
+    """The hook :func:`structure` tries first for ``cls`` (no detailed validation: it
+    raises without naming the fields; :func:`structure` explains)."""
+    plain = _plain_structure_hooks.get(cls)
+    if plain is None:
+        plain = _plain_structure_hooks[cls] = _plain_converter.get_structure_hook(cls)
+    return plain
+
+
 def structure(value: Any, cls: type[T]) -> T:
     """Build ``cls`` from JSON values.
 
     :raises SerializationError: naming each failing field (``$.amount: expected int``).
     """
-    plain = _plain_structure_hooks.get(cls)
-    if plain is None:
-        plain = _plain_structure_hooks[cls] = _plain_converter.get_structure_hook(cls)
     try:
-        return plain(value, cls)  # type: ignore[no-any-return]
+        return plain_structure_hook(cls)(value, cls)  # type: ignore[no-any-return]
     except Exception:  # explained by the detailed converter below
         pass
     hook = _structure_hooks.get(cls)

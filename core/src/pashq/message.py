@@ -19,12 +19,13 @@ The seed framework's five methods keep their names: :meth:`Message.get_message`,
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from pashq import registry
-from pashq.converter import structure, unstructure
+from pashq.converter import plain_structure_hook, structure, unstructure
 from pashq.errors import RegistryError, SerializationError
 
 if TYPE_CHECKING:
@@ -309,6 +310,29 @@ def body_of(message: Message) -> Any:
         if isinstance(value, dict):
             return value
     return text
+
+
+def message_builder(cls: type[Message]) -> Callable[[Any], Message]:
+    """:func:`build_message` for ``cls``, with what can be decided once decided (the
+    converter's hook of a class that keeps the default ``set_message``)."""
+    if cls.set_message.__func__ is not _default_set_message:  # type: ignore[attr-defined]
+        return functools.partial(build_message, cls)
+    hook = plain_structure_hook(cls)
+
+    def build(body: Any) -> Message:
+        if type(body) is dict:
+            try:
+                return hook(body, cls)  # type: ignore[no-any-return]
+            except Exception:  # build_message explains, naming every failing field
+                pass
+        return build_message(cls, body)
+
+    return build
+
+
+def validates(cls: type[Message]) -> bool:
+    """Whether ``cls`` overrides ``validate_message`` (the default accepts every message)."""
+    return cls.validate_message is not Message.validate_message
 
 
 def build_message(cls: type[Message], body: Any) -> Message:

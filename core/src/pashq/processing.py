@@ -17,7 +17,7 @@ import threading
 import time
 import traceback
 import types
-from collections.abc import Awaitable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any
 
 import attrs
@@ -34,7 +34,7 @@ from pashq.errors import (
 )
 from pashq.lifecycle import Caller, MessageContext, process_wrappers, reset_current, set_current
 from pashq.limits import Gate
-from pashq.message import Message, build_message
+from pashq.message import Message, build_message, message_builder, validates
 from pashq.retry import backoff_delay, policy_for
 from pashq.serializer import default_only
 from pashq.text import safe_reason, safe_traceback
@@ -145,10 +145,6 @@ def _observer_failed(method: str, exc: Exception) -> None:
 _NO_HEADERS: Mapping[str, str] = types.MappingProxyType({})
 
 
-def _read_only(headers: Mapping[str, str]) -> Mapping[str, str]:
-    return types.MappingProxyType(headers) if headers else _NO_HEADERS
-
-
 def _call(value: Any) -> Any:
     if value is None or value is True or value is False:  # the sync handlers' answers
         return value
@@ -189,6 +185,10 @@ class _Kind:
     is_async: bool
     #: Rate limits, concurrency caps or unique keys apply (the gate must let it start).
     gated: bool
+    #: Builds an instance from an envelope body (:func:`pashq.message.message_builder`).
+    build: Callable[[Any], Message]
+    #: The class overrides ``validate_message`` (else it is not called: it accepts all).
+    validates: bool
 
 
 class Processor:
@@ -227,6 +227,8 @@ class Processor:
                 policy_for(cls, self.policy),
                 inspect.iscoroutinefunction(cls.process_message),
                 self.gate is not None and self.gate.applies(cls),
+                message_builder(cls),
+                validates(cls),
             )
         return found
 
@@ -363,7 +365,9 @@ class Processor:
             delivery.queue,
             self.connection,
             delivery.attempts,
-            _read_only(envelope.headers) if envelope is not None else _NO_HEADERS,
+            _NO_HEADERS
+            if envelope is None or not envelope.headers
+            else types.MappingProxyType(envelope.headers),
             envelope.created_at if envelope is not None else "",
             deadline,
         )
@@ -509,10 +513,11 @@ class Processor:
         (poison, an attempt count out of range) is left to :meth:`prepare`."""
         try:
             envelope = self._deserialize(delivery.body)
-            message = build_message(registry.lookup(envelope.type), envelope.body)
+            cls = registry.lookup(envelope.type)
+            kind = self._kinds.get(cls) or self._kind(cls)
+            message = kind.build(envelope.body)
         except Exception:
             return self.prepare(delivery)  # it decodes again, and explains
-        kind = self._kind(type(message))
         policy = kind.policy
         if not 1 <= delivery.attempts <= policy.max_attempts:
             return self.prepare(delivery)
@@ -523,14 +528,16 @@ class Processor:
             return prepared
         token = set_current(self._message_context(delivery, envelope, None))
         try:
-            return self._execute(prepared)
+            return self._execute(prepared, kind.validates)
         finally:
             reset_current(token)
 
-    def _execute(self, prepared: Prepared) -> Result:
+    def _execute(self, prepared: Prepared, validates: bool = True) -> Result:
+        """Validate (unless ``validates`` is false: the class keeps the default, which
+        accepts every message) and process."""
         message = prepared.message
         try:
-            valid = message.validate_message()
+            valid = message.validate_message() if validates else True
             if (
                 valid is not None
                 and valid is not True
