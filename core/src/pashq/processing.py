@@ -504,13 +504,14 @@ class Processor:
         finally:
             reset_current(token)
 
-    def run_plain(self, delivery: Delivery) -> Result | Prepared:
+    def run_plain(self, delivery: Delivery) -> Result | Prepared | None:
         """:meth:`prepare`, then for a sync handler without a time limit or gate
         :meth:`execute`, in one call, for a :attr:`plain` processor (the worker's common
-        case): the :class:`Result`, or the :class:`Prepared` delivery still to run (on the
-        worker's executor when ``async def`` or time-limited, else through
-        :meth:`execute`). The same steps and outcomes as the two calls; anything unusual
-        (poison, an attempt count out of range) is left to :meth:`prepare`."""
+        case): ``None`` when the handler succeeded (ack it: no :class:`Result` is built),
+        the :class:`Result` of an attempt that did not, or the :class:`Prepared` delivery
+        still to run (on the worker's executor when ``async def`` or time-limited, else
+        through :meth:`execute`). The same steps and outcomes as the two calls; anything
+        unusual (poison, an attempt count out of range) is left to :meth:`prepare`."""
         try:
             envelope = self._deserialize(delivery.body)
             cls = registry.lookup(envelope.type)
@@ -528,13 +529,17 @@ class Processor:
             return prepared
         token = set_current(self._message_context(delivery, envelope, None))
         try:
-            return self._execute(prepared, kind.validates)
+            return self._attempt(prepared, kind.validates)
         finally:
             reset_current(token)
 
     def _execute(self, prepared: Prepared, validates: bool = True) -> Result:
         """Validate (unless ``validates`` is false: the class keeps the default, which
-        accepts every message) and process."""
+        accepts every message) and process: the result."""
+        return self._attempt(prepared, validates) or Result(prepared.delivery, Outcome.ACK)
+
+    def _attempt(self, prepared: Prepared, validates: bool) -> Result | None:
+        """:meth:`_execute`, with ``None`` for a handler that succeeded (no result built)."""
         message = prepared.message
         try:
             valid = message.validate_message() if validates else True
@@ -553,7 +558,7 @@ class Processor:
             return self.failure(prepared, TimeLimitExceeded(prepared.time_limit))
         except Exception as exc:
             return self.failure(prepared, exc, traceback.format_exc())
-        return Result(prepared.delivery, Outcome.ACK)
+        return None
 
     async def _execute_async_observed(self, prepared: Prepared) -> Result:
         """:meth:`_execute_async_wrapped`, the delivery observers told before and after."""

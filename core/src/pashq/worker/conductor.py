@@ -448,7 +448,7 @@ class Worker:
         # A plain processor prepares and runs a sync delivery in one call (run_plain).
         prepare = processor.run_plain if processor.plain else processor.prepare
         execute = processor.execute
-        settle, observe = self._settlement.settle, self._prefetch.observe
+        settle, ack, observe = self._settlement.settle, self._settlement.ack, self._prefetch.observe
         flush_due, monotonic = self._settlement.flush_due, time.monotonic
         stop = self._control.stop
         failed_groups: set[str] = set()
@@ -472,7 +472,12 @@ class Worker:
             started = monotonic()
             prepared = prepare(delivery)
             result: Result | None
-            if type(prepared) is not Prepared:
+            if prepared is None:  # run by run_plain, and it succeeded
+                observe(monotonic() - started)
+                ack(delivery)
+                flush_due()
+                continue
+            if isinstance(prepared, Result):
                 result = prepared  # run by run_plain, or settled without running
                 observe(monotonic() - started)
             elif prepared.is_async or prepared.policy.time_limit:

@@ -137,17 +137,7 @@ class Settlement:
         delivery = result.delivery
         outcome = result.outcome
         if outcome is Outcome.ACK:
-            # No lock: only the worker's thread settles and flushes, and an ack waiting
-            # here makes no backend call (flush() takes the lock for that).
-            pending = self.acks.get(delivery.queue)
-            if pending is None:
-                pending = self.acks[delivery.queue] = []
-            if not self.ack_since:
-                self.ack_since = time.monotonic()
-            pending.append(delivery)
-            self.stats.acked += 1
-            if len(pending) >= self.batch:
-                self.flush()
+            self.ack(delivery)
             return
         with self.lock:
             self.forget((delivery,))  # acked ones are forgotten when the ack is flushed
@@ -186,6 +176,20 @@ class Settlement:
                 log.warning(
                     "message %s on %r dead-lettered: %s", delivery.id, delivery.queue, result.reason
                 )
+
+    def ack(self, delivery: Delivery) -> None:
+        """Settle a delivery that succeeded: its ack waits for the next flush (batched)."""
+        # No lock: only the worker's thread settles and flushes, and an ack waiting here
+        # makes no backend call (flush() takes the lock for that).
+        pending = self.acks.get(delivery.queue)
+        if pending is None:
+            pending = self.acks[delivery.queue] = []
+        if not self.ack_since:
+            self.ack_since = time.monotonic()
+        pending.append(delivery)
+        self.stats.acked += 1
+        if len(pending) >= self.batch:
+            self.flush()
 
     def release(self, name: str, deliveries: Sequence[Delivery]) -> None:
         """Hand back deliveries that were pulled but not started (no attempt counted)."""
