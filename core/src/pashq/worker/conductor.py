@@ -26,6 +26,7 @@ from pashq.facade import import_messages
 from pashq.facade import queue as get_connection
 from pashq.limits import Gate
 from pashq.processing import Outcome, Prepared, Processor, Result, close_thread_loop
+from pashq.worker.collector import frozen_heap
 from pashq.worker.execution import Done, Executor
 from pashq.worker.heartbeat import Supervisor
 from pashq.worker.prefetch import Prefetch
@@ -59,6 +60,8 @@ class Worker:
     :param fail_fast: raise when the backend cannot be reached at start instead of waiting.
     :param install_signal_handlers: handle SIGTERM/SIGINT when run in the main thread.
     :param on_progress: called with :class:`WorkerStats` about twice a second.
+    :param freeze_gc: leave the objects that exist when the run starts out of the garbage
+        collector's full collections for the run (:mod:`pashq.worker.collector`).
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class Worker:
         fail_fast: bool = False,
         install_signal_handlers: bool = True,
         on_progress: Callable[[WorkerStats], None] | None = None,
+        freeze_gc: bool = True,
     ) -> None:
         self.queues = [queues] if isinstance(queues, str) else list(queues)
         if not self.queues or not all(isinstance(q, str) and q for q in self.queues):
@@ -100,6 +104,7 @@ class Worker:
         self.fail_fast = fail_fast
         self.install_signal_handlers = install_signal_handlers
         self.on_progress = on_progress
+        self.freeze_gc = freeze_gc
         self.stats = WorkerStats()
         self._control = StopControl(shutdown_timeout)
         self._running = False
@@ -173,6 +178,8 @@ class Worker:
             self._stop_pending = 0
         control.install(self.install_signal_handlers)
         supervisor = Supervisor(self._settlement, self._executor, caps.extend_lease)
+        heap = frozen_heap(self.freeze_gc)
+        heap.__enter__()
         try:
             try:
                 if self._declare():
@@ -196,6 +203,7 @@ class Worker:
                 self._settlement.drain(time.monotonic() + 2.0)
                 raise
         finally:
+            heap.__exit__(None, None, None)
             self._running = False
             control.cleaning_up = True
             control.restore()
