@@ -208,8 +208,8 @@ class Processor:
         self._wrappers = process_wrappers(hook)
         asked = getattr(hook, "pashq_delivery_observer", None)
         self._observers: list[Any] = [o for o in (asked() if asked else []) if o is not None]
-        #: No wrappers or observers: :meth:`run_plain` may run its deliveries.
-        self.plain = not self._wrappers and not self._observers
+        #: No wrappers: :meth:`run_plain` may run its deliveries.
+        self.plain = not self._wrappers
         # Without observers a delivery pays no call for them.
         self._run = self._execute_observed if self._observers else self._execute_wrapped
         self._run_async = (
@@ -459,8 +459,11 @@ class Processor:
             final = result is not None and result.outcome in (Outcome.ACK, Outcome.DEAD)
             await asyncio.to_thread(gate.leave, entered, final)
 
-    def _execute_observed(self, prepared: Prepared) -> Result:
-        """:meth:`_execute_wrapped`, the delivery observers told before and after.
+    def _execute_observed(
+        self, prepared: Prepared, inner: Callable[[Prepared], Result] | None = None
+    ) -> Result:
+        """``inner`` (default :meth:`_execute_wrapped`), the delivery observers told before
+        and after.
 
         The loops of :meth:`_observe_started` and :meth:`_observe_finished`, written out:
         this runs once per delivery under ``--metrics-port``, where the two calls cost about
@@ -474,7 +477,7 @@ class Processor:
         result: Result | None = None
         began = time.perf_counter()
         try:
-            result = self._execute_wrapped(prepared)
+            result = (inner or self._execute_wrapped)(prepared)
             return result
         finally:
             seconds = time.perf_counter() - began
@@ -483,6 +486,15 @@ class Processor:
                     observer.finished(delivery, prepared.envelope, result, seconds)
                 except Exception as exc:
                     _observer_failed("finished", exc)
+
+    def _execute_plain(self, prepared: Prepared) -> Result:
+        """Validate and process with :func:`pashq.current` set and no wrappers or time
+        limit (:meth:`run_plain` under delivery observers)."""
+        token = set_current(self._message_context(prepared.delivery, prepared.envelope, None))
+        try:
+            return self._execute(prepared, self._kind(type(prepared.message)).validates)
+        finally:
+            reset_current(token)
 
     def _execute_wrapped(self, prepared: Prepared) -> Result:
         """Validate and process in this thread (an ``async def`` handler runs on this
@@ -507,7 +519,8 @@ class Processor:
     def run_plain(self, delivery: Delivery) -> Result | Prepared | None:
         """:meth:`prepare`, then for a sync handler without a time limit or gate
         :meth:`execute`, in one call, for a :attr:`plain` processor (the worker's common
-        case): ``None`` when the handler succeeded (ack it: no :class:`Result` is built),
+        case): ``None`` when the handler succeeded (ack it: no :class:`Result` is built,
+        unless a delivery observer is told it),
         the :class:`Result` of an attempt that did not, or the :class:`Prepared` delivery
         still to run (on the worker's executor when ``async def`` or time-limited, else
         through :meth:`execute`). The same steps and outcomes as the two calls; anything
@@ -527,6 +540,8 @@ class Processor:
         prepared = Prepared(delivery, message, policy, kind.is_async, envelope)
         if kind.is_async or kind.gated or policy.time_limit:
             return prepared
+        if self._observers:
+            return self._execute_observed(prepared, self._execute_plain)
         token = set_current(self._message_context(delivery, envelope, None))
         try:
             return self._attempt(prepared, kind.validates)
