@@ -289,3 +289,12 @@ def test_the_fast_decoder_decides_as_the_standard_one(raw: bytes | str) -> None:
     except EnvelopeError as exc:
         got = str(exc)
     assert got == expected
+
+
+def test_headers_changed_after_decoding_are_still_checked_in_the_next_envelope() -> None:
+    good = {**GOOD, "headers": {"trace": "a"}}
+    envelope = decode_envelope(json.dumps(good).encode())
+    envelope.headers["-bad"] = "x"  # type: ignore[index]  # a plugin editing a decoded envelope
+    bad = {**GOOD, "headers": {"trace": "a", "-bad": "x"}}
+    with pytest.raises(EnvelopeError, match="header name"):
+        decode_envelope(json.dumps(bad).encode())

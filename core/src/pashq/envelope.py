@@ -306,6 +306,15 @@ _encoded_strings: dict[str, bytes] = {}
 _headers_seen: list[Mapping[str, str]] = [{}]  # the last headers found valid
 
 
+def _check_headers_once(headers: Mapping[str, str]) -> None:
+    """:func:`check_headers`, skipped for the headers checked last: a batch often shares
+    its headers (a trace context). The last ones are kept as a copy, so that changing the
+    headers of an envelope afterwards never makes unchecked headers look checked."""
+    if headers != _headers_seen[0]:
+        check_headers(headers)
+        _headers_seen[0] = dict(headers)
+
+
 def _json_string(value: str) -> bytes:
     """A string's JSON as UTF-8 (type names and timestamps repeat: each distinct one is
     encoded once)."""
@@ -334,10 +343,8 @@ def encode_fields(
     """:func:`encode_envelope` of the envelope these fields make, without building it."""
     if not _id_ok(message_id):
         check_message_id(message_id)
-    if headers and headers != _headers_seen[0]:
-        check_headers(headers)
-        # A batch often shares its headers (a trace context): check each distinct set once.
-        _headers_seen[0] = dict(headers)
+    if headers:
+        _check_headers_once(headers)
     try:
         # Written directly: the same JSON as encoding to_dict(). The id needs no escapes
         # (checked above: A-Z a-z 0-9 _ . : -).
@@ -398,9 +405,8 @@ def decode_envelope(data: bytes | str) -> Envelope:
         and 0 < len(wire.type) <= TYPE_NAME_LIMIT
         and (created_at == _created_seen[0] or _created_ok(created_at))
     ):
-        if headers and headers != _headers_seen[0]:
-            check_headers(headers)
-            _headers_seen[0] = headers
+        if headers:
+            _check_headers_once(headers)
         return Envelope(wire.id, wire.type, wire.body, created_at, headers)
     return _decode_standard(data)
 
