@@ -97,6 +97,40 @@ def _facts_of(cls: type) -> _SendFacts:
     return found
 
 
+def _carried_headers(
+    fact: _SendFacts, message: Message, given: Mapping[str, str] | None
+) -> dict[str, str]:
+    """The envelope headers of one message: the dispatch's, and its unique key."""
+    carried = dict(given) if given else {}
+    if fact.unique_for is not None:
+        carried[UNIQUE_HEADER] = unique_key_of(message)
+    return carried
+
+
+def _outgoing_message(
+    fact: _SendFacts,
+    message: Message,
+    envelope_id: str,
+    type_name: str,
+    data: bytes,
+    delay: float,
+    priority: int | None,
+    unique_key: str | None,
+) -> OutgoingMessage:
+    """What a driver pushes; ``priority`` ``None`` means the class's default."""
+    return OutgoingMessage(
+        envelope_id,
+        type_name,
+        data,
+        delay,
+        message.get_group_id() if fact.has_ids else None,
+        message.get_deduplication_id() if fact.has_ids else None,
+        fact.priority if priority is None else priority,
+        unique_key,
+        fact.unique_for or 0.0,
+    )
+
+
 @attrs.define(slots=True)
 class _BatchBuilder:
     """Turns messages into what a driver pushes: envelope, serialization and options."""
@@ -110,37 +144,28 @@ class _BatchBuilder:
     def __call__(
         self, messages: Sequence[Message], facts: Sequence[_SendFacts], ids: Sequence[str]
     ) -> list[OutgoingMessage]:
-        serialize, created_at, given, delay = (
+        serialize, created_at, given, delay, priority = (
             self.serialize,
             self.created_at,
             self.headers,
             self.delay,
+            self.priority,
         )
         direct = serialize is encode_envelope
         out: list[OutgoingMessage] = []
         append = out.append
         for message, fact, message_id in zip(messages, facts, ids, strict=True):
             body = body_of(message) if fact.unstructure is None else fact.unstructure(message)
-            carried = dict(given) if given else {}
-            key = None
-            if fact.unique_for is not None:
-                key = carried[UNIQUE_HEADER] = unique_key_of(message)
+            carried = _carried_headers(fact, message, given)
             data = (
                 encode_fields(message_id, fact.type_name, body, created_at, carried)
                 if direct
                 else serialize(Envelope(message_id, fact.type_name, body, created_at, carried))
             )
+            key = carried[UNIQUE_HEADER] if fact.unique_for is not None else None
             append(
-                OutgoingMessage(
-                    message_id,
-                    fact.type_name,
-                    data,
-                    delay,
-                    message.get_group_id() if fact.has_ids else None,
-                    message.get_deduplication_id() if fact.has_ids else None,
-                    fact.priority if self.priority is None else self.priority,
-                    key,
-                    fact.unique_for or 0.0,
+                _outgoing_message(
+                    fact, message, message_id, fact.type_name, data, delay, priority, key
                 )
             )
         return out
@@ -209,17 +234,20 @@ class Connection:
     # -- dispatch ------------------------------------------------------------------------------
 
     @staticmethod
-    def _envelope(
-        message: Message, created_at: str, message_id: str, headers: Mapping[str, str] | None
-    ) -> Envelope:
-        if not isinstance(message, Message):
-            raise TypeError(
-                f"can only dispatch pashq.Message instances, got {type(message).__name__}"
-            )
-        carried = dict(headers) if headers else {}
-        if type(message).unique_for is not None:
-            carried[UNIQUE_HEADER] = unique_key_of(message)
-        return Envelope(message_id, type(message).type_name, body_of(message), created_at, carried)
+    def _item(
+        message: Message,
+        delay: float,
+        created_at: str,
+        message_id: str,
+        headers: Mapping[str, str] | None,
+        priority: int | None,
+    ) -> DispatchItem:
+        fact = _facts_of(type(message))  # raises for a non-Message
+        carried = _carried_headers(fact, message, headers)
+        envelope = Envelope(message_id, fact.type_name, body_of(message), created_at, carried)
+        return DispatchItem(
+            message, envelope, delay, fact.priority if priority is None else priority
+        )
 
     @staticmethod
     def _outgoing(
@@ -229,44 +257,14 @@ class Connection:
         delay: float,
         priority: int | None,
     ) -> OutgoingMessage:
-        """What a driver pushes; ``priority`` ``None`` means the class's default."""
-        unique_for = type(message).unique_for
-        if unique_for is not None:
-            return OutgoingMessage(
-                envelope.id,
-                envelope.type,
-                serialize(envelope),
-                delay,
-                message.get_group_id(),
-                message.get_deduplication_id(),
-                (type(message).default_priority or 0) if priority is None else priority,
-                envelope.headers.get(UNIQUE_HEADER) or unique_key_of(message),
-                unique_for,
-            )
-        return OutgoingMessage(
-            envelope.id,
-            envelope.type,
-            serialize(envelope),
-            delay,
-            message.get_group_id(),
-            message.get_deduplication_id(),
-            (type(message).default_priority or 0) if priority is None else priority,
+        """What a driver pushes for a dispatch item (its envelope as the wrappers left it)."""
+        fact = _facts_of(type(message))
+        key = None
+        if fact.unique_for is not None:
+            key = envelope.headers.get(UNIQUE_HEADER) or unique_key_of(message)
+        return _outgoing_message(
+            fact, message, envelope.id, envelope.type, serialize(envelope), delay, priority, key
         )
-
-    @classmethod
-    def _item(
-        cls,
-        message: Message,
-        delay: float,
-        created_at: str,
-        message_id: str,
-        headers: Mapping[str, str] | None,
-        priority: int | None,
-    ) -> DispatchItem:
-        envelope = cls._envelope(message, created_at, message_id, headers)
-        if priority is None:
-            priority = type(message).default_priority or 0
-        return DispatchItem(message, envelope, delay, priority)
 
     def _push(
         self, queue: str, items: Sequence[DispatchItem], options: Mapping[str, Any]
