@@ -7,15 +7,16 @@ import random
 import threading
 import time
 import uuid
+from typing import Any
 
 import attrs
 import pytest
 
 import pashq
-from pashq import Message, UnsupportedError, Worker
+from pashq import Message, UnsupportedError, Worker, registry
 from pashq.config import RetryPolicy
 from pashq.retry import backoff_delay, policy_for
-from pashq.testing import wait_for
+from pashq.testing import make_connection, wait_for
 
 calls: dict[str, list[float]] = {}
 _lock = threading.Lock()
@@ -368,3 +369,32 @@ def test_later_group_messages_are_handed_back_after_a_failure(memory: pashq.Conn
     assert calls[f"{key}-g-tries"][:1] == [0]
     assert stats.released >= 2
     assert sorted(calls[f"{key}-g"]) == [0, 1, 2]
+
+
+def test_a_class_built_by_another_class_set_message_runs_under_its_own_policy() -> None:
+    @attrs.define
+    class Parcel(pashq.Message, type_name="tests.worker.parcel"):
+        weight: int
+
+        @classmethod
+        def set_message(cls, value: Any) -> pashq.Message:
+            return Fragile(value["weight"])
+
+    @attrs.define
+    class Fragile(Parcel, type_name="tests.worker.fragile"):
+        max_attempts = 1  # its own policy: the first failure is the last
+
+        def process_message(self) -> None:
+            raise RuntimeError("broken")
+
+    connection = make_connection({"type": "memory"}, name="policy")
+    try:
+        connection.dispatch("q", Parcel(3))
+        stats = pashq.Worker(
+            "q", connection=connection, max_messages=1, install_signal_handlers=False
+        ).run()
+        assert (stats.dead_lettered, stats.retried) == (1, 0)
+    finally:
+        connection.close()
+        registry.unregister("tests.worker.parcel")
+        registry.unregister("tests.worker.fragile")

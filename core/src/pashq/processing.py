@@ -532,6 +532,8 @@ class Processor:
             message = kind.build(envelope.body)
         except Exception:
             return self.prepare(delivery)  # it decodes again, and explains
+        if type(message) is not cls:  # a custom set_message built another class
+            kind = self._kind(type(message))
         policy = kind.policy
         if not 1 <= delivery.attempts <= policy.max_attempts:
             return self.prepare(delivery)
