@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -44,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 from bench_memory import InvoicePaid, consumed
-from harness import Phases, Timer, main, payload
+from harness import Phases, Timer, main, payload, run_child
 
 import pashq
 
@@ -218,17 +217,10 @@ def sdk_floor(n: int = 20_000) -> dict[str, float]:
 
 
 def _child_run(name: str, n: int) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, sys.argv[0], "--child", name, "-n", str(n)],
-        capture_output=True,
-        text=True,
-    )
-    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
-        raise SystemExit(f"{name}: exit {proc.returncode}\n{proc.stderr}")
-    run: dict[str, Any] = json.loads(lines[-1][7:])
-    if not run["ok"]:
-        raise SystemExit(f"{name}: got {run['count']} ids, expected each of {n} once")
+    failures: list[str] = []
+    run = run_child(name, n, failures)
+    if run is None:
+        raise SystemExit(failures[0])
     return run
 
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Phases", "Timer", "body", "main", "payload"]
+__all__ = ["Phases", "Timer", "body", "main", "payload", "run_child"]
 
 
 def payload(i: int) -> dict[str, object]:
@@ -64,7 +64,7 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-def _run_child(name: str, n: int, failures: list[str]) -> dict[str, Any] | None:
+def run_child(name: str, n: int, failures: list[str]) -> dict[str, Any] | None:
     """One run of case ``name`` in a fresh subprocess (``None`` and a failure noted if it
     failed or lost or repeated a message)."""
     proc = subprocess.run(
@@ -150,7 +150,7 @@ def main(
     for name in order:
         if name in broken:
             continue
-        run = _run_child(name, args.n, failures)
+        run = run_child(name, args.n, failures)
         if run is None:
             broken.add(name)
             continue
