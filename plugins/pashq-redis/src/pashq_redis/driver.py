@@ -189,6 +189,11 @@ def _refuse_options(options: Mapping[str, Any]) -> None:
         )
 
 
+def _stored_value(message: OutgoingMessage) -> bytes:
+    """What a queue stores of a message: ``<id> NUL <envelope>`` (ids hold no NUL)."""
+    return message.id.encode() + b"\0" + message.body
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -501,7 +506,6 @@ class RedisDriver:
         """Cluster mode (its pipeline refuses scripts): one call per batch, in order; the
         first failure ends the push."""
         results: list[Any] = []
-        wake = self._key_list(queue)[_WAKE]
         for batch in source:
             command = self._push_command(queue, batch)
             try:
@@ -511,8 +515,8 @@ class RedisDriver:
                 break
             if command[0] != "EVAL":
                 try:  # the wake-up tokens: a hint only (pullers look again within 1 s)
-                    client.execute_command("RPUSH", wake, *_TOKENS[: min(len(batch), 16)])
-                    client.execute_command("LTRIM", wake, -16, -1)
+                    for wake in self._wake_commands(queue, len(batch)):
+                        client.execute_command(*wake)
                 except RedisError as exc:
                     log.debug("redis push on queue %r: no wake-up tokens (%s)", queue, exc)
         return results
@@ -522,7 +526,7 @@ class RedisDriver:
         message is ready at priority 0 (the wake-up tokens follow it, see
         :meth:`_send_push`), else the ``PUSH`` script (see :mod:`pashq_redis.scripts`)."""
         keys = self._key_list(queue)
-        values = [m.id.encode() + b"\0" + m.body for m in batch]
+        values = [_stored_value(m) for m in batch]
         # A list is twice as fast as a generator here (most batches have neither).
         if not any([m.delay > 0 or m.priority for m in batch]):  # noqa: C419
             return ("RPUSH", keys[_FRESH], *values)
@@ -549,18 +553,17 @@ class RedisDriver:
         if command[0] == "EVAL":
             connection.send_packed_command(connection.pack_command(*command), check_health=False)
             return 1
-        wake = self._key_list(queue)[_WAKE]
         connection.send_packed_command(
-            connection.pack_commands(
-                [
-                    command,
-                    ("RPUSH", wake, *_TOKENS[: min(len(batch), 16)]),
-                    ("LTRIM", wake, -16, -1),
-                ]
-            ),
+            connection.pack_commands([command, *self._wake_commands(queue, len(batch))]),
             check_health=False,
         )
         return 3
+
+    def _wake_commands(self, queue: str, count: int) -> tuple[tuple[Any, ...], ...]:
+        """The commands that follow a plain push of ``count`` messages: ``min(count, 16)``
+        wake-up tokens, and the list kept to its last 16."""
+        wake = self._key_list(queue)[_WAKE]
+        return (("RPUSH", wake, *_TOKENS[: min(count, 16)]), ("LTRIM", wake, -16, -1))
 
     def _push_streamed(
         self,
@@ -657,7 +660,7 @@ class RedisDriver:
                 hold_keys.append(coordination.hold_key(self.options.key_prefix, key))
                 index = len(PARTS) + len(hold_keys)
             delay = max(1, round(m.delay * 1000)) if m.delay > 0 else 0
-            value = m.id.encode() + b"\0" + m.body
+            value = _stored_value(m)
             args += [value, m.id, delay, m.priority, index, max(1, round(ttl * 1000))]
         with self._errors(
             "push",
